@@ -1,0 +1,21 @@
+"""The NumPy backend: the specification itself, exposed through the common API.
+
+Arrays are NumPy float64; the functions are the spec's, unchanged.
+"""
+
+from liquidssm.spec import (  # noqa: F401
+    diag_scan,
+    liquid_mamba,
+    liquid_s4,
+    liquid_s5,
+    liquid_scan,
+    liquid_selective_scan,
+    mamba,
+    s4,
+    s4d,
+    s5,
+    selective_scan,
+    selective_state_update,
+)
+
+name = "numpy"

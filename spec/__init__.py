@@ -1,0 +1,32 @@
+"""liquidssm.spec: the NumPy / array-API reference that defines every variant's mathematics.
+
+Variants are modules (`liquidssm.spec.s4d`, ...), each with Config, init, forward, step,
+initial_state (and kernel for the convolutional ones). Primitives are functions:
+diag_scan, liquid_scan (scan.py); selective_scan, selective_state_update, selective_scan_vjp,
+liquid_selective_scan (selective.py). See spec/README.md for the equations.
+"""
+
+import importlib
+
+SPEC_VERSION = "0.1.0"
+
+VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba")
+
+_PRIMITIVES = {
+    "diag_scan": "scan",
+    "liquid_scan": "scan",
+    "selective_scan": "selective",
+    "selective_state_update": "selective",
+    "selective_scan_vjp": "selective",
+    "liquid_selective_scan": "selective",
+}
+
+__all__ = ["SPEC_VERSION", "VARIANTS", *VARIANTS, *_PRIMITIVES]
+
+
+def __getattr__(name):
+    if name in VARIANTS:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _PRIMITIVES:
+        return getattr(importlib.import_module(f"{__name__}.{_PRIMITIVES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

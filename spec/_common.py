@@ -1,0 +1,131 @@
+"""Shared pieces of the specification: array namespaces, argument checks, discretisation.
+
+Everything that computes outputs is written against the array API standard
+(`array_api_compat.array_namespace`), in the floating dtype of its inputs (float64 in the spec's
+own tests). Checks only read shapes and config values, never array values, so the code stays
+traceable by JAX and torch.compile.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import array_api_compat
+
+__all__ = [
+    "namespace",
+    "check_array",
+    "check_int",
+    "check_float",
+    "check_choice",
+    "complex_dtype",
+    "to_complex",
+    "discretize",
+    "causal_fft_conv",
+]
+
+
+def namespace(*arrays):
+    """The array namespace shared by `arrays` (None entries are ignored)."""
+    return array_api_compat.array_namespace(*[a for a in arrays if a is not None])
+
+
+def _describe(x) -> str:
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return f"an object of type {type(x).__name__}"
+    return f"shape {tuple(shape)} and dtype {x.dtype}"
+
+
+def check_array(name: str, x, shape: Sequence[int | str | None], *, complex_ok: bool = False):
+    """Check that `x` is a floating array of the given shape; raise a clear error if not.
+
+    `shape` entries are ints (exact sizes), None (any size), or strings naming a size that must be
+    >= 1 (such as "length"). Returns `x` unchanged.
+    """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name}: expected an array of shape {_fmt(shape)}, got {_describe(x)}")
+    xp = array_api_compat.array_namespace(x)
+    kinds = ("real floating", "complex floating") if complex_ok else "real floating"
+    if not xp.isdtype(x.dtype, kinds):
+        expected = "a real or complex floating" if complex_ok else "a real floating"
+        raise TypeError(f"{name}: expected {expected} dtype, got {_describe(x)}")
+    if len(x.shape) != len(shape) or any(
+        isinstance(s, int) and d != s for s, d in zip(shape, x.shape)
+    ):
+        raise ValueError(f"{name}: expected shape {_fmt(shape)}, got {_describe(x)}")
+    for s, d in zip(shape, x.shape):
+        if isinstance(s, str) and d < 1:
+            raise ValueError(f"{name}: {s} must be >= 1, got {_describe(x)}")
+    return x
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def check_int(name: str, value, *, minimum: int = 1) -> int:
+    """A Python int >= minimum (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+
+
+def check_float(name: str, value, *, positive: bool = False) -> float:
+    """A finite real number (strictly positive if asked)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name}: expected a number > 0, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value, choices: Sequence) -> object:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+def complex_dtype(xp, real_dtype):
+    """complex128 for float64 inputs, complex64 otherwise."""
+    return xp.complex128 if real_dtype == xp.float64 else xp.complex64
+
+
+def to_complex(re, im):
+    """re + i im, as the complex dtype matching re's precision (shapes must match)."""
+    xp = namespace(re, im)
+    cdt = complex_dtype(xp, re.dtype)
+    return xp.astype(re, cdt) + 1j * xp.astype(im, cdt)
+
+
+def discretize(A, B, dt, method: str):
+    """Discretise x' = A x + B u (A diagonal, given as its diagonal) with step dt.
+
+    zoh:      Abar = exp(dt A),                    Bbar = (Abar - 1) / A * B
+    bilinear: Abar = (1 + dt A / 2) / (1 - dt A / 2),  Bbar = dt / (1 - dt A / 2) * B
+    A, dt and B broadcast together; returns (Abar, Bbar) of the broadcast shape.
+    """
+    xp = namespace(A)
+    dtA = dt * A
+    if method == "zoh":
+        Abar = xp.exp(dtA)
+        return Abar, (Abar - 1) / A * B
+    if method == "bilinear":
+        denom = 1 - dtA / 2
+        return (1 + dtA / 2) / denom, dt / denom * B
+    raise ValueError(f"discretization: expected one of ['zoh', 'bilinear'], got {method!r}")
+
+
+def causal_fft_conv(u, K):
+    """y[..., l] = sum_{j<=l} K[..., j] u[..., l - j], by FFT of length 2L (a true linear convolution).
+
+    u: (..., L) real; K: broadcastable to u, real, length L. Returns real (..., L).
+    """
+    xp = namespace(u, K)
+    L = u.shape[-1]
+    n = 2 * L
+    y = xp.fft.irfft(xp.fft.rfft(u, n=n) * xp.fft.rfft(K, n=n), n=n)
+    return y[..., :L]

@@ -1,0 +1,47 @@
+"""Backends may replace a spec primitive by a faster implementation for their own array type.
+
+The spec's functions are the reference. `overridable` marks the few primitives (scans, erf) that
+a backend registers a fast implementation of; the implementation is chosen by the framework of the
+first argument (einops-style dispatch on the array type). With none registered (NumPy,
+array-api-strict), the reference runs. `fn.reference` is always the reference itself.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import array_api_compat
+
+_IMPLEMENTATIONS: dict[tuple[str, str], Callable] = {}
+
+
+def framework_of(x) -> str | None:
+    """'torch' or 'jax' for arrays of those frameworks (tracers included), else None."""
+    if array_api_compat.is_torch_array(x):
+        return "torch"
+    if array_api_compat.is_jax_array(x):
+        return "jax"
+    return None
+
+
+def register(framework: str, name: str, fn: Callable) -> None:
+    """Use `fn` for primitive `name` whenever its first argument is a `framework` array."""
+    _IMPLEMENTATIONS[(framework, name)] = fn
+
+
+def registered(framework: str, name: str) -> Callable | None:
+    return _IMPLEMENTATIONS.get((framework, name))
+
+
+def overridable(fn: Callable) -> Callable:
+    """Mark `fn` as a primitive that backends may override for their array type."""
+
+    @functools.wraps(fn)
+    def dispatch(*args, **kwargs):
+        framework = framework_of(args[0]) if args else None
+        impl = _IMPLEMENTATIONS.get((framework, fn.__name__)) if framework else None
+        return (impl or fn)(*args, **kwargs)
+
+    dispatch.reference = fn
+    return dispatch

@@ -1,0 +1,68 @@
+"""The linear recurrences every variant is made of, as plain sequential loops (the definition).
+
+Time is axis 1 of every argument: arrays are (batch, length, *S) with S any state shape, and
+`a`, `c` may have size 1 on the batch axis (broadcast). Backends register faster implementations
+of these primitives for their own array types (see `_dispatch`); the loops here are the reference.
+Complex and real dtypes are both allowed.
+"""
+
+from __future__ import annotations
+
+from ._common import namespace
+from ._dispatch import overridable
+
+__all__ = ["diag_scan", "liquid_scan"]
+
+
+def _zeros_state(xp, b, shape_from):
+    return xp.zeros((b.shape[0],) + tuple(shape_from.shape[2:]), dtype=b.dtype)
+
+
+@overridable
+def diag_scan(a, b, h0=None, *, reverse: bool = False):
+    """Diagonal linear recurrence.
+
+    h_t = a_t * h_{t-1} + b_t   for t = 0..L-1, with h_{-1} = h0 (zeros if None);
+    reverse=True runs from t = L-1 down to 0: h_t = a_t * h_{t+1} + b_t, h_L = h0.
+    a: (batch or 1, L, *S), b: (batch, L, *S), h0: (batch, *S).  Returns h: (batch, L, *S).
+    The final state is h[:, -1] (h[:, 0] when reverse).
+    """
+    xp = namespace(a, b, h0)
+    L = b.shape[1]
+    h = _zeros_state(xp, b, b) if h0 is None else h0
+    out = [None] * L
+    for t in reversed(range(L)) if reverse else range(L):
+        h = a[:, t, ...] * h + b[:, t, ...]
+        out[t] = h
+    return xp.stack(out, axis=1)
+
+
+@overridable
+def liquid_scan(a, b, c, h0=None, *, degree: int, reverse: bool = False):
+    """Liquid recurrence x_t = (a_t + c_t) x_{t-1} + b_t, truncated exactly at degree p in c.
+
+    Levels m = 0..p-1 (p = degree):
+        h0_t = a_t * h0_{t-1} + b_t
+        hm_t = a_t * hm_{t-1} + c_t * h(m-1)_{t-1}
+    so sum_m hm_t keeps every term of the full recurrence with at most p-1 factors of c.
+    reverse=True runs from t = L-1 down to 0 (t-1 becomes t+1).
+    a, c: (batch or 1, L, *S); b: (batch, L, *S); h0: (batch, p, *S) (zeros if None).
+    Returns (y, h_last): y = sum_m hm (batch, L, *S), h_last (batch, p, *S) the levels after the
+    last step taken (t = L-1, or t = 0 when reverse).
+    """
+    xp = namespace(a, b, c, h0)
+    L = b.shape[1]
+    zero = _zeros_state(xp, b, b)
+    levels = [zero] * degree if h0 is None else [h0[:, m, ...] for m in range(degree)]
+    out = [None] * L
+    for t in reversed(range(L)) if reverse else range(L):
+        at, ct = a[:, t, ...], c[:, t, ...]
+        new = [at * levels[0] + b[:, t, ...]]
+        for m in range(1, degree):
+            new.append(at * levels[m] + ct * levels[m - 1])
+        levels = new
+        total = levels[0]
+        for m in range(1, degree):
+            total = total + levels[m]
+        out[t] = total
+    return xp.stack(out, axis=1), xp.stack(levels, axis=1)
