@@ -62,7 +62,8 @@ def check_array(name: str, x, shape: Sequence[int | str | None], *, complex_ok: 
 
 
 def _fmt(shape) -> str:
-    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+    inner = ", ".join("*" if s is None else str(s) for s in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 
 def check_int(name: str, value, *, minimum: int = 1) -> int:
@@ -120,7 +121,7 @@ def discretize(A, B, dt, method: str):
 
 
 def causal_fft_conv(u, K):
-    """y[..., l] = sum_{j<=l} K[..., j] u[..., l - j], by FFT of length 2L (a true linear convolution).
+    """y[..., l] = sum_{j<=l} K[..., j] u[..., l - j], by FFT of length 2L (a linear convolution).
 
     u: (..., L) real; K: broadcastable to u, real, length L. Returns real (..., L).
     """

@@ -1,0 +1,1 @@
+"""liquidssm.jax (being written)."""

@@ -1,0 +1,71 @@
+"""JaxFramework: how the spec's variants are bound to jax arrays (see liquidssm._bind).
+
+dtype policy: NumPy floating arrays become float32 (complex64) unless a dtype is given;
+float64 (complex128) needs jax x64 enabled (`jax.config.update("jax_enable_x64", True)`).
+bfloat16 / float16 inputs compute in float32. Non-floating arrays are never cast.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["JaxFramework", "fw", "x64_enabled"]
+
+
+def x64_enabled() -> bool:
+    return bool(jax.config.jax_enable_x64)
+
+
+def _complex_of(real_dtype):
+    return jnp.complex128 if jnp.dtype(real_dtype) == jnp.float64 else jnp.complex64
+
+
+class JaxFramework:
+    name = "jax"
+
+    def from_numpy(self, x, *, dtype=None, device=None):
+        """x as a jax array; floating x in `dtype` (default float32; complex x in the complex
+        dtype of that precision). float64 is refused unless x64 is enabled."""
+        x = np.asarray(x)
+        if np.issubdtype(x.dtype, np.inexact):
+            real = jnp.dtype(jnp.float32 if dtype is None else dtype)
+            if not jnp.issubdtype(real, jnp.floating):
+                raise TypeError(f"dtype: expected a real floating dtype, got {dtype!r}")
+            if real == jnp.float64 and not x64_enabled():
+                raise TypeError(
+                    "dtype: expected float32, bfloat16 or float16 (float64 needs "
+                    "jax.config.update('jax_enable_x64', True)), got float64"
+                )
+            target = _complex_of(real) if np.iscomplexobj(x) else real
+            out = jnp.asarray(x, dtype=target)
+        else:
+            out = jnp.asarray(x)
+        return out if device is None else jax.device_put(out, device)
+
+    def to_numpy(self, x):
+        """A NumPy array; floating arrays as float64, complex as complex128."""
+        a = np.asarray(jax.device_get(x))
+        if np.iscomplexobj(a):
+            return a.astype(np.complex128)
+        if jnp.issubdtype(a.dtype, jnp.floating):  # includes bfloat16 (ml_dtypes)
+            return a.astype(np.float64)
+        return a
+
+    def compute_dtype(self, dtype):
+        """float32 for bfloat16 / float16; other dtypes unchanged."""
+        dtype = jnp.dtype(dtype)
+        return jnp.dtype(jnp.float32) if dtype in (jnp.bfloat16, jnp.float16) else dtype
+
+    def cast(self, x, real_dtype):
+        """x in `real_dtype` (complex x in the complex dtype of that precision); non-floating
+        arrays unchanged."""
+        if jnp.issubdtype(x.dtype, jnp.complexfloating):
+            return x.astype(_complex_of(real_dtype))
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            return x.astype(real_dtype)
+        return x
+
+
+fw = JaxFramework()

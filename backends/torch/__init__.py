@@ -1,0 +1,1 @@
+"""liquidssm.torch (being written)."""

@@ -1,0 +1,1 @@
+"""liquidssm.torch.triton (being written)."""

@@ -1,0 +1,67 @@
+"""Clean-environment sessions: `nox` runs lint, the spec's tests and every backend's conformance.
+
+Adding a backend is one line in CONFORMANCE: its pip extras and environment variables.
+Every install is constrained by .ci/constraints.txt (pinned torch, jax, triton).
+"""
+
+import nox
+
+nox.options.sessions = ["lint", "tests", "conformance"]
+nox.options.reuse_existing_virtualenvs = True
+
+CONSTRAINTS = ".ci/constraints.txt"
+
+#: backend -> (pip extras, environment). The session runs the conformance suite for the backend
+#: and that backend's own tests (tests/<package>/) when they exist.
+CONFORMANCE = {
+    "numpy": ("test", {}),
+    "array_api_strict": ("test", {}),
+    "torch": ("test,torch", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
+    "torch-triton": ("test,triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
+    "jax": ("test,jax", {}),
+}
+
+#: backend -> its own test folder
+BACKEND_TESTS = {
+    "torch": "tests/torch",
+    "torch-triton": "tests/torch/test_triton.py",
+    "jax": "tests/jax",
+}
+
+
+def install(session, extras):
+    session.install("-c", CONSTRAINTS, "-e", f".[{extras}]")
+
+
+@nox.session
+def lint(session):
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def tests(session):
+    """The specification's own tests (NumPy and array-api-strict)."""
+    install(session, "test")
+    session.run("pytest", "-q", "tests/spec", "tests/test_frontend.py", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("backend", list(CONFORMANCE))
+def conformance(session, backend):
+    extras, env = CONFORMANCE[backend]
+    install(session, extras)
+    report = f"conformance-report/{backend}"
+    session.run(
+        "pytest", "-q", "--pyargs", "liquidssm.conformance", "--backend", backend,
+        "--report-dir", report, *session.posargs, env=env,
+    )
+    if backend in BACKEND_TESTS:
+        session.run("pytest", "-q", BACKEND_TESTS[backend], *session.posargs, env=env)
+
+
+@nox.session
+def fixtures(session):
+    """Regenerate the conformance fixtures from the spec (commit the result)."""
+    install(session, "test")
+    session.run("python", "-m", "liquidssm.conformance.fixtures")

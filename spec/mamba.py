@@ -1,0 +1,462 @@
+"""The Mamba (S6) mixer, its residual model and a Mamba language model (state-spaces/mamba).
+
+Mixer, for u (batch, L, d_model), d = d_inner = expand d_model, N = d_state, r = dt_rank,
+K = d_conv, layout (b, d, L) inside:
+    x, z     = split(in_proj(u))                                     (b, d, L) each
+    x_c[t]   = silu(sum_k w[d, k] x[t - K + 1 + k] + b_conv)         causal depthwise conv
+    dt, B, C = split(x_proj(x_c), [r, N, N]);  delta = dt_proj.weight @ dt   (no bias here)
+    y        = selective_scan(x_c, delta, A = -exp(A_log), B, C, D, z,
+                              delta_bias = dt_proj.bias, delta_softplus = True)
+    out      = out_proj(y)
+x[t] for t < 0 comes from the cache: conv_state (b, d, K) holds the last K pre-conv inputs x
+(zeros at the start), ssm_state (b, d, N) the scan's state h.
+
+Residual model (mamba_ssm MixerModel with rms_norm=True, d_intermediate=0), on hidden states:
+    x_0 = u;  x_{i+1} = x_i + mixer_i(rms_norm(x_i, layers.i.norm.weight));  out = rms_norm(x_n, norm_f)
+(mamba's Add -> RMSNorm -> Mixer block ordering computes exactly this sum.)
+Language model: u = embedding[tokens]; logits = model(u) @ W^T, W = lm_head.weight if given,
+else the embedding (tied). Parameter names are mamba_ssm's state_dict names.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import array_api_compat
+import numpy as np
+
+from ._common import check_array, check_choice, check_float, check_int, namespace
+from .nn import linear, rms_norm, silu
+from .selective import selective_scan, selective_state_update
+
+__all__ = [
+    "Config", "param_shapes", "init", "initial_state", "forward", "step",
+    "LMConfig", "model_param_shapes", "model_initial_state", "model_forward", "model_step",
+    "lm_init", "lm_forward", "lm_step",
+]
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class _MixerConfig:
+    """The fields of mamba_simple.Mamba (dt_rank 'auto' becomes ceil(d_model / 16))."""
+
+    d_model: int
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int | str = "auto"
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    dt_init: str = "random"
+    dt_scale: float = 1.0
+    dt_init_floor: float = 1e-4
+    conv_bias: bool = True
+    bias: bool = False
+
+    def __post_init__(self):
+        check_int("d_model", self.d_model)
+        check_int("d_state", self.d_state)
+        check_int("d_conv", self.d_conv)
+        check_int("expand", self.expand)
+        if self.dt_rank == "auto":
+            object.__setattr__(self, "dt_rank", math.ceil(self.d_model / 16))
+        elif isinstance(self.dt_rank, str):
+            raise ValueError(f"dt_rank: expected 'auto' or an int >= 1, got {self.dt_rank!r}")
+        check_int("dt_rank", self.dt_rank)
+        check_float("dt_min", self.dt_min, positive=True)
+        check_float("dt_max", self.dt_max, positive=True)
+        if self.dt_min > self.dt_max:
+            raise ValueError(f"dt_min: expected <= dt_max = {self.dt_max}, got {self.dt_min}")
+        check_choice("dt_init", self.dt_init, ("random", "constant"))
+        check_float("dt_scale", self.dt_scale, positive=True)
+        check_float("dt_init_floor", self.dt_init_floor, positive=True)
+        _check_bool("conv_bias", self.conv_bias)
+        _check_bool("bias", self.bias)
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+
+@dataclass(frozen=True)
+class Config(_MixerConfig):
+    __doc__ = _MixerConfig.__doc__
+
+
+def _check_config(config, cls=Config, name="config"):
+    if not isinstance(config, cls):
+        raise TypeError(f"{name}: expected a {cls.__module__}.{cls.__qualname__}, got {config!r}")
+
+
+def param_shapes(config: _MixerConfig, *, xproj_extra: int = 0) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the mixer's parameters (mamba_simple.Mamba's state_dict).
+    xproj_extra adds rows to x_proj (LiquidMamba's untied BL)."""
+    d, n, r, m = config.d_inner, config.d_state, config.dt_rank, config.d_model
+    shapes = {"in_proj.weight": (2 * d, m)}
+    if config.bias:
+        shapes["in_proj.bias"] = (2 * d,)
+    shapes["conv1d.weight"] = (d, 1, config.d_conv)
+    if config.conv_bias:
+        shapes["conv1d.bias"] = (d,)
+    shapes.update({
+        "x_proj.weight": (r + 2 * n + xproj_extra, d),
+        "dt_proj.weight": (d, r),
+        "dt_proj.bias": (d,),
+        "A_log": (d, n),
+        "D": (d,),
+        "out_proj.weight": (m, d),
+    })
+    if config.bias:
+        shapes["out_proj.bias"] = (m,)
+    return shapes
+
+
+def _uniform(rng, bound, shape):
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def _init_mixer(config: _MixerConfig, rng) -> dict[str, np.ndarray]:
+    """As mamba_simple.Mamba.__init__: torch default Linear / Conv1d init U(+-1/sqrt(fan_in)) for
+    weights and biases; dt_proj.weight U(+-dt_scale/sqrt(r)) (or that constant);
+    dt = exp(U[log dt_min, log dt_max]) clipped below at dt_init_floor, dt_proj.bias = dt +
+    log(-expm1(-dt)) (inverse softplus); A_log[d, n] = log(n + 1); D = 1."""
+    d, n, r, m, K = config.d_inner, config.d_state, config.dt_rank, config.d_model, config.d_conv
+    p = {"in_proj.weight": _uniform(rng, m**-0.5, (2 * d, m))}
+    if config.bias:
+        p["in_proj.bias"] = _uniform(rng, m**-0.5, (2 * d,))
+    p["conv1d.weight"] = _uniform(rng, K**-0.5, (d, 1, K))
+    if config.conv_bias:
+        p["conv1d.bias"] = _uniform(rng, K**-0.5, (d,))
+    p["x_proj.weight"] = _uniform(rng, d**-0.5, (r + 2 * n, d))
+    std = config.dt_scale * r**-0.5
+    if config.dt_init == "random":
+        p["dt_proj.weight"] = _uniform(rng, std, (d, r))
+    else:
+        p["dt_proj.weight"] = np.full((d, r), std)
+    lo, hi = math.log(config.dt_min), math.log(config.dt_max)
+    dt = np.maximum(np.exp(rng.uniform(size=d) * (hi - lo) + lo), config.dt_init_floor)
+    p["dt_proj.bias"] = dt + np.log(-np.expm1(-dt))
+    p["A_log"] = np.log(np.tile(np.arange(1, n + 1, dtype=np.float64), (d, 1)))
+    p["D"] = np.ones(d)
+    p["out_proj.weight"] = _uniform(rng, d**-0.5, (m, d))
+    if config.bias:
+        p["out_proj.bias"] = _uniform(rng, d**-0.5, (m,))
+    return p
+
+
+def _rng(seed):
+    check_int("seed", seed, minimum=0)
+    return np.random.default_rng(seed)
+
+
+def init(config: Config, seed: int = 0) -> dict[str, np.ndarray]:
+    """Mixer parameters (float64 NumPy, names and shapes as `param_shapes`), deterministic in seed."""
+    _check_config(config)
+    return _init_mixer(config, _rng(seed))
+
+
+def initial_state(config: Config, batch: int) -> dict[str, np.ndarray]:
+    """Zeros: conv_state (batch, d_inner, d_conv), ssm_state (batch, d_inner, d_state)."""
+    _check_config(config)
+    check_int("batch", batch)
+    d = config.d_inner
+    return {"conv_state": np.zeros((batch, d, config.d_conv)),
+            "ssm_state": np.zeros((batch, d, config.d_state))}
+
+
+def _check_params(params, shapes, prefix=""):
+    if not isinstance(params, dict):
+        raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
+    for name, shape in shapes.items():
+        if prefix + name not in params:
+            raise ValueError(f"params: expected an entry {prefix + name!r} of shape {shape}, "
+                             "got none")
+        check_array(f"params[{prefix + name!r}]", params[prefix + name], shape)
+
+
+def _check_state(state, shapes):
+    if not isinstance(state, dict):
+        raise TypeError(f"state: expected a dict with keys {sorted(shapes)}, got "
+                        f"{type(state).__name__}")
+    for name, shape in shapes.items():
+        if name not in state:
+            raise ValueError(f"state: expected a key {name!r} of shape {shape}, got keys "
+                             f"{sorted(state)}")
+        check_array(f"state[{name!r}]", state[name], shape)
+
+
+def _sub(params, prefix):
+    n = len(prefix)
+    return {k[n:]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def _t(x):
+    """(b, L, c) <-> (b, c, L)."""
+    return namespace(x).permute_dims(x, (0, 2, 1))
+
+
+def _zeros_like_state(u, shape):
+    xp = namespace(u)
+    return xp.zeros(shape, dtype=u.dtype, device=array_api_compat.device(u))
+
+
+def _causal_conv(window, weight, bias):
+    """Depthwise valid convolution: window (b, d, K - 1 + L), weight (d, 1, K), bias (d,) or None
+    -> y (b, d, L), y[..., t] = sum_k weight[:, 0, k] window[..., t + k] + bias."""
+    K = weight.shape[-1]
+    L = window.shape[-1] - K + 1
+    y = weight[:, 0, 0:1] * window[..., 0:L]
+    for k in range(1, K):
+        y = y + weight[:, 0, k:k + 1] * window[..., k:k + L]
+    return y if bias is None else y + bias[:, None]
+
+
+def _in_conv(config, p, u, conv_state, conv_fn):
+    """in_proj and the short convolution. u (b, L, d_model) -> x_c, z (b, d, L), new conv_state
+    (the last K entries of [conv_state, x]). conv_fn(window, p) is the conv + activation."""
+    xp = namespace(u)
+    d, K = config.d_inner, config.d_conv
+    xz = _t(linear(u, p["in_proj.weight"], p.get("in_proj.bias")))
+    x, z = xz[:, :d, :], xz[:, d:, :]
+    if conv_state is None:
+        conv_state = _zeros_like_state(u, (u.shape[0], d, K))
+    ext = xp.concat([conv_state, x], axis=-1)
+    return conv_fn(ext[..., 1:], p), z, ext[..., ext.shape[-1] - K:]
+
+
+def _plain_conv(window, p):
+    return silu(_causal_conv(window, p["conv1d.weight"], p.get("conv1d.bias")))
+
+
+def _x_proj(config, p, xc):
+    """xc (b, d, L) -> delta (b, d, L) without bias, B, C (b, N, L), rest (b, L, extra rows)."""
+    r, n = config.dt_rank, config.d_state
+    dbl = linear(_t(xc), p["x_proj.weight"])
+    delta = _t(linear(dbl[..., :r], p["dt_proj.weight"]))
+    return delta, _t(dbl[..., r:r + n]), _t(dbl[..., r + n:r + 2 * n]), dbl[..., r + 2 * n:]
+
+
+def _prepare(config, params, u, state):
+    _check_config(config)
+    check_array("u", u, ("batch", "length", config.d_model))
+    _check_params(params, param_shapes(config))
+    if state is not None:
+        b, d = u.shape[0], config.d_inner
+        _check_state(state, {"conv_state": (b, d, config.d_conv),
+                             "ssm_state": (b, d, config.d_state)})
+
+
+def forward(config: Config, params, u, *, state=None, return_state=False):
+    """The bare mixer (module docstring). u (batch, L, d_model) -> y (batch, L, d_model),
+    and the cache {"conv_state", "ssm_state"} after the last position if return_state."""
+    _prepare(config, params, u, state)
+    xp = namespace(u)
+    xc, z, conv_state = _in_conv(config, params, u, None if state is None else
+                                 state["conv_state"], _plain_conv)
+    delta, B, C, _ = _x_proj(config, params, xc)
+    res = selective_scan(
+        xc, delta, -xp.exp(params["A_log"]), B, C, params["D"], z=z,
+        delta_bias=params["dt_proj.bias"], delta_softplus=True,
+        initial_state=None if state is None else state["ssm_state"],
+        return_last_state=return_state)
+    y, h = res if return_state else (res, None)
+    out = linear(_t(y), params["out_proj.weight"], params.get("out_proj.bias"))
+    return (out, {"conv_state": conv_state, "ssm_state": h}) if return_state else out
+
+
+def step(config: Config, params, state, u_t):
+    """One decode step (mamba_simple.Mamba.step): u_t (batch, d_model) -> (y_t, new_state).
+    conv_state <- [conv_state[..., 1:], x_t]; x_c = silu(sum_k w[:, k] conv_state[..., k] + b);
+    ssm_state <- exp(dt A) ssm_state + dt B x_c (selective_state_update); y = out_proj(...)."""
+    _check_config(config)
+    check_array("u_t", u_t, ("batch", config.d_model))
+    _check_params(params, param_shapes(config))
+    b, d = u_t.shape[0], config.d_inner
+    _check_state(state, {"conv_state": (b, d, config.d_conv), "ssm_state": (b, d, config.d_state)})
+    xp = namespace(u_t)
+    xc, z, conv_state = _in_conv(config, params, u_t[:, None, :], state["conv_state"],
+                                 _plain_conv)
+    delta, B, C, _ = _x_proj(config, params, xc)
+    y, h = selective_state_update(
+        state["ssm_state"], xc[..., 0], delta[..., 0], -xp.exp(params["A_log"]), B[..., 0],
+        C[..., 0], params["D"], z=z[..., 0], dt_bias=params["dt_proj.bias"], dt_softplus=True)
+    out = linear(y, params["out_proj.weight"], params.get("out_proj.bias"))
+    return out, {"conv_state": conv_state, "ssm_state": h}
+
+
+# --------------------------------------------------------------------------------------------
+# Residual model and language model
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """A Mamba LM as mamba_ssm's MambaConfig with rms_norm=True, d_intermediate=0,
+    tie_embeddings=True: the vocabulary is padded up to a multiple of pad_vocab_size_multiple;
+    ssm_cfg holds the mixer's Config fields other than d_model."""
+
+    d_model: int
+    n_layer: int
+    vocab_size: int
+    ssm_cfg: dict = field(default_factory=dict)
+    norm_epsilon: float = 1e-5
+    pad_vocab_size_multiple: int = 8
+
+    def __post_init__(self):
+        check_int("n_layer", self.n_layer)
+        check_int("vocab_size", self.vocab_size)
+        check_int("pad_vocab_size_multiple", self.pad_vocab_size_multiple)
+        check_float("norm_epsilon", self.norm_epsilon, positive=True)
+        fields = set(Config.__dataclass_fields__) - {"d_model"}
+        if not isinstance(self.ssm_cfg, dict) or not set(self.ssm_cfg) <= fields:
+            raise ValueError(f"ssm_cfg: expected a dict with keys among {sorted(fields)}, "
+                             f"got {self.ssm_cfg!r}")
+        _ = self.mixer  # validates d_model and the ssm_cfg values
+
+    @property
+    def mixer(self) -> Config:
+        return Config(d_model=self.d_model, **self.ssm_cfg)
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.pad_vocab_size_multiple
+        return -(-self.vocab_size // m) * m
+
+
+def model_param_shapes(config: LMConfig) -> dict[str, tuple[int, ...]]:
+    """layers.{i}.mixer.<mixer names>, layers.{i}.norm.weight, norm_f.weight (MixerModel)."""
+    _check_config(config, LMConfig)
+    shapes, mixer = {}, param_shapes(config.mixer)
+    for i in range(config.n_layer):
+        shapes.update({f"layers.{i}.mixer.{k}": s for k, s in mixer.items()})
+        shapes[f"layers.{i}.norm.weight"] = (config.d_model,)
+    shapes["norm_f.weight"] = (config.d_model,)
+    return shapes
+
+
+def model_initial_state(config: LMConfig, batch: int) -> dict[str, np.ndarray]:
+    """layers.{i}.conv_state, layers.{i}.ssm_state: each layer's mixer cache (zeros)."""
+    _check_config(config, LMConfig)
+    one = initial_state(config.mixer, batch)
+    return {f"layers.{i}.{k}": v.copy() for i in range(config.n_layer) for k, v in one.items()}
+
+
+def _layer_state(state, i):
+    return None if state is None else {k: state[f"layers.{i}.{k}"]
+                                       for k in ("conv_state", "ssm_state")}
+
+
+def _check_model_state(config, state, batch):
+    if state is not None:
+        m = config.mixer
+        shapes = {}
+        for i in range(config.n_layer):
+            shapes[f"layers.{i}.conv_state"] = (batch, m.d_inner, m.d_conv)
+            shapes[f"layers.{i}.ssm_state"] = (batch, m.d_inner, m.d_state)
+        _check_state(state, shapes)
+
+
+def model_forward(config: LMConfig, params, u, *, state=None, return_state=False):
+    """Residual stack on hidden states u (batch, L, d_model) -> rms_norm(x_n, norm_f.weight)
+    (module docstring), and the per-layer caches if return_state."""
+    _check_config(config, LMConfig)
+    check_array("u", u, ("batch", "length", config.d_model))
+    _check_params(params, model_param_shapes(config))
+    _check_model_state(config, state, u.shape[0])
+    mixer, eps, x, new = config.mixer, config.norm_epsilon, u, {}
+    for i in range(config.n_layer):
+        h = rms_norm(x, params[f"layers.{i}.norm.weight"], eps)
+        res = forward(mixer, _sub(params, f"layers.{i}.mixer."), h,
+                      state=_layer_state(state, i), return_state=return_state)
+        if return_state:
+            res, s = res
+            new.update({f"layers.{i}.{k}": v for k, v in s.items()})
+        x = x + res
+    out = rms_norm(x, params["norm_f.weight"], eps)
+    return (out, new) if return_state else out
+
+
+def model_step(config: LMConfig, params, state, u_t):
+    """One position of model_forward: u_t (batch, d_model) -> (y_t, new_state)."""
+    _check_config(config, LMConfig)
+    check_array("u_t", u_t, ("batch", config.d_model))
+    _check_params(params, model_param_shapes(config))
+    _check_model_state(config, state, u_t.shape[0])
+    mixer, eps, x, new = config.mixer, config.norm_epsilon, u_t, {}
+    for i in range(config.n_layer):
+        h = rms_norm(x, params[f"layers.{i}.norm.weight"], eps)
+        y, s = step(mixer, _sub(params, f"layers.{i}.mixer."), _layer_state(state, i), h)
+        new.update({f"layers.{i}.{k}": v for k, v in s.items()})
+        x = x + y
+    return rms_norm(x, params["norm_f.weight"], eps), new
+
+
+def lm_init(config: LMConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """MambaLMHeadModel's parameters under its names with the "backbone." prefix (no lm_head:
+    tied). As published: mixers as `init`, then Linear biases zero except dt_proj.bias,
+    out_proj.weight U(+-1/sqrt(d_inner)) / sqrt(n_layer), embedding N(0, 0.02^2), norms 1."""
+    _check_config(config, LMConfig)
+    rng, mixer = _rng(seed), config.mixer
+    p = {"backbone.embedding.weight": rng.normal(0.0, 0.02, (config.padded_vocab_size,
+                                                             config.d_model))}
+    for i in range(config.n_layer):
+        layer = _init_mixer(mixer, rng)
+        for k in ("in_proj.bias", "out_proj.bias"):
+            if k in layer:
+                layer[k] = np.zeros_like(layer[k])
+        layer["out_proj.weight"] = layer["out_proj.weight"] / math.sqrt(config.n_layer)
+        p.update({f"backbone.layers.{i}.mixer.{k}": v for k, v in layer.items()})
+        p[f"backbone.layers.{i}.norm.weight"] = np.ones(config.d_model)
+    p["backbone.norm_f.weight"] = np.ones(config.d_model)
+    return p
+
+
+def _embed(config, params, tokens, name):
+    if not hasattr(tokens, "shape") or not hasattr(tokens, "dtype"):
+        raise TypeError(f"{name}: expected an integer array, got {type(tokens).__name__}")
+    xp = namespace(tokens)
+    if not xp.isdtype(tokens.dtype, "integral"):
+        raise TypeError(f"{name}: expected an integer dtype, got {tokens.dtype}")
+    check_array("params['backbone.embedding.weight']", params.get(
+        "backbone.embedding.weight"), (config.padded_vocab_size, config.d_model))
+    E = params["backbone.embedding.weight"]
+    flat = xp.take(E, xp.reshape(tokens, (-1,)), axis=0)
+    return xp.reshape(flat, tuple(tokens.shape) + (config.d_model,))
+
+
+def _logits(config, params, h):
+    W = params.get("lm_head.weight", params["backbone.embedding.weight"])
+    check_array("params['lm_head.weight']", W, (config.padded_vocab_size, config.d_model))
+    return linear(h, W)
+
+
+def lm_forward(config: LMConfig, params, tokens, *, state=None, return_state=False):
+    """tokens (batch, L) integers in [0, padded_vocab_size) -> logits (batch, L,
+    padded_vocab_size); the cache (model_forward's) if return_state."""
+    if len(getattr(tokens, "shape", ())) != 2:
+        raise ValueError(f"tokens: expected an integer array of shape (batch, length), got "
+                         f"{getattr(tokens, 'shape', type(tokens).__name__)}")
+    _check_config(config, LMConfig)
+    u = _embed(config, params, tokens, "tokens")
+    res = model_forward(config, _sub(params, "backbone."), u, state=state,
+                        return_state=return_state)
+    if return_state:
+        return _logits(config, params, res[0]), res[1]
+    return _logits(config, params, res)
+
+
+def lm_step(config: LMConfig, params, state, token):
+    """token (batch,) integers -> (logits (batch, padded_vocab_size), new_state)."""
+    if len(getattr(token, "shape", ())) != 1:
+        raise ValueError(f"token: expected an integer array of shape (batch,), got "
+                         f"{getattr(token, 'shape', type(token).__name__)}")
+    _check_config(config, LMConfig)
+    h, new = model_step(config, _sub(params, "backbone."), state,
+                        _embed(config, params, token, "token"))
+    return _logits(config, params, h), new

@@ -1,0 +1,473 @@
+"""S5: a MIMO diagonal state space layer (lindermanlab/S5), and the S5 sequence layer.
+
+One complex diagonal state of P' modes is shared by all H channels (P' = P/2 with conj_sym,
+P' = P without). With Lambda = Lambda_re + i Lambda_im (P',), Btilde (P', H), Ctilde (H, P'):
+
+    dt = step_rescale * exp(log_step)                                   (P',)
+    zoh:      Lambdabar = exp(dt Lambda),  gamma = (Lambdabar - 1) / Lambda
+    bilinear: Lambdabar = (1 + dt Lambda/2) / (1 - dt Lambda/2),  gamma = dt / (1 - dt Lambda/2)
+    Bbar = gamma * Btilde                  (row-wise: Bbar u = gamma * (Btilde u))
+    x_k = Lambdabar x_{k-1} + Bbar u_k,    y_k = 2 Re(Ctilde x_k) + D * u_k   (Re without conj_sym)
+
+Bidirectional: a second recursion x'_k = Lambdabar x'_{k+1} + Bbar u_k with its own half of C,
+C = [C_fwd | C_bwd] (H, 2P'), y_k = 2 Re(C_fwd x_k + C_bwd x'_k) + D * u_k.
+
+Irregular sampling (`timesteps=tau`, (batch, L)): position k uses dt_k = dt * tau_k, where tau_k
+is the interval from the previous position (k-1) to k in units of the nominal step (tau_0: from
+the initial state). The reverse recursion goes from k+1 to k, so it uses dt * tau_{k+1} at
+position k and dt * 1 at k = L-1 (as the published irregular-sampling branch). tau = 1 everywhere
+is exactly the plain forward (the same code runs with tau = 1).
+
+Conjugate symmetry: the kept modes stand for the real system with modes (Lambda, conj Lambda),
+inputs (Btilde, conj Btilde), outputs (Ctilde, conj Ctilde); its output C x + conj(C x) = 2 Re(C x)
+is real, so the half system computes it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import nn
+from ._common import (
+    check_array,
+    check_choice,
+    check_float,
+    check_int,
+    complex_dtype,
+    discretize,
+    namespace,
+)
+from .hippo import legs
+from .scan import diag_scan
+
+__all__ = [
+    "Config",
+    "init",
+    "forward",
+    "initial_state",
+    "step",
+    "param_shapes",
+    "hippo_n",
+    "LayerConfig",
+    "layer_init",
+    "layer_forward",
+]
+
+C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
+DISCRETIZATIONS = ("zoh", "bilinear")
+ACTIVATIONS = ("full_glu", "half_glu1", "half_glu2", "gelu")
+NORMS = ("batch", "layer")
+#: epsilons of flax's nn.LayerNorm and nn.BatchNorm (the published layer)
+LAYER_NORM_EPS = 1e-6
+BATCH_NORM_EPS = 1e-5
+#: jax.nn.initializers.truncated_normal: N(0, 1) truncated to [-2, 2], rescaled to unit variance
+_TRUNC_STD = 0.87962566103423978
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """S5 configuration (defaults from lindermanlab/S5 run_train.py, except d_model)."""
+
+    d_model: int
+    d_state: int = 256
+    blocks: int = 8
+    conj_sym: bool = True
+    C_init: str = "trunc_standard_normal"
+    discretization: str = "zoh"
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    clip_eigs: bool = False
+    bidirectional: bool = False
+    step_rescale: float = 1.0
+
+    def __post_init__(self):
+        check_int("d_model", self.d_model)
+        check_int("d_state", self.d_state)
+        check_int("blocks", self.blocks)
+        for name in ("conj_sym", "clip_eigs", "bidirectional"):
+            _check_bool(name, getattr(self, name))
+        check_choice("C_init", self.C_init, C_INITS)
+        check_choice("discretization", self.discretization, DISCRETIZATIONS)
+        check_float("dt_min", self.dt_min, positive=True)
+        check_float("dt_max", self.dt_max, positive=True)
+        check_float("step_rescale", self.step_rescale, positive=True)
+        if self.dt_min > self.dt_max:
+            raise ValueError(f"dt_max: expected >= dt_min = {self.dt_min}, got {self.dt_max}")
+        if self.d_state % self.blocks:
+            raise ValueError(
+                f"blocks: expected a divisor of d_state = {self.d_state}, got {self.blocks}"
+            )
+        if self.conj_sym and (self.d_state // self.blocks) % 2:
+            raise ValueError(
+                f"d_state: expected d_state / blocks even with conj_sym=True (conjugate pairs), "
+                f"got d_state = {self.d_state}, blocks = {self.blocks}"
+            )
+
+    @property
+    def n_modes(self) -> int:
+        """P': the complex modes kept (P/2 with conj_sym, else P)."""
+        return self.d_state // 2 if self.conj_sym else self.d_state
+
+
+def _check_config(config, cls):
+    if type(config) is not cls:
+        raise TypeError(
+            f"config: expected {cls.__module__}.{cls.__qualname__}, got {type(config).__module__}."
+            f"{type(config).__qualname__}"
+        )
+
+
+def param_shapes(config: Config) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter of `config` (all real)."""
+    H, Pp = config.d_model, config.n_modes
+    Cw = 2 * Pp if config.bidirectional else Pp
+    return {
+        "Lambda_re": (Pp,),
+        "Lambda_im": (Pp,),
+        "B_re": (Pp, H),
+        "B_im": (Pp, H),
+        "C_re": (H, Cw),
+        "C_im": (H, Cw),
+        "D": (H,),
+        "log_step": (Pp,),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# initialisation (NumPy, float64)
+
+
+def hippo_n(N: int, conj_sym: bool = True):
+    """HiPPO-N: the normal part S = A + P P^T of HiPPO-LegS (N, N), diagonalised.
+
+    Lambda_re = mean(diag S) = -1/2; (Lambda_im, V) = eigh(-i S) (ascending Lambda_im), so that
+    S = V diag(Lambda) V^*. conj_sym keeps the first N/2 modes (Lambda_im < 0), as published.
+    Returns Lambda (N',) complex128 and V (N, N') complex128, N' = N/2 or N.
+    """
+    A, _, P = legs(N)
+    S = A + np.outer(P, P)
+    lam_im, V = np.linalg.eigh(-1j * S)
+    Lambda = np.mean(np.diag(S)) + 1j * lam_im
+    keep = N // 2 if conj_sym else N
+    return Lambda[:keep], V[:, :keep]
+
+
+def _trunc_normal(rng, shape, std):
+    """jax truncated_normal: N(0, 1) restricted to [-2, 2], times std / 0.8796 (variance std^2)."""
+    z = rng.standard_normal(shape)
+    bad = np.abs(z) > 2
+    while bad.any():
+        z[bad] = rng.standard_normal(int(bad.sum()))
+        bad = np.abs(z) > 2
+    return z * (std / _TRUNC_STD)
+
+
+def _lecun(rng, shape):
+    """jax lecun_normal: truncated normal, variance 1/fan_in, fan_in = shape[-2] * prod(shape[:-2])."""
+    fan_in = shape[-2] * math.prod(shape[:-2])
+    return _trunc_normal(rng, shape, math.sqrt(1.0 / fan_in))
+
+
+def _sample_C(config, rng, V):
+    """Ctilde (H, P') complex: C V with C sampled over all P states (or direct complex normal)."""
+    H, P = config.d_model, config.d_state
+    if config.C_init == "trunc_standard_normal":  # one lecun_normal (1, P, 2) draw per row
+        C = np.stack([_lecun(rng, (1, P, 2))[0] for _ in range(H)])
+    else:
+        C = _lecun(rng, (H, P, 2))
+    return (C[..., 0] + 1j * C[..., 1]) @ V
+
+
+def init(config: Config, seed: int = 0) -> dict[str, np.ndarray]:
+    """Published S5 init: HiPPO-N per block of size P/J, V = blockdiag(V_1..V_J),
+    Btilde = V^* B with B (P, H) lecun-normal, Ctilde = C V (or complex normal, variance 1/2 per
+    part, without V), D ~ N(0, 1), log_step ~ U[log dt_min, log dt_max] (P',)."""
+    _check_config(config, Config)
+    check_int("seed", seed, minimum=0)
+    rng = np.random.default_rng(seed)
+    H, P, J, Pp = config.d_model, config.d_state, config.blocks, config.n_modes
+    lam, Vb = hippo_n(P // J, config.conj_sym)
+    Lambda = np.tile(lam, J)
+    V = np.zeros((P, Pp), dtype=np.complex128)
+    nb, mb = Vb.shape
+    for j in range(J):
+        V[j * nb : (j + 1) * nb, j * mb : (j + 1) * mb] = Vb
+    Bt = V.conj().T @ _lecun(rng, (P, H))
+    if config.C_init == "complex_normal":
+        Cw = 2 * Pp if config.bidirectional else Pp
+        C = rng.normal(0.0, math.sqrt(0.5), (H, Cw, 2))
+        Ct = C[..., 0] + 1j * C[..., 1]
+    elif config.bidirectional:
+        Ct = np.concatenate([_sample_C(config, rng, V), _sample_C(config, rng, V)], axis=-1)
+    else:
+        Ct = _sample_C(config, rng, V)
+    D = rng.standard_normal(H)
+    log_step = rng.uniform(math.log(config.dt_min), math.log(config.dt_max), Pp)
+    return {
+        "Lambda_re": np.ascontiguousarray(Lambda.real),
+        "Lambda_im": np.ascontiguousarray(Lambda.imag),
+        "B_re": np.ascontiguousarray(Bt.real),
+        "B_im": np.ascontiguousarray(Bt.imag),
+        "C_re": np.ascontiguousarray(Ct.real),
+        "C_im": np.ascontiguousarray(Ct.imag),
+        "D": D,
+        "log_step": log_step,
+    }
+
+
+def initial_state(config: Config, batch: int) -> dict[str, np.ndarray]:
+    """{"x": zeros (batch, P') complex128}."""
+    _check_config(config, Config)
+    check_int("batch", batch)
+    return {"x": np.zeros((batch, config.n_modes), dtype=np.complex128)}
+
+
+# ----------------------------------------------------------------------------------------------
+# shared compute pieces (also used by liquid_s5)
+
+
+def _check_params(params, shapes):
+    if not isinstance(params, dict):
+        raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
+    missing = [k for k in shapes if k not in params]
+    if missing:
+        raise ValueError(f"params: expected keys {sorted(shapes)}, missing {missing}")
+    for name, shape in shapes.items():
+        check_array(f"params[{name!r}]", params[name], shape)
+
+
+def _check_stream(config, state, return_state):
+    if config.bidirectional and (state is not None or return_state):
+        raise ValueError(
+            "state: a bidirectional S5 cannot stream (its reverse recursion needs the whole "
+            f"sequence); expected state=None and return_state=False, got state="
+            f"{'a dict' if state is not None else None} and return_state={return_state}"
+        )
+
+
+def _state_x(state, shape, xp, cdt):
+    """state["x"] checked against `shape` and cast to the complex dtype."""
+    if not isinstance(state, dict) or "x" not in state:
+        raise TypeError(f"state: expected a dict with key 'x' of shape {shape}, got {state!r}")
+    return xp.astype(check_array("state['x']", state["x"], shape, complex_ok=True), cdt)
+
+
+def _setup(config, params, u, timesteps):
+    """Check u/timesteps; discretise. Returns (xp, p, dirs): p the params cast to u's dtype,
+    dirs = [(Lambdabar, gamma)] (+ the reverse pair when bidirectional), each broadcast to
+    (1 or batch, L, P')."""
+    H, Pp = config.d_model, config.n_modes
+    check_array("u", u, (None, "length", H))
+    xp = namespace(u, *params.values())
+    p = {k: xp.astype(v, u.dtype) for k, v in params.items()}
+    batch, L = u.shape[0], u.shape[1]
+    re = p["Lambda_re"]
+    if config.clip_eigs:
+        re = xp.clip(re, None, -1e-4)
+    cdt = complex_dtype(xp, u.dtype)
+    Lambda = xp.astype(re, cdt) + 1j * xp.astype(p["Lambda_im"], cdt)
+    dt0 = xp.reshape(config.step_rescale * xp.exp(p["log_step"]), (1, 1, Pp))
+    taus = [None]
+    if timesteps is not None:
+        check_array("timesteps", timesteps, (batch, L))
+        tau = xp.astype(timesteps, u.dtype)
+        taus = [tau]
+        if config.bidirectional:  # reverse step k -> k-1 spans tau_{k+1}; the last one spans 1
+            taus.append(xp.concat([tau[:, 1:], xp.ones((batch, 1), dtype=u.dtype)], axis=1))
+    dirs = []
+    for tau in taus:
+        dt = dt0 if tau is None else dt0 * tau[..., None]
+        abar, gamma = discretize(Lambda, 1.0, dt, config.discretization)
+        shape = (dt.shape[0], L, Pp)
+        dirs.append((xp.broadcast_to(abar, shape), xp.broadcast_to(gamma, shape)))
+    if config.bidirectional and len(dirs) == 1:
+        dirs.append(dirs[0])
+    return xp, p, dirs
+
+
+def _project(xp, v, re, im):
+    """v (batch, L, H) real -> (re + i im) v: (batch, L, P') complex."""
+    cdt = complex_dtype(xp, v.dtype)
+    W = xp.astype(re, cdt) + 1j * xp.astype(im, cdt)
+    return xp.matmul(xp.astype(v, cdt), xp.matrix_transpose(W))
+
+
+def _readout(config, xp, p, xs, u):
+    """xs (batch, L, P' or 2P') -> y = (2 if conj_sym else 1) Re(xs Ctilde^T) + D u."""
+    cdt = complex_dtype(xp, u.dtype)
+    C = xp.astype(p["C_re"], cdt) + 1j * xp.astype(p["C_im"], cdt)
+    y = xp.real(xp.matmul(xs, xp.matrix_transpose(C)))
+    return (2 * y if config.conj_sym else y) + p["D"] * u
+
+
+# ----------------------------------------------------------------------------------------------
+# forward / step
+
+
+def forward(config: Config, params, u, *, state=None, return_state=False, timesteps=None):
+    """u (batch, L, H) -> y (batch, L, H) [, {"x": x_{L-1} (batch, P')}].
+
+    x_k = Lambdabar_k x_{k-1} + gamma_k (Btilde u_k), x_{-1} = state["x"] (zeros if None);
+    y_k = 2 Re(Ctilde x_k) + D u_k. timesteps tau (batch, L): dt_k = dt * tau_k (module doc).
+    """
+    _check_config(config, Config)
+    _check_params(params, param_shapes(config))
+    _check_stream(config, state, return_state)
+    xp, p, dirs = _setup(config, params, u, timesteps)
+    Pp = config.n_modes
+    bu = _project(xp, u, p["B_re"], p["B_im"])
+    h0 = None
+    if state is not None:
+        h0 = _state_x(state, (u.shape[0], Pp), xp, bu.dtype)
+    a, gamma = dirs[0]
+    xs = diag_scan(a, gamma * bu, h0)
+    if config.bidirectional:
+        a, gamma = dirs[1]
+        xs = xp.concat([xs, diag_scan(a, gamma * bu, reverse=True)], axis=-1)
+    y = _readout(config, xp, p, xs, u)
+    return (y, {"x": xs[:, -1, :]}) if return_state else y
+
+
+def _step_via_forward(module_forward, config, params, state, u_t, timesteps):
+    if config.bidirectional:
+        raise ValueError(
+            "config: step needs bidirectional=False (a bidirectional layer sees the whole "
+            "sequence); use forward instead"
+        )
+    check_array("u_t", u_t, (None, config.d_model))
+    tau = None
+    if timesteps is not None:
+        check_array("timesteps", timesteps, (u_t.shape[0],))
+        tau = timesteps[:, None]
+    y, new = module_forward(
+        config, params, u_t[:, None, :], state=state, return_state=True, timesteps=tau
+    )
+    return y[:, 0, :], new
+
+
+def step(config: Config, params, state, u_t, *, timesteps=None):
+    """One recurrent step: u_t (batch, H) -> (y_t (batch, H), new state); timesteps tau_t (batch,)
+    scales this step's dt as in forward. Unidirectional only."""
+    _check_config(config, Config)
+    if state is None:
+        raise TypeError("state: expected a dict from initial_state or forward, got None")
+    return _step_via_forward(forward, config, params, state, u_t, timesteps)
+
+
+# ----------------------------------------------------------------------------------------------
+# the S5 sequence layer (lindermanlab/S5 layers.py SequenceLayer, inference form)
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """S5 layer: ssm is an s5.Config (or liquid_s5.Config, used with liquid_s5.layer_forward).
+    Defaults from run_train.py: half_glu1, prenorm, BatchNorm; flax's tanh-approximate GELU."""
+
+    ssm: Config
+    activation: str = "half_glu1"
+    prenorm: bool = True
+    norm: str = "batch"
+    approximate_gelu: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.ssm, Config):
+            raise TypeError(f"ssm: expected an s5 or liquid_s5 Config, got {self.ssm!r}")
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("norm", self.norm, NORMS)
+        _check_bool("prenorm", self.prenorm)
+        _check_bool("approximate_gelu", self.approximate_gelu)
+
+
+def _layer_shapes(config: LayerConfig) -> dict[str, tuple[int, ...]]:
+    H = config.ssm.d_model
+    shapes = {"norm_weight": (H,), "norm_bias": (H,)}
+    if config.norm == "batch":
+        shapes.update(norm_mean=(H,), norm_var=(H,))
+    if config.activation == "full_glu":
+        shapes.update(out1_weight=(H, H), out1_bias=(H,))
+    if config.activation != "gelu":
+        shapes.update(out2_weight=(H, H), out2_bias=(H,))
+    return shapes
+
+
+def _layer_init(config: LayerConfig, ssm_init, seed: int) -> dict[str, np.ndarray]:
+    params = ssm_init(config.ssm, seed)
+    rng = np.random.default_rng([seed, 1])
+    H = config.ssm.d_model
+    for name, shape in _layer_shapes(config).items():
+        if name.endswith("_weight") and name.startswith("out"):  # flax Dense: lecun, (out, in)
+            params[name] = _lecun(rng, (H, H)).T
+        elif name in ("norm_weight", "norm_var"):
+            params[name] = np.ones(shape)
+        else:
+            params[name] = np.zeros(shape)
+    return params
+
+
+def _layer_forward(config, ssm_forward, params, u, state, return_state, timesteps):
+    """skip = u; [norm]; SSM; activation; + skip; [norm if not prenorm]. Dropout = identity.
+
+    full_glu:  g = gelu(x); x = out1(g) * sigmoid(out2(g))
+    half_glu1: g = gelu(x); x = g * sigmoid(out2(g))
+    half_glu2: x = x * sigmoid(out2(gelu(x)))
+    gelu:      x = gelu(x)
+    """
+    _check_params(params, _layer_shapes(config))
+
+    def norm(x):
+        if config.norm == "layer":
+            return nn.layer_norm(x, params["norm_weight"], params["norm_bias"], LAYER_NORM_EPS)
+        return nn.batch_norm(
+            x, params["norm_mean"], params["norm_var"], params["norm_weight"],
+            params["norm_bias"], BATCH_NORM_EPS,
+        )
+
+    x = norm(u) if config.prenorm else u
+    out = ssm_forward(
+        config.ssm, params, x, state=state, return_state=return_state, timesteps=timesteps
+    )
+    x, new_state = out if return_state else (out, None)
+    g = nn.gelu(x, approximate=config.approximate_gelu)
+    if config.activation == "full_glu":
+        x = nn.linear(g, params["out1_weight"], params["out1_bias"]) * nn.sigmoid(
+            nn.linear(g, params["out2_weight"], params["out2_bias"])
+        )
+    elif config.activation == "half_glu1":
+        x = g * nn.sigmoid(nn.linear(g, params["out2_weight"], params["out2_bias"]))
+    elif config.activation == "half_glu2":
+        x = x * nn.sigmoid(nn.linear(g, params["out2_weight"], params["out2_bias"]))
+    else:
+        x = g
+    x = u + x
+    if not config.prenorm:
+        x = norm(x)
+    return (x, new_state) if return_state else x
+
+
+def _check_layer(config, ssm_cls):
+    if not isinstance(config, LayerConfig):
+        raise TypeError(f"config: expected an s5.LayerConfig, got {type(config).__name__}")
+    _check_config(config.ssm, ssm_cls)
+
+
+def layer_init(config: LayerConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """SSM params (init) + norm_weight/bias (ones/zeros), norm_mean/var (zeros/ones, batch norm),
+    out1/out2 weight (H, H) lecun-normal, bias zeros, as the activation needs."""
+    _check_layer(config, Config)
+    return _layer_init(config, init, seed)
+
+
+def layer_forward(config: LayerConfig, params, u, *, state=None, return_state=False,
+                  timesteps=None):
+    """The S5 layer on u (batch, L, H) -> (batch, L, H); state/timesteps go to the SSM."""
+    _check_layer(config, Config)
+    return _layer_forward(config, forward, params, u, state, return_state, timesteps)

@@ -1,0 +1,394 @@
+"""Selective scans (S6 / Mamba) and the liquid selective scan, as sequential reference loops.
+
+Layout and semantics of mamba's `selective_scan_ref` (b batch, d channels, l length, n state):
+u, delta, z (b, d, l); A (d, n) real or complex; D, delta_bias (d,); B, C (and BL) each one of
+    constant     (d, n)         (complex allowed when A is complex)
+    input-dep.   (b, n, l)      (b, n, 2l) interleaved (re, im) when A is complex
+    grouped      (b, g, n, l)   (b, g, n, 2l) when A is complex; channel i uses group i // (d/g)
+Forward, per (b, d, n), t = 0..l-1, h_{-1} = initial_state (zeros if None):
+    Delta = softplus(delta + delta_bias) (threshold 20) if delta_softplus else delta + delta_bias
+    h_t = exp(Delta_t A) h_t-1 + Delta_t B_t u_t                      (Euler for B)
+    y_t = sum_n C_t h_t  (2 Re(...) for complex A);  out = (y + D u) * silu(z)
+Liquid (real A): c_t = Delta_t phi(BL_t u_t), levels m = 0..p-1:
+    h0_t = Abar_t h0_t-1 + Delta_t B_t u_t,   hm_t = Abar_t hm_t-1 + c_t h(m-1)_t-1,
+    y_t = sum_n C_t sum_m hm_t.
+Compute dtype: float64 for float64 u, else float32 (complex128 / complex64 for complex A);
+out has u's dtype, states have the compute dtype. The vjp functions compute in float64.
+"""
+
+from __future__ import annotations
+
+from ._common import check_array, check_choice, check_int, complex_dtype, namespace, to_complex
+from ._dispatch import overridable
+from .nn import lcontract as _lcontract
+from .nn import sigmoid, silu, softplus
+
+__all__ = [
+    "selective_scan",
+    "selective_state_update",
+    "liquid_selective_scan",
+    "selective_scan_vjp",
+    "liquid_selective_scan_vjp",
+]
+
+
+def _describe(x) -> str:
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return f"an object of type {type(x).__name__}"
+    return f"shape {tuple(shape)} and dtype {x.dtype}"
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+    return value
+
+
+def _work_dtype(xp, u, force64=False):
+    """float64 for float64 u (or force64), else float32; and the matching complex dtype."""
+    wdt = xp.float64 if (force64 or u.dtype == xp.float64) else xp.float32
+    return wdt, complex_dtype(xp, wdt)
+
+
+def _bc(name, X, b, d, n, l, cplx, xp, wdt, cdt):
+    """Validate B, C or BL; return (X4, form), X4 (b|1, d|1, n, l|1) in the compute dtype.
+
+    form: ("const",), ("var",) or ("group", g).
+    """
+    ll = 2 * l if cplx else l
+    forms = (
+        f"(d, n) = ({d}, {n}), (batch, n, {'2 ' if cplx else ''}length) = ({b}, {n}, {ll}) or "
+        f"(batch, groups, n, {'2 ' if cplx else ''}length) = ({b}, g, {n}, {ll}) with g dividing d"
+    )
+    nd = len(X.shape) if hasattr(X, "shape") else -1
+    if nd not in (2, 3, 4):
+        raise ValueError(f"{name}: expected shape {forms}, got {_describe(X)}")
+    check_array(name, X, (None,) * nd, complex_ok=cplx and nd == 2)
+    want = {2: (d, n), 3: (b, n, ll), 4: (b, X.shape[1], n, ll)}[nd]
+    if tuple(X.shape) != want or (nd == 4 and (X.shape[1] < 1 or d % X.shape[1])):
+        raise ValueError(f"{name}: expected shape {forms}, got {_describe(X)}")
+    if nd == 2:
+        X = xp.astype(X, cdt if cplx else wdt)
+        return X[None, :, :, None], ("const",)
+    X = xp.astype(X, wdt)
+    if nd == 3:
+        X, form = X[:, None, ...], ("var",)
+    else:
+        g = X.shape[1]
+        X = xp.reshape(xp.broadcast_to(X[:, :, None, ...], (b, g, d // g, n, ll)), (b, d, n, ll))
+        form = ("group", g)
+    if cplx:
+        X = to_complex(X[..., 0::2], X[..., 1::2])
+    return X, form
+
+
+def _at(X4, t):
+    """The (b|1, d|1, n) slice of a normalised B/C/BL at time t."""
+    return X4[..., t if X4.shape[-1] > 1 else 0]
+
+
+def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, *, liquid, force64=False,
+             BL=None):
+    """Check every argument; return the namespace, compute dtypes and arrays in them."""
+    check_array("u", u, ("batch", "d", "length"))
+    xp = namespace(u, delta, A, B, C, D, z, delta_bias, BL)
+    b, d, l = u.shape
+    wdt, cdt = _work_dtype(xp, u, force64)
+    check_array("delta", delta, (b, d, l))
+    check_array("A", A, (d, "n"), complex_ok=True)
+    cplx = xp.isdtype(A.dtype, "complex floating")
+    if cplx and liquid:
+        raise TypeError(f"A: expected a real floating dtype (the liquid scan needs real A), "
+                        f"got {_describe(A)}")
+    n = A.shape[1]
+    A = xp.astype(A, cdt if cplx else wdt)
+    B4, bform = _bc("B", B, b, d, n, l, cplx, xp, wdt, cdt)
+    C4, cform = _bc("C", C, b, d, n, l, cplx, xp, wdt, cdt)
+    BL4, blform = (B4, None) if BL is None else _bc("BL", BL, b, d, n, l, False, xp, wdt, cdt)
+    if D is not None:
+        D = xp.astype(check_array("D", D, (d,)), wdt)
+    if z is not None:
+        z = xp.astype(check_array("z", z, (b, d, l)), wdt)
+    raw = xp.astype(delta, wdt)
+    if delta_bias is not None:
+        raw = raw + xp.astype(check_array("delta_bias", delta_bias, (d,)), wdt)[:, None]
+    _check_bool("delta_softplus", delta_softplus)
+    dt = softplus(raw) if delta_softplus else raw
+    return dict(xp=xp, b=b, d=d, l=l, n=n, wdt=wdt, cdt=cdt, cplx=cplx, u=xp.astype(u, wdt),
+                raw=raw, dt=dt, A=A, B4=B4, C4=C4, BL4=BL4, D=D, z=z,
+                forms=(bform, cform, blform))
+
+
+def _run(a, levels, p, phi, history=None):
+    """The level recurrence; returns (y (b, d, l) real, last levels [p x (b, d, n)]).
+
+    If `history` is a list, the levels after every step are appended to it.
+    """
+    xp, u, dt, A = a["xp"], a["u"], a["dt"], a["A"]
+    ys = []
+    for t in range(a["l"]):
+        dtt, ut = dt[:, :, t, None], u[:, :, t, None]
+        Abar = xp.exp(dtt * A)
+        new = [Abar * levels[0] + dtt * _at(a["B4"], t) * ut]
+        if p > 1:
+            c = dtt * _lcontract(_at(a["BL4"], t) * ut, phi)
+            new += [Abar * levels[m] + c * levels[m - 1] for m in range(1, p)]
+        levels = new
+        if history is not None:
+            history.append(levels)
+        total = levels[0]
+        for m in range(1, p):
+            total = total + levels[m]
+        y = xp.sum(_at(a["C4"], t) * total, axis=-1)
+        ys.append(2 * xp.real(y) if a["cplx"] else y)
+    return xp.stack(ys, axis=2), levels
+
+
+def _finish(a, y, out_dtype):
+    xp = a["xp"]
+    out = y if a["D"] is None else y + a["D"][:, None] * a["u"]
+    if a["z"] is not None:
+        out = out * silu(a["z"])
+    return xp.astype(out, out_dtype)
+
+
+def _initial_levels(a, initial_state, p, liquid):
+    """initial_state (b, d, n) or (b, p, d, n) -> list of p (b, d, n) arrays in compute dtype."""
+    xp, b, d, n = a["xp"], a["b"], a["d"], a["n"]
+    sdt = a["cdt"] if a["cplx"] else a["wdt"]
+    if initial_state is None:
+        return [xp.zeros((b, d, n), dtype=sdt)] * p
+    shape = (b, p, d, n) if liquid else (b, d, n)
+    h0 = xp.astype(check_array("initial_state", initial_state, shape, complex_ok=a["cplx"]), sdt)
+    return [h0[:, m, ...] for m in range(p)] if liquid else [h0]
+
+
+@overridable
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   initial_state=None, return_last_state=False):
+    """Mamba's selective scan (see the module docstring for shapes and the recurrence).
+
+    initial_state (b, d, n): h_{-1} (complex for complex A). Returns out (b, d, l) in u's dtype,
+    and last_state = h_{l-1} (b, d, n) if return_last_state.
+    """
+    a = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, liquid=False)
+    _check_bool("return_last_state", return_last_state)
+    y, levels = _run(a, _initial_levels(a, initial_state, 1, False), 1, "none")
+    out = _finish(a, y, u.dtype)
+    return (out, levels[0]) if return_last_state else out
+
+
+@overridable
+def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                          delta_softplus=False, initial_state=None, return_last_state=False, *,
+                          liquid_degree=1, BL=None, lcontract="none"):
+    """Liquid selective scan truncated at degree p = liquid_degree (real A only).
+
+    c_t = Delta_t * phi(BL_t u_t) (phi = spec.nn.lcontract(., lcontract); BL None = B);
+    h0_t = Abar_t h0_{t-1} + Delta_t B_t u_t; hm_t = Abar_t hm_{t-1} + c_t h(m-1)_{t-1};
+    y_t = C_t . sum_m hm_t; out = (y + D u) * silu(z).
+    initial_state / last_state: (b, p, d, n), the levels. p = 1 is selective_scan.
+    """
+    p = check_int("liquid_degree", liquid_degree)
+    check_choice("lcontract", lcontract, ("none", "tanh", "lecun"))
+    a = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, liquid=True, BL=BL)
+    _check_bool("return_last_state", return_last_state)
+    y, levels = _run(a, _initial_levels(a, initial_state, p, True), p, lcontract)
+    out = _finish(a, y, u.dtype)
+    return (out, a["xp"].stack(levels, axis=1)) if return_last_state else out
+
+
+@overridable
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
+                           dt_softplus=False):
+    """One decode step of the selective scan (real A), without mutating any input.
+
+    state (b, d, n); x, dt, z (b, d); A (d, n) real; B, C (b, n) or grouped (b, g, n);
+    D, dt_bias (d,).  Delta = softplus(dt + dt_bias) if dt_softplus else dt + dt_bias;
+    new_state = exp(Delta A) state + Delta B x;  out = (sum_n C new_state + D x) * silu(z).
+    Returns (out (b, d) in x's dtype, new_state (b, d, n) in the compute dtype).
+    """
+    check_array("x", x, ("batch", "d"))
+    xp = namespace(state, x, dt, A, B, C, D, z, dt_bias)
+    bsz, d = x.shape
+    wdt, _ = _work_dtype(xp, x)
+    check_array("A", A, (d, "n"))
+    n = A.shape[1]
+    check_array("state", state, (bsz, d, n))
+    check_array("dt", dt, (bsz, d))
+
+    def group(name, X):
+        forms = f"(batch, n) = ({bsz}, {n}) or (batch, groups, n) = ({bsz}, g, {n}), g | d"
+        nd = len(X.shape) if hasattr(X, "shape") else -1
+        if nd not in (2, 3):
+            raise ValueError(f"{name}: expected shape {forms}, got {_describe(X)}")
+        check_array(name, X, (None,) * nd)
+        want = (bsz, n) if nd == 2 else (bsz, X.shape[1], n)
+        if tuple(X.shape) != want or (nd == 3 and (X.shape[1] < 1 or d % X.shape[1])):
+            raise ValueError(f"{name}: expected shape {forms}, got {_describe(X)}")
+        X = xp.astype(X, wdt)
+        if nd == 2:
+            return X[:, None, :]
+        g = X.shape[1]
+        return xp.reshape(xp.broadcast_to(X[:, :, None, :], (bsz, g, d // g, n)), (bsz, d, n))
+
+    B3, C3 = group("B", B), group("C", C)
+    delta = xp.astype(dt, wdt)
+    if dt_bias is not None:
+        delta = delta + xp.astype(check_array("dt_bias", dt_bias, (d,)), wdt)
+    _check_bool("dt_softplus", dt_softplus)
+    delta = softplus(delta)[..., None] if dt_softplus else delta[..., None]
+    xw = xp.astype(x, wdt)
+    new_state = xp.exp(delta * xp.astype(A, wdt)) * xp.astype(state, wdt) + delta * B3 * xw[
+        ..., None
+    ]
+    out = xp.sum(C3 * new_state, axis=-1)
+    if D is not None:
+        out = out + xp.astype(check_array("D", D, (d,)), wdt) * xw
+    if z is not None:
+        out = out * silu(xp.astype(check_array("z", z, (bsz, d)), wdt))
+    return xp.astype(out, x.dtype), new_state
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference gradients (adjoint reverse scan), float64.
+
+
+def _phi_grad(x, kind, xp):
+    """d phi / dx for spec.nn.lcontract."""
+    if kind == "none":
+        return xp.ones_like(x)
+    if kind == "tanh":
+        return 1 - xp.tanh(x) ** 2
+    return 1.7159 * 0.666 * (1 - xp.tanh(0.666 * x) ** 2)
+
+
+def _reduce(G, form, xp):
+    """Gradient w.r.t. the normalised (b, d, n, l) B/C/BL -> gradient of the argument's form."""
+    if form[0] == "const":
+        return xp.sum(G, axis=(0, 3))
+    if form[0] == "var":
+        return xp.sum(G, axis=1)
+    b, d, n, l = G.shape
+    g = form[1]
+    return xp.sum(xp.reshape(G, (b, g, d // g, n, l)), axis=2)
+
+
+def _vjp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, dout, dlast_state,
+         p, BL, phi, liquid):
+    a = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, liquid=liquid, BL=BL,
+                 force64=True)
+    if a["cplx"]:
+        raise NotImplementedError(
+            f"A: selective_scan_vjp supports real A only, got {_describe(A)} (complex A has no "
+            "reference gradient yet)")
+    xp, b, d, l, n, f64 = a["xp"], a["b"], a["d"], a["l"], a["n"], a["wdt"]
+    u64, dt, A64, raw = a["u"], a["dt"], a["A"], a["raw"]
+    B4, C4, BL4 = a["B4"], a["C4"], a["BL4"]
+    g = xp.astype(check_array("dout", dout, (b, d, l)), f64)
+    lam_next = [xp.zeros((b, d, n), dtype=f64)] * p
+    if dlast_state is not None:
+        shape = (b, p, d, n) if liquid else (b, d, n)
+        dls = xp.astype(check_array("dlast_state", dlast_state, shape), f64)
+        lam_next = [dls[:, m, ...] for m in range(p)] if liquid else [dls]
+
+    # forward, keeping every level: hs[t + 1] = levels after step t, hs[0] = initial levels
+    hs = [_initial_levels(a, initial_state, p, liquid)]
+    y, _ = _run(a, hs[0], p, phi, history=hs)
+
+    grads = {}
+    pre_gate = y if a["D"] is None else y + a["D"][:, None] * u64
+    if a["z"] is not None:
+        zz = a["z"]
+        s = sigmoid(zz)
+        grads["z"] = g * pre_gate * s * (1 + zz * (1 - s))
+        g = g * zz * s
+    du_direct = xp.zeros_like(u64) if a["D"] is None else a["D"][:, None] * g
+    if a["D"] is not None:
+        grads["D"] = xp.sum(g * u64, axis=(0, 2))
+
+    dA = xp.zeros((d, n), dtype=f64)
+    ddt, du, dB, dC, dBL = [None] * l, [None] * l, [None] * l, [None] * l, [None] * l
+    for t in reversed(range(l)):
+        dtt, ut, gt = dt[:, :, t, None], u64[:, :, t, None], g[:, :, t, None]
+        Bt, Ct, BLt = _at(B4, t), _at(C4, t), _at(BL4, t)
+        Abar = xp.exp(dtt * A64)
+        lam = [Ct * gt + lam_next[m] for m in range(p)]
+        prev, cur = hs[t], hs[t + 1]
+        dAbar = lam[0] * prev[0]
+        total = cur[0]
+        for m in range(1, p):
+            dAbar = dAbar + lam[m] * prev[m]
+            total = total + cur[m]
+        dA = dA + xp.sum(dAbar * dtt * Abar, axis=0)
+        dC[t] = gt * total
+        dB[t] = lam[0] * dtt * ut
+        ddt_t = xp.sum(dAbar * A64 * Abar + lam[0] * Bt * ut, axis=-1)
+        du_t = xp.sum(lam[0] * dtt * Bt, axis=-1)
+        dBL[t] = xp.zeros_like(dB[t])
+        c = 0.0
+        if p > 1:
+            pre = BLt * ut
+            ph = _lcontract(pre, phi)
+            c = dtt * ph
+            dc = lam[1] * prev[0]
+            for m in range(2, p):
+                dc = dc + lam[m] * prev[m - 1]
+            ddt_t = ddt_t + xp.sum(dc * ph, axis=-1)
+            dpre = dc * dtt * _phi_grad(pre, phi, xp)
+            dBL[t] = dpre * ut
+            du_t = du_t + xp.sum(dpre * BLt, axis=-1)
+        ddt[t], du[t] = ddt_t, du_t
+        lam_next = [Abar * lam[m] + (c * lam[m + 1] if m + 1 < p else 0.0) for m in range(p)]
+
+    bform, cform, blform = a["forms"]
+    dB_full, dBL_full = xp.stack(dB, axis=3), xp.stack(dBL, axis=3)
+    if BL is None:
+        dB_full = dB_full + dBL_full
+    else:
+        grads["BL"] = _reduce(dBL_full, blform, xp)
+    dnet = xp.stack(ddt, axis=2)
+    if delta_softplus:
+        dnet = dnet * xp.where(raw > 20.0, xp.ones_like(raw), sigmoid(raw))
+    grads.update(u=du_direct + xp.stack(du, axis=2), delta=dnet, A=dA,
+                 B=_reduce(dB_full, bform, xp), C=_reduce(xp.stack(dC, axis=3), cform, xp))
+    if delta_bias is not None:
+        grads["delta_bias"] = xp.sum(dnet, axis=(0, 2))
+    if initial_state is not None:
+        grads["initial_state"] = xp.stack(lam_next, axis=1) if liquid else lam_next[0]
+    return grads
+
+
+def selective_scan_vjp(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                       initial_state=None, *, dout, dlast_state=None):
+    """Reference gradients of selective_scan (real A), float64, by the adjoint reverse scan.
+
+    With g = dout * silu(z) and lambda_t = dL/dh_t:
+        lambda_t = C_t g_t + Abar_{t+1} lambda_{t+1},   lambda_{l-1} = C g + dlast_state
+        dA = sum lambda_t Delta_t Abar_t h_{t-1};  dDelta_t = sum_n lambda_t (A Abar_t h_{t-1}
+        + B_t u_t);  dB_t = lambda_t Delta_t u_t;  dC_t = g_t h_t;  du = D g + sum_n lambda
+        Delta B; d initial_state = Abar_0 lambda_0; ddelta = dDelta softplus'(delta + bias).
+    dout (b, d, l); dlast_state (b, d, n) or None. Returns {name: gradient} for every array
+    argument given (u, delta, A, B, C and D, z, delta_bias, initial_state when not None).
+    """
+    return _vjp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, dout,
+                dlast_state, 1, None, "none", False)
+
+
+def liquid_selective_scan_vjp(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                              delta_softplus=False, initial_state=None, *, liquid_degree=1,
+                              BL=None, lcontract="none", dout, dlast_state=None):
+    """Reference gradients of liquid_selective_scan, float64 (adjoint of the level recurrence).
+
+    lambda^m_t = C_t g_t + Abar_{t+1} lambda^m_{t+1} + c_{t+1} lambda^{m+1}_{t+1}
+    (lambda^p = 0; at t = l-1 the carried term is dlast_state[:, m]); then
+    dAbar_t = sum_m lambda^m_t hm_{t-1}, dc_t = sum_{m>=1} lambda^m_t h(m-1)_{t-1},
+    dDelta_t += sum_n (dAbar_t A Abar_t + dc_t phi + lambda^0_t B_t u_t),
+    dBL_t = dc_t Delta_t phi'(BL_t u_t) u_t (added to dB when BL is tied).
+    dlast_state (b, p, d, n) or None. Returns the gradients as selective_scan_vjp, plus "BL".
+    """
+    p = check_int("liquid_degree", liquid_degree)
+    check_choice("lcontract", lcontract, ("none", "tanh", "lecun"))
+    return _vjp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, dout,
+                dlast_state, p, BL, lcontract, True)
