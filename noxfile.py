@@ -47,7 +47,7 @@ def tests(session):
 
 
 @nox.session
-@nox.parametrize("backend", list(CONFORMANCE))
+@nox.parametrize("backend", list(CONFORMANCE), ids=list(CONFORMANCE))
 def conformance(session, backend):
     extras, env = CONFORMANCE[backend]
     install(session, extras)

@@ -19,6 +19,7 @@ _PRIMITIVES = {
     "selective_state_update": "selective",
     "selective_scan_vjp": "selective",
     "liquid_selective_scan": "selective",
+    "liquid_selective_scan_vjp": "selective",
 }
 
 __all__ = ["SPEC_VERSION", "VARIANTS", *VARIANTS, *_PRIMITIVES]

@@ -1,6 +1,7 @@
 """HiPPO-LegS and its normal-plus-low-rank (NPLR) form, used to initialise S4, S4D-LegS and S5.
 
-NumPy only (initialisation, not computation). Conventions as state-spaces/s4 `hippo.py`.
+NumPy only (initialisation, not computation). Conventions as state-spaces/s4 `hippo.py`
+(`transition('legs')`, `rank_correction('legs')`, `nplr('legs')`).
 """
 
 from __future__ import annotations
@@ -14,28 +15,29 @@ def legs(N: int):
     """HiPPO-LegS: A (N, N), B (N,), P (N,) with
     A_nk = -sqrt(2n+1) sqrt(2k+1) for n > k, -(n+1) for n = k, 0 for n < k;  B_n = sqrt(2n+1);
     P_n = sqrt(n + 1/2), so that A + P P^T = -I/2 + (skew-symmetric)."""
-    q = np.sqrt(2 * np.arange(N, dtype=np.float64) + 1)
-    A = -np.tril(np.outer(q, q), -1) - np.diag(np.arange(N, dtype=np.float64) + 1)
-    return A, q.copy(), np.sqrt(np.arange(N, dtype=np.float64) + 0.5)
+    n = np.arange(N, dtype=np.float64)
+    q = np.sqrt(2 * n + 1)
+    A = -np.tril(np.outer(q, q), -1) - np.diag(n + 1)
+    return A, q.copy(), np.sqrt(n + 0.5)
 
 
 def nplr(N: int, rank: int = 1):
-    """Diagonalise the normal part of HiPPO-LegS: A = V (Lambda - Ptilde Ptilde^*) V^*.
+    """Diagonalise the normal part of HiPPO-LegS: A = V diag(Lambda) V^* + conj(...) - P P^T.
 
-    Returns Lambda (N/2,) complex (real part -1/2, the modes with Im >= 0... one of each conjugate
-    pair), Ptilde (rank, N/2), Btilde (N/2,), V (N, N/2): Lambda_im, V from eigh(-i (A + P P^T)),
-    Ptilde = V^* P, Btilde = V^* B. Extra ranks (rank > 1) are zero, as in the published code.
+    S = A + P P^T = -I/2 + skew. Lambda_re = mean(diag S) = -1/2; (Lambda_im, V) = eigh(-i S),
+    sorted by Lambda_im ascending, keeping the first N/2 (negative imaginary parts: one mode of
+    each conjugate pair, as the published code). Returns
+    Lambda (N/2,) complex, Ptilde = V^* P (rank, N/2) (rows >= 1 are zero), Btilde = V^* B (N/2,),
+    V (N, N/2), so that A = 2 Re(V diag(Lambda) V^*) - P P^T.
     """
-    if N % 2:
-        raise ValueError(f"d_state: expected an even number (conjugate pairs), got {N}")
+    if N % 2 or N < 2:
+        raise ValueError(f"d_state: expected an even number >= 2 (conjugate pairs), got {N}")
     A, B, P = legs(N)
     S = A + np.outer(P, P)
     lam_im, V = np.linalg.eigh(-1j * S)
-    # eigh sorts ascending; keep the N/2 modes with positive imaginary part (one of each pair),
-    # in the published order (largest frequency last is irrelevant: keep ascending).
-    keep = lam_im > 0 if np.count_nonzero(lam_im > 0) == N // 2 else np.argsort(lam_im)[N // 2 :]
-    lam_im, V = lam_im[keep], V[:, keep]
-    Lambda = -0.5 + 1j * lam_im
+    order = np.argsort(lam_im, kind="stable")[: N // 2]
+    Lambda = np.mean(np.diag(S)) + 1j * lam_im[order]
+    V = V[:, order]
     Vh = V.conj().T
     Ptilde = np.zeros((rank, N // 2), dtype=np.complex128)
     Ptilde[0] = Vh @ P

@@ -12,7 +12,8 @@ x[t] for t < 0 comes from the cache: conv_state (b, d, K) holds the last K pre-c
 (zeros at the start), ssm_state (b, d, N) the scan's state h.
 
 Residual model (mamba_ssm MixerModel with rms_norm=True, d_intermediate=0), on hidden states:
-    x_0 = u;  x_{i+1} = x_i + mixer_i(rms_norm(x_i, layers.i.norm.weight));  out = rms_norm(x_n, norm_f)
+    x_0 = u;  x_{i+1} = x_i + mixer_i(rms_norm(x_i, layers.i.norm.weight));
+    out = rms_norm(x_n, norm_f.weight)
 (mamba's Add -> RMSNorm -> Mixer block ordering computes exactly this sum.)
 Language model: u = embedding[tokens]; logits = model(u) @ W^T, W = lm_head.weight if given,
 else the embedding (tied). Parameter names are mamba_ssm's state_dict names.
@@ -157,7 +158,7 @@ def _rng(seed):
 
 
 def init(config: Config, seed: int = 0) -> dict[str, np.ndarray]:
-    """Mixer parameters (float64 NumPy, names and shapes as `param_shapes`), deterministic in seed."""
+    """Mixer parameters (float64 NumPy, names/shapes as `param_shapes`), deterministic in seed."""
     _check_config(config)
     return _init_mixer(config, _rng(seed))
 

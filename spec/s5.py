@@ -172,7 +172,8 @@ def _trunc_normal(rng, shape, std):
 
 
 def _lecun(rng, shape):
-    """jax lecun_normal: truncated normal, variance 1/fan_in, fan_in = shape[-2] * prod(shape[:-2])."""
+    """jax lecun_normal: truncated normal of variance 1/fan_in,
+    fan_in = shape[-2] * prod(shape[:-2])."""
     fan_in = shape[-2] * math.prod(shape[:-2])
     return _trunc_normal(rng, shape, math.sqrt(1.0 / fan_in))
 

@@ -1,1 +1,65 @@
-"""liquidssm.jax (being written)."""
+"""liquidssm.jax: the spec's variants and primitives on jax arrays.
+
+Variant modules (s4d, s4, liquid_s4, s5, liquid_s5, mamba, liquid_mamba) are the spec's functions
+bound to jax arrays (liquidssm._bind); params are dicts of jax arrays under the spec's names
+(`params_from_spec` / `params_to_spec` convert). Every recurrence runs through this package's
+primitives, registered with the spec's dispatch for jax arrays (tracers included), so every
+forward / step is jax.jit-able (config static), jax.grad-able and vmap-friendly.
+Scan strategy: LIQUIDSSM_JAX_SCAN = auto | sequential | associative | chunked (scan_strategy()).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import jax.scipy.special
+
+from liquidssm._bind import bind_variant, map_arrays
+from liquidssm.spec import _dispatch
+from liquidssm.spec import selective as _spec_selective
+
+from ._framework import JaxFramework, fw
+from .scans import diag_scan, liquid_scan, scan_strategy
+from .selective import liquid_selective_scan, selective_scan
+
+__all__ = [
+    "name", "fw", "JaxFramework", "scan_strategy", "params_from_spec", "params_to_spec",
+    "diag_scan", "liquid_scan", "selective_scan", "selective_state_update",
+    "liquid_selective_scan", "VARIANTS",
+]
+
+name = "jax"
+VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba")
+
+#: one decode step is elementwise (no recurrence to speed up): the spec's array-API function,
+#: which runs on jax arrays and traces under jit as it is.
+selective_state_update = _spec_selective.selective_state_update.reference
+
+for _name, _fn in (
+    ("diag_scan", diag_scan),
+    ("liquid_scan", liquid_scan),
+    ("selective_scan", selective_scan),
+    ("selective_state_update", selective_state_update),
+    ("liquid_selective_scan", liquid_selective_scan),
+    ("erf", jax.scipy.special.erf),
+):
+    _dispatch.register("jax", _name, _fn)
+
+
+def params_from_spec(params, *, dtype=None, device=None):
+    """A dict of spec (NumPy) parameters / states as jax arrays (default float32)."""
+    return map_arrays(params, lambda a: fw.from_numpy(a, dtype=dtype, device=device))
+
+
+def params_to_spec(params):
+    """A dict of jax arrays as NumPy float64 / complex128 arrays (the spec's form)."""
+    return map_arrays(params, fw.to_numpy)
+
+
+def __getattr__(attr):
+    """Variant modules are bound on first access (the spec modules are imported then)."""
+    if attr in VARIANTS:
+        mod = bind_variant(importlib.import_module(f"liquidssm.spec.{attr}"), fw, __name__)
+        globals()[attr] = mod
+        return mod
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

@@ -1,0 +1,176 @@
+"""JAX scans: the strategy switch and the diagonal / liquid linear recurrences.
+
+Strategy (`LIQUIDSSM_JAX_SCAN` = auto | sequential | associative | chunked, read at trace time):
+    sequential   lax.scan over time
+    associative  lax.associative_scan over the whole sequence (log depth, O(L) work and memory)
+    chunked      lax.associative_scan inside chunks of CHUNK steps, lax.scan carrying the state
+                 between chunks (bounded memory)
+    auto         CPU: sequential; other platforms (GPU, TPU): associative up to CHUNK steps,
+                 chunked beyond.
+diag_scan and liquid_scan are differentiated by JAX autodiff through these scans (their
+memory is of the order of their output); the selective scans have custom vjps (selective.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from liquidssm.spec._common import check_choice, check_int
+
+__all__ = ["STRATEGIES", "CHUNK", "scan_strategy", "diag_scan", "liquid_scan"]
+
+STRATEGIES = ("auto", "sequential", "associative", "chunked")
+#: chunk length of the chunked strategy (and the checkpoint spacing of the selective vjps)
+CHUNK = 64
+
+
+def scan_strategy(length: int | None = None, platform: str | None = None) -> str:
+    """The strategy used for a sequence of `length` steps (None: a long one) on `platform`
+    (default: jax.default_backend()): LIQUIDSSM_JAX_SCAN if set, else the auto rule."""
+    choice = os.environ.get("LIQUIDSSM_JAX_SCAN", "auto").strip().lower() or "auto"
+    check_choice("LIQUIDSSM_JAX_SCAN", choice, STRATEGIES)
+    if choice != "auto":
+        return choice
+    if (platform or jax.default_backend()) == "cpu":
+        return "sequential"
+    return "associative" if length is not None and length <= CHUNK else "chunked"
+
+
+def _combine(x, y):
+    """(a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2."""
+    return x[0] * y[0], y[0] * x[1] + y[1]
+
+
+def scan0(a, b, method: str, reverse: bool = False):
+    """h_t = a_t h_{t-1} + b_t along axis 0 (h_{t+1} when reverse), zero initial state.
+
+    a broadcasts against b on the axes after 0. Returns h with b's shape."""
+    if method == "associative":
+        return lax.associative_scan(_combine, (a, b), reverse=reverse, axis=0)[1]
+
+    def step(h, ab):
+        h = ab[0] * h + ab[1]
+        return h, h
+
+    return lax.scan(step, jnp.zeros(b.shape[1:], b.dtype), (a, b), reverse=reverse)[1]
+
+
+def _pad_time(x, total: int, value):
+    """x padded along axis 0 to `total` steps with `value`."""
+    extra = total - x.shape[0]
+    if extra == 0:
+        return x
+    return jnp.concatenate([x, jnp.full((extra,) + x.shape[1:], value, x.dtype)])
+
+
+def chunked_scan(a, b, h0, method: str, chunk: int):
+    """h_t = a_t h_{t-1} + b_t along axis 0 from h_{-1} = h0, in chunks of `chunk` steps:
+    `method` inside a chunk, lax.scan carrying the state between chunks."""
+    L = b.shape[0]
+    nc = -(-L // chunk)
+    a = _pad_time(a, nc * chunk, 1).reshape((nc, chunk) + a.shape[1:])
+    b = _pad_time(b, nc * chunk, 0).reshape((nc, chunk) + b.shape[1:])
+
+    def body(h, ab):
+        ac, bc = ab
+        hc = scan0(ac, bc.at[0].add(ac[0] * h), method)
+        return hc[-1], hc
+
+    h = lax.scan(body, h0, (a, b))[1]
+    return h.reshape((nc * chunk,) + h.shape[2:])[:L]
+
+
+def _plan(length: int):
+    """(method inside a chunk, chunk length) for a sequence of `length` steps."""
+    s = scan_strategy(length)
+    if s == "chunked":
+        return "associative", CHUNK
+    return s, length
+
+
+def _describe(x) -> str:
+    if not hasattr(x, "shape"):
+        return f"an object of type {type(x).__name__}"
+    return f"shape {tuple(x.shape)} and dtype {x.dtype}"
+
+
+def _check(name, x, want, what):
+    """x: a jax floating (real or complex) array whose shape matches `want` (None = any)."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name}: expected a jax array of shape {what}, got {_describe(x)}")
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        raise TypeError(f"{name}: expected a floating (real or complex) dtype, got "
+                        f"{_describe(x)}")
+    if len(x.shape) != len(want) or any(w is not None and w != s for w, s in zip(want, x.shape)):
+        raise ValueError(f"{name}: expected shape {what}, got {_describe(x)}")
+    return jnp.asarray(x)
+
+
+def _check_scan_args(a, b, c, h0, levels):
+    """Validate diag/liquid scan arguments; return them time-major in one common dtype."""
+    b = _check("b", b, (None,) * max(len(getattr(b, "shape", ())), 2), "(batch, length, *S)")
+    batch, L, S = b.shape[0], b.shape[1], tuple(b.shape[2:])
+    if L < 1 or batch < 1:
+        raise ValueError(f"b: expected batch and length >= 1, got {_describe(b)}")
+    coeff_shape = f"(1 or {batch}, {L}, {', '.join(map(str, S))})".replace(", )", ")")
+    out = [b]
+    for name, x in (("a", a), ("c", c)):
+        if name == "c" and c is None:
+            continue
+        x = _check(name, x, (None, L) + S, coeff_shape)
+        if x.shape[0] not in (1, batch):
+            raise ValueError(f"{name}: expected shape {coeff_shape}, got {_describe(x)}")
+        out.append(x)
+    if h0 is not None:
+        want = (batch,) + ((levels,) if c is not None else ()) + S
+        h0 = _check("h0", h0, want, str(want))
+        out.append(h0)
+    dtype = jnp.result_type(*out)
+    tm = lambda x: jnp.moveaxis(x.astype(dtype), 1, 0)  # noqa: E731
+    return (tm(a), tm(b), None if c is None else tm(c),
+            None if h0 is None else h0.astype(dtype), dtype)
+
+
+def diag_scan(a, b, h0=None, *, reverse: bool = False):
+    """h_t = a_t h_{t-1} + b_t, h_{-1} = h0 (zeros if None); reverse: h_t = a_t h_{t+1} + b_t.
+
+    a: (batch or 1, L, *S); b: (batch, L, *S); h0: (batch, *S). Returns h (batch, L, *S) in
+    the common dtype of the inputs (real or complex)."""
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
+    a, b, _, h0, dtype = _check_scan_args(a, b, None, h0, None)
+    if reverse:
+        a, b = a[::-1], b[::-1]
+    if h0 is None:
+        h0 = jnp.zeros(b.shape[1:], dtype)
+    method, chunk = _plan(b.shape[0])
+    h = chunked_scan(a, b, h0, method, chunk)
+    return jnp.moveaxis(h[::-1] if reverse else h, 0, 1)
+
+
+def liquid_scan(a, b, c, h0=None, *, degree: int, reverse: bool = False):
+    """Levels m = 0..p-1 (p = degree): h0_t = a_t h0_{t-1} + b_t,
+    hm_t = a_t hm_{t-1} + c_t h(m-1)_{t-1} (t+1 for t-1 when reverse).
+
+    a, c: (batch or 1, L, *S); b: (batch, L, *S); h0: (batch, p, *S) (zeros if None).
+    Returns (y = sum_m hm (batch, L, *S), h_last (batch, p, *S) after the last step taken).
+    Each level is one diag scan with the chosen strategy."""
+    p = check_int("degree", degree)
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
+    a, b, c, h0, dtype = _check_scan_args(a, b, c, h0, p)
+    if reverse:
+        a, b, c = a[::-1], b[::-1], c[::-1]
+    starts = [jnp.zeros(b.shape[1:], dtype)] * p if h0 is None else [h0[:, m] for m in range(p)]
+    method, chunk = _plan(b.shape[0])
+    levels = [chunked_scan(a, b, starts[0], method, chunk)]
+    for m in range(1, p):
+        prev = jnp.concatenate([starts[m - 1][None], levels[-1][:-1]])
+        levels.append(chunked_scan(a, c * prev, starts[m], method, chunk))
+    y = sum(levels[1:], levels[0])
+    last = jnp.stack([h[-1] for h in levels], axis=1)
+    return jnp.moveaxis(y[::-1] if reverse else y, 0, 1), last

@@ -1,0 +1,292 @@
+"""JAX selective scans (mamba semantics, as liquidssm.spec.selective) with memory-bounded vjps.
+
+Inside, time is axis 0: u, Delta (L, b, d); B, C, BL either constant (d, n) or (L, b, g, n)
+(g = 1 for (b, n, l) inputs; channel i uses group i // (d / g)). Per step and level m < p:
+    Abar_t = exp(Delta_t A),  beta_t = Delta_t B_t u_t,  c_t = Delta_t phi(BL_t u_t)
+    h0_t = Abar_t h0_{t-1} + beta_t,  hm_t = Abar_t hm_{t-1} + c_t h(m-1)_{t-1}
+    y_t = sum_n C_t sum_m hm_t   (2 Re(...) for complex A)
+The scan runs in chunks of T steps (scans.scan_strategy picks the method inside a chunk and T)
+and keeps only the states at chunk starts, (L/T, p, b, d, n). The vjp runs the chunks in
+reverse: it recomputes a chunk's states from its start and solves the adjoint recurrence
+    lm_t = G_t + Abar_{t+1} lm_{t+1} + c_{t+1} l(m+1)_{t+1},   G_t = dL/d(sum_m hm_t)
+(carried between chunks), then dAbar_t = sum_m lm_t hm_{t-1}, dbeta_t = l0_t,
+dc_t = sum_{m>=1} lm_t h(m-1)_{t-1}, pulled back to u, Delta, A, B, BL by jax.vjp of the
+elementwise coefficient map. Peak memory: O(b l d + b d n p (l / T + T)).
+Gradients of delta_bias, softplus, D and z come from ordinary autodiff (elementwise).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from liquidssm.spec._common import check_choice, check_int
+from liquidssm.spec.nn import lcontract, silu, softplus
+
+from .scans import CHUNK, _describe, _pad_time, scan0, scan_strategy
+
+__all__ = ["selective_scan", "liquid_selective_scan", "selective_plan"]
+
+
+def selective_plan(length: int):
+    """(method inside a chunk, chunk length T) for the selective scans."""
+    s = scan_strategy(length)
+    if s == "associative":
+        return "associative", length
+    return ("associative" if s == "chunked" else "sequential"), min(CHUNK, length)
+
+
+# ---------------------------------------------------------------------------------------------
+# The core: (u, Delta, A, B, C, BL, H0) -> (y, H_last), time-major, one custom vjp.
+
+
+def _expand(X, d):
+    """(d, n) or (T, b, g, n) -> broadcastable to (T, b, d, n)."""
+    if X.ndim == 2 or X.shape[2] in (1, d):
+        return X
+    return jnp.repeat(X, d // X.shape[2], axis=2)
+
+
+def _coef(p, phi, u, dt, A, B, BL):
+    """Abar, beta, c (T, b, d, n) of one chunk (c None when p == 1)."""
+    d = u.shape[-1]
+    dtn, un = dt[..., None], u[..., None]
+    Abar = jnp.exp(dtn * A)
+    beta = dtn * _expand(B, d) * un
+    c = None if p == 1 else dtn * lcontract(_expand(BL, d) * un, phi)
+    return Abar, beta, c
+
+
+def _readout(C, htot, cplx):
+    y = jnp.sum(_expand(C, htot.shape[2]) * htot, axis=-1)
+    return 2 * jnp.real(y) if cplx else y
+
+
+def _shift(H, h):
+    """(H, h_0, ..., h_{T-2}): the state before each step of the chunk."""
+    return jnp.concatenate([H[None], h[:-1]])
+
+
+def _levels(Abar, beta, c, H, method):
+    """The p level sequences [(T, b, d, n)] of a chunk started from levels H (p, b, d, n)."""
+    hs = []
+    for m in range(H.shape[0]):
+        src = beta if m == 0 else c * _shift(H[m - 1], hs[-1])
+        hs.append(scan0(Abar, src.at[0].add(Abar[0] * H[m]), method))
+    return hs
+
+
+def _split(chunk, args):
+    """Chunked (nc, T, ...) copies of the time-major args and the constant ones (None kept)."""
+    scanned, const = {}, {}
+    for k, x in args.items():
+        if x is not None and x.ndim > 2:
+            L = x.shape[0]
+            nc = -(-L // chunk)
+            scanned[k] = _pad_time(x, nc * chunk, 0).reshape((nc, chunk) + x.shape[1:])
+        else:
+            const[k] = x
+    return scanned, const
+
+
+def _forward(cfg, u, dt, A, B, C, BL, H0, keep_starts):
+    p, phi, method, chunk, cplx = cfg
+    L = u.shape[0]
+    scanned, const = _split(chunk, dict(u=u, dt=dt, B=B, C=C, BL=BL))
+
+    def body(H, xs):
+        a = {**const, **xs}
+        Abar, beta, c = _coef(p, phi, a["u"], a["dt"], A, a["B"], a["BL"])
+        hs = _levels(Abar, beta, c, H, method)
+        y = _readout(a["C"], sum(hs[1:], hs[0]), cplx)
+        return jnp.stack([h[-1] for h in hs]), ((y, H) if keep_starts else y)
+
+    H_last, out = lax.scan(body, H0, scanned)
+    y, starts = out if keep_starts else (out, None)
+    return y.reshape((-1,) + y.shape[2:])[:L], H_last, starts
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _core(cfg, u, dt, A, B, C, BL, H0):
+    """cfg = (p, phi, method, chunk, complex). Returns y (L, b, d), H_last (p, b, d, n)."""
+    y, H_last, _ = _forward(cfg, u, dt, A, B, C, BL, H0, False)
+    return y, H_last
+
+
+def _core_fwd(cfg, u, dt, A, B, C, BL, H0):
+    y, H_last, starts = _forward(cfg, u, dt, A, B, C, BL, H0, True)
+    return (y, H_last), (u, dt, A, B, C, BL, starts)
+
+
+def _core_bwd(cfg, res, cts):
+    p, phi, method, chunk, cplx = cfg
+    u, dt, A, B, C, BL, starts = res
+    gy, gH = cts
+    L = u.shape[0]
+    scanned, const = _split(chunk, dict(u=u, dt=dt, B=B, C=C, BL=BL, gy=gy))
+    acc0 = {k: jnp.zeros_like(v) for k, v in const.items() if v is not None}
+    acc0["A"] = jnp.zeros_like(A)
+
+    def body(carry, xs):
+        mu, acc = carry
+        H, xs = xs
+        a = {**const, **xs}
+        (Abar, beta, c), coef_vjp = jax.vjp(
+            lambda u_, dt_, A_, B_, BL_: _coef(p, phi, u_, dt_, A_, B_, BL_),
+            a["u"], a["dt"], A, a["B"], a["BL"])
+        hs = _levels(Abar, beta, c, H, method)
+        _, read_vjp = jax.vjp(lambda C_, h_: _readout(C_, h_, cplx), a["C"], sum(hs[1:], hs[0]))
+        gC, G = read_vjp(a["gy"])
+        # adjoint levels, from the top one down: lm_t = G_t + Abar_{t+1} lm_{t+1} + c_{t+1} ...
+        a_next = jnp.concatenate([Abar[1:], jnp.ones_like(Abar[:1])])
+        lams = [None] * p
+        for m in reversed(range(p)):
+            src = G
+            if m + 1 < p:
+                cl = c * lams[m + 1]
+                src = src + jnp.concatenate([cl[1:], jnp.zeros_like(cl[:1])])
+            lams[m] = scan0(a_next, src.at[-1].add(mu[m]), method, reverse=True)
+        mu_prev = [Abar[0] * lams[m][0] + (c[0] * lams[m + 1][0] if m + 1 < p else 0)
+                   for m in range(p)]
+        prevs = [_shift(H[m], hs[m]) for m in range(p)]
+        gAbar = sum(lams[m] * prevs[m] for m in range(p))
+        gc = None if p == 1 else sum(lams[m] * prevs[m - 1] for m in range(1, p))
+        gu, gdt, gA, gB, gBL = coef_vjp((gAbar, lams[0], gc))
+        grads = dict(u=gu, dt=gdt, A=gA, B=gB, C=gC, BL=gBL)
+        acc = {k: v + grads[k] for k, v in acc.items()}
+        return (jnp.stack(mu_prev), acc), {k: grads[k] for k in scanned if k != "gy"}
+
+    (gH0, acc), per = lax.scan(body, (gH, acc0), (starts, scanned), reverse=True)
+    out = {k: v.reshape((-1,) + v.shape[2:])[:L] for k, v in per.items()}
+    out.update(acc)
+    return (out["u"], out["dt"], out["A"], out["B"], out["C"], out.get("BL"), gH0)
+
+
+_core.defvjp(_core_fwd, _core_bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks and layout (the spec's shapes and error messages).
+
+
+def _arr(name, x, want, what, *, complex_ok=False):
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name}: expected an array of shape {what}, got {_describe(x)}")
+    kinds = jnp.inexact if complex_ok else jnp.floating
+    if not jnp.issubdtype(x.dtype, kinds):
+        kind = "a real or complex floating" if complex_ok else "a real floating"
+        raise TypeError(f"{name}: expected {kind} dtype, got {_describe(x)}")
+    if len(x.shape) != len(want) or any(w is not None and w != s for w, s in zip(want, x.shape)):
+        raise ValueError(f"{name}: expected shape {what}, got {_describe(x)}")
+    return jnp.asarray(x)
+
+
+def _bool(name, v):
+    if not isinstance(v, bool):
+        raise TypeError(f"{name}: expected a bool, got {v!r}")
+    return v
+
+
+def _bc(name, X, b, d, n, l, cplx, wdt, cdt):
+    """B, C or BL -> (d, n) constant or (l, b, g, n) time-major, in the compute dtype."""
+    ll = 2 * l if cplx else l
+    two = "2 " if cplx else ""
+    forms = (f"(d, n) = ({d}, {n}), (batch, n, {two}length) = ({b}, {n}, {ll}) or "
+             f"(batch, groups, n, {two}length) = ({b}, g, {n}, {ll}) with g dividing d")
+    nd = len(X.shape) if hasattr(X, "shape") else -1
+    if nd not in (2, 3, 4):
+        raise ValueError(f"{name}: expected shape {forms}, got {_describe(X)}")
+    g = X.shape[1] if nd == 4 else 1
+    want = {2: (d, n), 3: (b, n, ll), 4: (b, g, n, ll)}[nd]
+    X = _arr(name, X, want, forms, complex_ok=cplx and nd == 2)
+    if nd == 4 and (g < 1 or d % g):
+        raise ValueError(f"{name}: expected shape {forms}, got {_describe(X)}")
+    if nd == 2:
+        return X.astype(cdt if cplx else wdt)
+    X = X.astype(wdt)
+    if cplx:
+        X = lax.complex(X[..., 0::2], X[..., 1::2])
+    return jnp.moveaxis(X if nd == 4 else X[:, None], -1, 0)
+
+
+def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state,
+         p, BL, phi, liquid):
+    u = _arr("u", u, (None, None, None), "(batch, d, length)")
+    b, d, l = u.shape
+    if min(b, d, l) < 1:
+        raise ValueError(f"u: expected batch, d and length >= 1, got {_describe(u)}")
+    wdt = jnp.float64 if u.dtype == jnp.float64 else jnp.float32
+    cdt = jnp.complex128 if wdt == jnp.float64 else jnp.complex64
+    delta = _arr("delta", delta, (b, d, l), f"({b}, {d}, {l})")
+    A = _arr("A", A, (d, None), f"({d}, n)", complex_ok=True)
+    n = A.shape[1]
+    if n < 1:
+        raise ValueError(f"A: n must be >= 1, got {_describe(A)}")
+    cplx = bool(jnp.issubdtype(A.dtype, jnp.complexfloating))
+    if cplx and liquid:
+        raise TypeError(f"A: expected a real floating dtype (the liquid scan needs real A), "
+                        f"got {_describe(A)}")
+    A = A.astype(cdt if cplx else wdt)
+    B = _bc("B", B, b, d, n, l, cplx, wdt, cdt)
+    C = _bc("C", C, b, d, n, l, cplx, wdt, cdt)
+    if p > 1:
+        BL = B if BL is None else _bc("BL", BL, b, d, n, l, False, wdt, cdt)
+    elif BL is not None:
+        _bc("BL", BL, b, d, n, l, False, wdt, cdt)
+        BL = None
+    _bool("delta_softplus", delta_softplus)
+    _bool("return_last_state", return_last_state)
+    raw = delta.astype(wdt)
+    if delta_bias is not None:
+        raw = raw + _arr("delta_bias", delta_bias, (d,), f"({d},)").astype(wdt)[:, None]
+    dt = softplus(raw) if delta_softplus else raw
+    sdt = cdt if cplx else wdt
+    if initial_state is None:
+        H0 = jnp.zeros((p, b, d, n), sdt)
+    elif liquid:
+        want = (b, p, d, n)
+        H0 = jnp.moveaxis(_arr("initial_state", initial_state, want, str(want),
+                               complex_ok=cplx).astype(sdt), 1, 0)
+    else:
+        want = (b, d, n)
+        H0 = _arr("initial_state", initial_state, want, str(want),
+                  complex_ok=cplx).astype(sdt)[None]
+    uw = u.astype(wdt)
+    tm = lambda x: jnp.transpose(x, (2, 0, 1))  # noqa: E731  (b, d, l) -> (l, b, d)
+    method, chunk = selective_plan(l)
+    y, H_last = _core((p, phi, method, chunk, cplx), tm(uw), tm(dt), A, B, C, BL, H0)
+    out = jnp.transpose(y, (1, 2, 0))
+    if D is not None:
+        out = out + _arr("D", D, (d,), f"({d},)").astype(wdt)[:, None] * uw
+    if z is not None:
+        out = out * silu(_arr("z", z, (b, d, l), f"({b}, {d}, {l})").astype(wdt))
+    out = out.astype(u.dtype)
+    if not return_last_state:
+        return out
+    return out, (jnp.moveaxis(H_last, 0, 1) if liquid else H_last[0])
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   initial_state=None, return_last_state=False):
+    """Mamba's selective scan, as liquidssm.spec.selective_scan (same shapes and semantics).
+
+    u, delta, z (b, d, l); A (d, n) real or complex; B, C (d, n), (b, n, l) or (b, g, n, l)
+    ((b, n, 2l) / (b, g, n, 2l) interleaved re, im for complex A); D, delta_bias (d,);
+    initial_state (b, d, n). h_t = exp(Delta_t A) h_{t-1} + Delta_t B_t u_t,
+    out = (C_t . h_t + D u) * silu(z). Returns out (b, d, l) in u's dtype [, h_{l-1}]."""
+    return _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                return_last_state, 1, None, "none", False)
+
+
+def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                          delta_softplus=False, initial_state=None, return_last_state=False, *,
+                          liquid_degree=1, BL=None, lcontract="none"):
+    """As liquidssm.spec.liquid_selective_scan: levels m < p = liquid_degree,
+    c_t = Delta_t phi(BL_t u_t) (BL None: B); initial / last state (b, p, d, n)."""
+    p = check_int("liquid_degree", liquid_degree)
+    check_choice("lcontract", lcontract, ("none", "tanh", "lecun"))
+    return _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                return_last_state, p, BL, lcontract, True)

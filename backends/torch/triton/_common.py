@@ -1,0 +1,92 @@
+"""Shared helpers of the Triton kernels: tuning knobs, device checks, small jit functions."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+#: chunk: time steps per tile of the selective scan; block_d: channels per program (a power of
+#: two dividing the channels of a group); block_m: state elements per program of diag/liquid scans.
+CONFIG = {"chunk": 64, "block_d": 4, "block_m": 128}
+
+
+def configure(chunk: int | None = None, block_d: int | None = None, block_m: int | None = None):
+    """Set the tile sizes (powers of two); returns the previous settings as a dict."""
+    old = dict(CONFIG)
+    for name, value in (("chunk", chunk), ("block_d", block_d), ("block_m", block_m)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value & (
+            value - 1
+        ):
+            raise ValueError(f"{name}: expected a power of two >= 1, got {value!r}")
+        CONFIG[name] = value
+    return old
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def check_device(**tensors):
+    """Triton needs CUDA tensors (or any device under TRITON_INTERPRET=1, which runs on CPU)."""
+    if interpreting():
+        return
+    for name, x in tensors.items():
+        if x is not None and not x.is_cuda:
+            raise ValueError(
+                f"{name}: expected a CUDA tensor for the Triton kernels (or TRITON_INTERPRET=1), "
+                f"got a tensor on {x.device}"
+            )
+
+
+def describe(x) -> str:
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return f"an object of type {type(x).__name__}"
+    return f"shape {tuple(shape)} and dtype {x.dtype}"
+
+
+def pow2_divisor(n: int, cap: int) -> int:
+    """The largest power of two <= cap dividing n."""
+    p = 1
+    while p * 2 <= cap and n % (p * 2) == 0:
+        p *= 2
+    return p
+
+
+def next_pow2(n: int) -> int:
+    return triton.next_power_of_2(max(int(n), 1))
+
+
+def f32(x):
+    """float32 copy/view of a low-precision or float32 tensor; float64 stays float64 is refused."""
+    return None if x is None else x.float()
+
+
+@triton.jit
+def softplus(x):
+    """log(1 + exp(x)), x itself where x > 20 (torch's threshold); accurate log1p for small e."""
+    e = tl.exp(-tl.abs(x))
+    lp = tl.where(e < 1e-4, e * (1.0 - 0.5 * e), tl.log(1.0 + e))
+    return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + lp)
+
+
+@triton.jit
+def softplus_grad(x):
+    """d softplus / dx with the threshold: 1 where x > 20, else sigmoid(x)."""
+    return tl.where(x > 20.0, 1.0, tl.sigmoid(x))
+
+
+@triton.jit
+def first_order(a1, b1, a2, b2):
+    """(a1, b1) then (a2, b2) for h -> a h + b: (a2 a1, a2 b1 + b2)."""
+    return a2 * a1, a2 * b1 + b2
+
+
+def dummy(like: torch.Tensor) -> torch.Tensor:
+    """A 1-element placeholder passed for absent optional pointers (never read)."""
+    return torch.zeros(1, dtype=torch.float32, device=like.device)
