@@ -88,7 +88,7 @@ def _plan(length: int):
     """(method inside a chunk, chunk length) for a sequence of `length` steps."""
     s = scan_strategy(length)
     if s == "chunked":
-        return "associative", CHUNK
+        return "associative", min(CHUNK, length)
     return s, length
 
 

@@ -26,7 +26,8 @@ from jax import lax
 from liquidssm.spec._common import check_choice, check_int
 from liquidssm.spec.nn import lcontract, silu, softplus
 
-from .scans import CHUNK, _describe, _pad_time, scan0, scan_strategy
+from . import scans
+from .scans import _describe, _pad_time, scan0, scan_strategy
 
 __all__ = ["selective_scan", "liquid_selective_scan", "selective_plan"]
 
@@ -36,7 +37,7 @@ def selective_plan(length: int):
     s = scan_strategy(length)
     if s == "associative":
         return "associative", length
-    return ("associative" if s == "chunked" else "sequential"), min(CHUNK, length)
+    return ("associative" if s == "chunked" else "sequential"), min(scans.CHUNK, length)
 
 
 # ---------------------------------------------------------------------------------------------

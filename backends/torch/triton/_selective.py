@@ -1,0 +1,321 @@
+"""selective_scan / selective_state_update on the Triton kernels, as torch.library custom ops."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _selective_kernels as K
+from ._common import CONFIG, check_device, describe, dummy, next_pow2, pow2_divisor
+
+_REAL = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _compute(dtype):
+    """(torch, triton) compute dtypes: float64 for float64 inputs, else float32."""
+    import triton.language as tl
+
+    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
+
+
+def _check(name, x, shape, *, optional=False):
+    """A real floating tensor of exactly `shape`; None allowed if optional."""
+    if x is None and optional:
+        return None
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch tensor of shape {shape}, got {describe(x)}")
+    if x.dtype not in _REAL:
+        if x.is_complex():
+            raise NotImplementedError(
+                f"{name}: complex dtypes are not implemented in the Triton selective scan "
+                f"(complex A, complex B/C), got {describe(x)}; use the eager torch backend"
+            )
+        raise TypeError(f"{name}: expected a real floating dtype, got {describe(x)}")
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {describe(x)}")
+    return x
+
+
+def _bc(name, X, b, d, n, l, grouped_ok=True):
+    """Validate B/C; return (contiguous tensor, (sb, sg, sn, sl), channels per group, form)."""
+    forms = (f"(d, n) = ({d}, {n}), (batch, n, length) = ({b}, {n}, {l}) or "
+             f"(batch, groups, n, length) = ({b}, g, {n}, {l}) with g dividing d")
+    nd = X.dim() if isinstance(X, torch.Tensor) else -1
+    if nd == 2 and tuple(X.shape) == (d, n):
+        X = _check(name, X, (d, n)).contiguous()
+        return X, (0, n, 1, 0), 1, "const"
+    if nd == 3 and tuple(X.shape) == (b, n, l):
+        X = _check(name, X, (b, n, l)).contiguous()
+        return X, (n * l, 0, l, 1), d, "var"
+    if nd == 4 and X.shape[0] == b and tuple(X.shape[2:]) == (n, l) and X.shape[1] >= 1 \
+            and d % X.shape[1] == 0:
+        g = X.shape[1]
+        X = _check(name, X, (b, g, n, l)).contiguous()
+        return X, (g * n * l, n * l, l, 1), d // g, "group"
+    if isinstance(X, torch.Tensor) and X.is_complex():
+        _check(name, X, X.shape)
+    raise ValueError(f"{name}: expected shape {forms}, got {describe(X)}")
+
+
+def _block_d(d, gsb, fb, gsc, fc):
+    """Channels per program: a power of two dividing d and every input-dependent group size."""
+    m = d
+    for gs, form in ((gsb, fb), (gsc, fc)):
+        if form != "const":
+            m = math.gcd(m, gs)
+    return pow2_divisor(m, CONFIG["block_d"])
+
+
+# ------------------------------------------------------------------------------------------------
+# custom ops
+
+
+@torch.library.custom_op("liquidssm::selective_scan_fwd", mutates_args=())
+def _fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+         C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+         delta_bias: torch.Tensor | None, initial_state: torch.Tensor | None,
+         delta_softplus: bool, gsb: int, gsc: int, chunk: int, block_d: int, save: bool
+         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    b, d, l = u.shape
+    n = A.shape[1]
+    cdt, tcd = _compute(u.dtype)
+    nchunk = -(-l // chunk)
+    out = torch.empty_like(u)
+    hlast = torch.empty((b, d, n), dtype=cdt, device=u.device)
+    ck = torch.empty((b, d, nchunk, n) if save else (1,), dtype=cdt, device=u.device)
+    sb, sc = _strides(B, gsb, n, l), _strides(C, gsc, n, l)
+    ph = dummy(u)
+    K.selective_fwd_kernel[K.grid(b, d, block_d)](
+        u, delta, A, B, C, _or(D, ph), _or(z, ph), _or(delta_bias, ph), _or(initial_state, ph),
+        out, hlast, ck, l, d, n, gsb, gsc, nchunk, *sb, *sc,
+        BD=block_d, NP=next_pow2(n), T=chunk, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        HAS_H0=initial_state is not None, SAVE_CK=save, CD=tcd,
+    )
+    return out, hlast, ck
+
+
+@_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, gsb, gsc, chunk,
+      block_d, save):
+    b, d, l = u.shape
+    n = A.shape[1]
+    cdt, _ = _compute(u.dtype)
+    nchunk = -(-l // chunk)
+    return (torch.empty_like(u), u.new_empty((b, d, n), dtype=cdt),
+            u.new_empty((b, d, nchunk, n) if save else (1,), dtype=cdt))
+
+
+@torch.library.custom_op("liquidssm::selective_scan_bwd", mutates_args=())
+def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+         C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+         delta_bias: torch.Tensor | None, ck: torch.Tensor, dout: torch.Tensor,
+         dlast: torch.Tensor | None, delta_softplus: bool, gsb: int, gsc: int, chunk: int,
+         block_d: int) -> list[torch.Tensor]:
+    """Returns [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state] in the compute
+    dtype (dD / dz / ddelta_bias are empty when the argument is absent)."""
+    b, d, l = u.shape
+    n = A.shape[1]
+    cdt, tcd = _compute(u.dtype)
+    nchunk = ck.shape[2]
+    nblk = d // block_d
+    var_b, var_c = B.dim() > 2, C.dim() > 2
+    new = lambda *s: torch.empty(s, dtype=cdt, device=u.device)  # noqa: E731
+    du, ddt, dz = new(b, d, l), new(b, d, l), new(b, d, l) if z is not None else new(0)
+    dA, dh0, dD, dbias = new(b, d, n), new(b, d, n), new(b, d), new(b, d)
+    dBp = new(b, nblk, n, l) if var_b else new(b, d, n)
+    dCp = new(b, nblk, n, l) if var_c else new(b, d, n)
+    sb, sc = _strides(B, gsb, n, l), _strides(C, gsc, n, l)
+    ph = dummy(u)
+    K.selective_bwd_kernel[K.grid(b, d, block_d)](
+        u, delta, A, B, C, _or(D, ph), _or(z, ph), _or(delta_bias, ph), ck, dout.contiguous(),
+        _or(dlast, ph), du, ddt, dz if z is not None else ph, dA, dBp, dCp, dD, dbias, dh0,
+        l, d, n, gsb, gsc, nchunk, nblk, *sb, *sc,
+        BD=block_d, NP=next_pow2(n), T=chunk, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_DLAST=dlast is not None,
+        VAR_B=var_b, VAR_C=var_c, CD=tcd,
+    )
+    # fixed-order reductions of the partial sums
+    dB = _reduce_bc(dBp, B, d, block_d)
+    dC = _reduce_bc(dCp, C, d, block_d)
+    empty = new(0)
+    return [du, ddt, dA.sum(0), dB, dC, dD.sum(0) if D is not None else empty, dz,
+            dbias.sum(0) if delta_bias is not None else empty, dh0]
+
+
+@_bwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, ck, dout, dlast, delta_softplus, gsb, gsc, chunk,
+      block_d):
+    b, d, l = u.shape
+    n = A.shape[1]
+    cdt, _ = _compute(u.dtype)
+    new = lambda *s: u.new_empty(s, dtype=cdt)  # noqa: E731
+    return [new(b, d, l), new(b, d, l), new(d, n), B.new_empty(B.shape, dtype=cdt),
+            C.new_empty(C.shape, dtype=cdt), new(d) if D is not None else new(0),
+            new(b, d, l) if z is not None else new(0),
+            new(d) if delta_bias is not None else new(0), new(b, d, n)]
+
+
+def _reduce_bc(part, X, d, block_d):
+    if X.dim() == 2:
+        return part.sum(0)
+    b, nblk, n, l = part.shape
+    g = 1 if X.dim() == 3 else X.shape[1]
+    red = part.reshape(b, g, nblk // g, n, l).sum(2)
+    return red[:, 0] if X.dim() == 3 else red
+
+
+def _strides(X, gs, n, l):
+    if X.dim() == 2:
+        return (0, n, 1, 0)
+    if X.dim() == 3:
+        return (n * l, 0, l, 1)
+    return (X.shape[1] * n * l, n * l, l, 1)
+
+
+def _or(x, default):
+    return default if x is None else x
+
+
+_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+
+
+def _setup(ctx, inputs, output):
+    (u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, gsb, gsc, chunk,
+     block_d, save) = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
+    ctx.cfg = (delta_softplus, gsb, gsc, chunk, block_d)
+    ctx.has_h0 = initial_state is not None
+    ctx.dtypes = [None if x is None else x.dtype for x in inputs[:9]]
+
+
+def _backward(ctx, dout, dlast, dck):
+    u, delta, A, B, C, D, z, delta_bias, ck = ctx.saved_tensors
+    if ck.dim() != 4:
+        raise RuntimeError("selective_scan: the forward ran without saving checkpoints "
+                           "(no input required grad at call time)")
+    if dout is None:
+        dout = torch.zeros_like(u)
+    grads = _bwd(u, delta, A, B, C, D, z, delta_bias, ck, dout, dlast, *ctx.cfg)
+    grads[8] = grads[8] if ctx.has_h0 else None
+    out = [None if (gr is None or dt is None) else gr.to(dt) for gr, dt in zip(grads, ctx.dtypes)]
+    return (*out, None, None, None, None, None, None)
+
+
+_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+# ------------------------------------------------------------------------------------------------
+# public functions
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   initial_state=None, return_last_state=False):
+    """Mamba's selective scan (real A) on Triton; see liquidssm.spec.selective.selective_scan.
+
+    u, delta, z (b, d, l); A (d, n); B, C (d, n) | (b, n, l) | (b, g, n, l); D, delta_bias (d,);
+    initial_state (b, d, n). Returns out (b, d, l) in u's dtype [, last_state (b, d, n) in the
+    compute dtype (float32, or float64 for float64 u)].
+    """
+    if not isinstance(u, torch.Tensor) or u.dim() != 3:
+        raise ValueError(f"u: expected shape (batch, d, length), got {describe(u)}")
+    _check("u", u, u.shape)
+    b, d, l = u.shape
+    if min(b, d, l) < 1:
+        raise ValueError(f"u: expected a non-empty (batch, d, length) tensor, got {describe(u)}")
+    _check("delta", delta, (b, d, l))
+    if isinstance(A, torch.Tensor) and A.dim() == 2 and A.shape[0] == d:
+        _check("A", A, A.shape)
+    else:
+        raise ValueError(f"A: expected shape ({d}, n), got {describe(A)}")
+    n = A.shape[1]
+    B, _, gsb, fb = _bc("B", B, b, d, n, l)
+    C, _, gsc, fc = _bc("C", C, b, d, n, l)
+    _check("D", D, (d,), optional=True)
+    _check("z", z, (b, d, l), optional=True)
+    _check("delta_bias", delta_bias, (d,), optional=True)
+    _check("initial_state", initial_state, (b, d, n), optional=True)
+    for name, flag in (("delta_softplus", delta_softplus), ("return_last_state",
+                                                              return_last_state)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: expected a bool, got {flag!r}")
+    check_device(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias,
+                 initial_state=initial_state)
+    args = [x if x is None else x.contiguous()
+            for x in (u, delta, A, B, C, D, z, delta_bias, initial_state)]
+    save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in args)
+    out, last, _ = _fwd(*args, delta_softplus, gsb, gsc, CONFIG["chunk"],
+                        _block_d(d, gsb, fb, gsc, fc), save)
+    return (out, last) if return_last_state else out
+
+
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
+                           dt_softplus=False):
+    """One decode step (real A); see liquidssm.spec.selective.selective_state_update.
+
+    state (b, d, n); x, dt, z (b, d); A (d, n); B, C (b, n) | (b, g, n); D, dt_bias (d,).
+    Returns (out (b, d) in x's dtype, new_state (b, d, n) in the compute dtype); no input is
+    modified. Inference only (no autograd).
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ValueError(f"x: expected shape (batch, d), got {describe(x)}")
+    b, d = x.shape
+    _check("x", x, (b, d))
+    if not (isinstance(A, torch.Tensor) and A.dim() == 2 and A.shape[0] == d):
+        raise ValueError(f"A: expected shape ({d}, n), got {describe(A)}")
+    _check("A", A, A.shape)
+    n = A.shape[1]
+    _check("state", state, (b, d, n))
+    _check("dt", dt, (b, d))
+    groups = []
+    for name, X in (("B", B), ("C", C)):
+        nd = X.dim() if isinstance(X, torch.Tensor) else -1
+        if nd == 2 and tuple(X.shape) == (b, n):
+            groups.append(1)
+        elif nd == 3 and X.shape[0] == b and X.shape[2] == n and X.shape[1] >= 1 \
+                and d % X.shape[1] == 0:
+            groups.append(X.shape[1])
+        else:
+            raise ValueError(f"{name}: expected shape (batch, n) = ({b}, {n}) or (batch, groups, "
+                             f"n) = ({b}, g, {n}) with g dividing {d}, got {describe(X)}")
+        _check(name, X, X.shape)
+    if groups[0] != groups[1]:
+        raise ValueError(f"C: expected the same number of groups as B ({groups[0]}), "
+                         f"got {describe(C)}")
+    _check("D", D, (d,), optional=True)
+    _check("z", z, (b, d), optional=True)
+    _check("dt_bias", dt_bias, (d,), optional=True)
+    if not isinstance(dt_softplus, bool):
+        raise TypeError(f"dt_softplus: expected a bool, got {dt_softplus!r}")
+    check_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
+    args = [t if t is None else t.contiguous()
+            for t in (state, x, dt, A, B, C, D, z, dt_bias)]
+    return _update(*args, dt_softplus, groups[0])
+
+
+@torch.library.custom_op("liquidssm::selective_state_update", mutates_args=())
+def _update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
+            B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+            dt_bias: torch.Tensor | None, dt_softplus: bool, groups: int
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    b, d = x.shape
+    n = A.shape[1]
+    cdt, tcd = _compute(x.dtype)
+    out = torch.empty_like(x)
+    new_state = torch.empty((b, d, n), dtype=cdt, device=x.device)
+    ph = dummy(x)
+    bd = min(CONFIG["block_d"] * 4, next_pow2(d))
+    K.state_update_kernel[K.grid(b, d, bd)](
+        state, x, dt, A, B, C, _or(D, ph), _or(z, ph), _or(dt_bias, ph), out, new_state,
+        d, n, d // groups, groups, BD=bd, NP=next_pow2(n), HAS_D=D is not None,
+        HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, CD=tcd,
+    )
+    return out, new_state
+
+
+@_update.register_fake
+def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, groups):
+    b, d = x.shape
+    cdt, _ = _compute(x.dtype)
+    return torch.empty_like(x), x.new_empty((b, d, A.shape[1]), dtype=cdt)
