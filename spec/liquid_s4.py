@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import s4, s4d
-from ._common import check_choice, check_int, complex_dtype, discretize, namespace
+from ._common import check_choice, check_int, discretize, namespace
 from .nn import lcontract as _lcontract
-from .scan import liquid_scan
 from .s4d import check_input, check_step_input, get_param, get_state
+from .scan import liquid_scan
 
 __all__ = [
     "Config", "init", "forward", "step", "initial_state", "kernel", "base_config",
@@ -111,27 +111,25 @@ def kernel(config: Config, params: dict, length: int):
 
 
 def _liquid_coefficients(config, params, dtype):
-    """(Abar, Bbar, BbarL, C) (H, n) complex; Abar is None for the s4 base (not diagonal)."""
+    """(Abar, Bbar, BbarL, C) (H, n) complex; Abar is None for the s4 base (not diagonal), whose
+    Bbar, BbarL use the diagonal part Lambda only (bilinear)."""
     H, n = config.d_model, config.d_state // 2
+    cfg = base_config(config)
     if config.base == "s4d":
-        Abar, Bbar, C, _, _ = s4d.discrete(base_config(config), params, dtype)
-        method = base_config(config).discretization
-        dt, A = None, None
+        dt, A, B, C, _ = s4d.continuous(cfg, params, dtype)
+        Abar, Bbar = discretize(A, B, dt, cfg.discretization)
     else:
-        dt, A, _, B, C, _ = s4._params(base_config(config), params, dtype)
+        dt, A, _, B, C, _ = s4._params(cfg, params, dtype)
         dt = dt[:, None]
-        Abar, Bbar = None, discretize(A, B, dt, "bilinear")[1]
-        method = "bilinear"
+        Abar, Bbar = None, discretize(A, B, dt, cfg.discretization)[1]
     if config.tied:
         return Abar, Bbar, Bbar, C
     xp = namespace(C)
-    BL = [get_param(params, k, (H, n), dtype) for k in ("BL_re", "BL_im")]
-    BL = xp.astype(BL[0], C.dtype) + 1j * xp.astype(BL[1], C.dtype)
-    if config.base == "s4d":
-        p = s4d.discrete(base_config(config), {**params, "B_re": params["BL_re"],
-                                               "B_im": params["BL_im"]}, dtype)
-        return Abar, Bbar, p[1], C
-    return Abar, Bbar, discretize(A, BL, dt, method)[1], C
+    BL_re, BL_im = (
+        xp.astype(get_param(params, k, (H, n), dtype), C.dtype) for k in ("BL_re", "BL_im")
+    )
+    BL = BL_re + 1j * BL_im
+    return Abar, Bbar, discretize(A, BL, dt, cfg.discretization)[1], C
 
 
 def allcombs_indices(length: int, q: int) -> np.ndarray:
@@ -230,6 +228,3 @@ def step(config: Config, params: dict, state: dict, u_t):
     xs, last = liquid_scan(Abar[None, None], b, c, x0, degree=p)
     return 2 * xp.real(xp.sum(C * xs[:, 0], axis=-1)) + D * u_t, {"x": last}
 
-
-# the complex dtype helper is re-exported for backends that build states themselves
-_ = complex_dtype

@@ -99,6 +99,8 @@ def _check_config(config, cls=Config, name="config"):
 def param_shapes(config: _MixerConfig, *, xproj_extra: int = 0) -> dict[str, tuple[int, ...]]:
     """Name -> shape of the mixer's parameters (mamba_simple.Mamba's state_dict).
     xproj_extra adds rows to x_proj (LiquidMamba's untied BL)."""
+    if not isinstance(config, _MixerConfig):
+        raise TypeError(f"config: expected a liquidssm.spec.mamba.Config, got {config!r}")
     d, n, r, m = config.d_inner, config.d_state, config.dt_rank, config.d_model
     shapes = {"in_proj.weight": (2 * d, m)}
     if config.bias:

@@ -31,7 +31,9 @@ from ._common import (
 )
 from .scan import diag_scan
 
-__all__ = ["Config", "init", "forward", "step", "initial_state", "kernel", "discrete"]
+__all__ = [
+    "Config", "init", "forward", "step", "initial_state", "kernel", "discrete", "continuous",
+]
 
 INITS = ("lin", "inv", "real", "legs")
 
@@ -141,11 +143,9 @@ def to_channels_last(y):
     return namespace(y).permute_dims(y, (0, 2, 1))
 
 
-def discrete(config: Config, params: dict, dtype):
-    """(Abar, Bbar, C, D, log_Abar): Abar, Bbar, C (H, n) complex, D (H,) real, in `dtype`
-    (None: the parameters' own dtype).
-
-    log_Abar = dt A (zoh) or log(Abar) (bilinear), so that Abar^l = exp(l log_Abar)."""
+def continuous(config: Config, params: dict, dtype):
+    """(dt (H, 1), A, B, C (H, n)) complex and D (H,) real, in `dtype` (None: the parameters'
+    own dtype)."""
     H, n = config.d_model, config.d_state // 2
     p = {k: get_param(params, k, s, dtype) for k, s in _shapes(H, n).items()}
     xp = namespace(p["D"])
@@ -154,10 +154,17 @@ def discrete(config: Config, params: dict, dtype):
     A = c(-xp.exp(p["log_A_real"])) + 1j * c(p["A_imag"])
     B = c(p["B_re"]) + 1j * c(p["B_im"])
     C = c(p["C_re"]) + 1j * c(p["C_im"])
-    dt = c(xp.exp(p["log_dt"]))[:, None]
+    return c(xp.exp(p["log_dt"]))[:, None], A, B, C, p["D"]
+
+
+def discrete(config: Config, params: dict, dtype):
+    """(Abar, Bbar, C, D, log_Abar): Abar, Bbar, C (H, n) complex, D (H,) real, in `dtype`
+    (None: the parameters' own dtype); log_Abar = dt A (zoh) or log(Abar) (bilinear), so that
+    Abar^l = exp(l log_Abar)."""
+    dt, A, B, C, D = continuous(config, params, dtype)
     Abar, Bbar = discretize(A, B, dt, config.discretization)
-    log_Abar = dt * A if config.discretization == "zoh" else xp.log(Abar)
-    return Abar, Bbar, C, p["D"], log_Abar
+    log_Abar = dt * A if config.discretization == "zoh" else namespace(D).log(Abar)
+    return Abar, Bbar, C, D, log_Abar
 
 
 def _shapes(H, n):

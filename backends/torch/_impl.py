@@ -1,0 +1,75 @@
+"""Implementation registry: which code runs a primitive (LIQUIDSSM_TORCH_IMPL=auto|eager|triton).
+
+auto: the Triton kernels (liquidssm.torch.triton) for CUDA tensors when CUDA, the `triton`
+package and the kernel are available, else eager PyTorch. An explicit choice that cannot be
+honoured raises a RuntimeError naming the variable, the choices and the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+
+import torch
+
+ENV = "LIQUIDSSM_TORCH_IMPL"
+CHOICES = ("auto", "eager", "triton")
+
+__all__ = ["ENV", "CHOICES", "requested", "implementation", "primitive"]
+
+
+def requested() -> str:
+    """The value of LIQUIDSSM_TORCH_IMPL (default auto), validated."""
+    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise ValueError(f"{ENV}: expected one of {list(CHOICES)}, got {value!r}")
+    return value
+
+
+def _triton_problem(x, name: str, explicit: bool) -> str | None:
+    """Why the Triton `name` cannot run on tensor x, or None if it can."""
+    if importlib.util.find_spec("triton") is None:
+        return "the package 'triton' is not installed (pip install 'liquidssm[triton]')"
+    interpret = explicit and os.environ.get("TRITON_INTERPRET") == "1"
+    if not interpret:
+        if not torch.cuda.is_available():
+            return "CUDA is not available (TRITON_INTERPRET=1 runs the kernels on the CPU)"
+        if not getattr(x, "is_cuda", False):
+            return f"the input is on {getattr(x, 'device', 'no device')}, not on a CUDA device"
+    kernels = importlib.import_module("liquidssm.torch.triton")
+    if not getattr(kernels, "available", lambda: False)():
+        return "liquidssm.torch.triton.available() is False"
+    if not callable(getattr(kernels, name, None)):
+        return f"liquidssm.torch.triton has no {name}"
+    return None
+
+
+def implementation(x=None, name: str = "selective_scan") -> str:
+    """'eager' or 'triton': the implementation of primitive `name` for input tensor x."""
+    choice = requested()
+    if choice == "eager":
+        return "eager"
+    problem = _triton_problem(x, name, choice == "triton")
+    if problem is None:
+        return "triton"
+    if choice == "triton":
+        raise RuntimeError(
+            f"{ENV}='triton': cannot run the Triton {name}: {problem} "
+            f"(choices: {list(CHOICES)}; 'auto' falls back to eager)"
+        )
+    return "eager"
+
+
+def primitive(name: str, eager):
+    """`eager`, or liquidssm.torch.triton.<name> where `implementation` chooses Triton."""
+
+    @functools.wraps(eager)
+    def run(*args, **kwargs):
+        if implementation(args[0] if args else None, name) == "triton":
+            return getattr(importlib.import_module("liquidssm.torch.triton"), name)(*args, **kwargs)
+        return eager(*args, **kwargs)
+
+    run.eager = eager
+    return run

@@ -1,0 +1,330 @@
+"""Generate the conformance fixtures: the spec in float64 on every case of cases.py.
+
+    python -m liquidssm.conformance.fixtures [--out DIR] [--only SUBSTRING] [--check]
+
+writes DIR/<case>.npz (the arrays of runner.py's layout plus out/* and grad/*) and
+DIR/manifest.json (spec version, and per case: target, config, kwargs, seed, shapes). --check
+regenerates in memory and reports every difference from the committed files instead of writing.
+
+Inputs come from numpy.random.default_rng(case.seed) in a fixed order, parameters from the
+variant's init(config, seed) (a parameter that init sets to all zeros, such as an untied liquid
+coupling, gets 0.1 * N(0, 1) so that its terms are exercised), so regeneration is bit-identical on
+one machine; across BLAS builds `compare` allows 1e-12 relative.
+
+Reference gradients, for a fixed output cotangent `cot` and F(x) = <cot, f(x)>
+(<a, b> = sum Re(conj(a) b)): K = 3 random directions v_k over the differentiable arrays
+(runner.differentiable) and the directional derivatives dF(x + e v_k)/de at e = 0 by a
+Richardson-extrapolated central difference, R = (4 D(h) - D(2h)) / 3 with
+D(h) = (F(x + h v) - F(x - h v)) / (2h), h = 1e-3 (truncation O(h**4)). The selective scans also
+store the spec's exact vjp (selective_scan_vjp / liquid_selective_scan_vjp) under vjp/in/<arg>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from . import runner
+from .cases import CASES, Case
+
+DIR = Path(__file__).resolve().parent / "fixtures"
+K_DIRECTIONS = 3
+FD_STEP = 1e-3
+STATE_PREFIX = 5  # the non-zero initial state of a variant: its state after 5 random steps
+
+
+def _spec_version() -> str:
+    from liquidssm.spec import SPEC_VERSION
+
+    return SPEC_VERSION
+
+
+# ------------------------------------------------------------------------------------------
+# inputs
+
+
+def _cnormal(rng, shape):
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
+def _decay(rng, shape, cplx):
+    """|a| in [0.5, 0.99] (a stable recurrence), a random phase if complex."""
+    r = rng.uniform(0.5, 0.99, shape)
+    return r * np.exp(1j * rng.uniform(-np.pi, np.pi, shape)) if cplx else r
+
+
+def _scan_inputs(case: Case, rng) -> dict:
+    o, b, L = case.config, case.batch, case.length
+    S, cplx = tuple(o["S"]), o.get("complex", False)
+    ab = 1 if o.get("a_batch1") else b
+    arr = {"in/a": _decay(rng, (ab, L, *S), cplx)}
+    arr["in/b"] = _cnormal(rng, (b, L, *S)) if cplx else rng.standard_normal((b, L, *S))
+    if case.target == "liquid_scan":
+        c = 0.2 * (_cnormal(rng, (ab, L, *S)) if cplx else rng.standard_normal((ab, L, *S)))
+        arr["in/c"] = c
+    if case.state:
+        p = case.kwargs.get("degree")
+        shape = (b, *S) if p is None else (b, p, *S)
+        arr["in/h0"] = _cnormal(rng, shape) if cplx else rng.standard_normal(shape)
+    return arr
+
+
+def _selective_inputs(case: Case, rng) -> dict:
+    o, b, L = case.config, case.batch, case.length
+    d, n, cplx, form = o["d"], o["n"], o.get("complex", False), o["BC"]
+    update = case.target == "selective_state_update"
+    softplus = case.kwargs.get("delta_softplus") or case.kwargs.get("dt_softplus")
+    seq = (b, d) if update else (b, d, L)
+    arr = {}
+    if update:
+        arr["in/state"] = rng.standard_normal((b, d, n))
+        arr["in/x"] = rng.standard_normal(seq)
+    else:
+        arr["in/u"] = rng.standard_normal(seq)
+    delta = rng.normal(-1.0, 0.5, seq) if softplus else rng.uniform(0.05, 0.5, seq)
+    arr["in/dt" if update else "in/delta"] = delta
+    A = -rng.uniform(0.5, 2.0, (d, n))
+    arr["in/A"] = A + 1j * rng.normal(0, 2.0, (d, n)) if cplx else A
+    lt = 2 * L if cplx else L  # complex A with input-dependent B/C: (re, im) interleaved in time
+    for name in ("B", "C") + (("BL",) if o.get("BL") else ()):
+        if form == "const":
+            arr[f"in/{name}"] = _cnormal(rng, (d, n)) if cplx else rng.standard_normal((d, n))
+        elif form == "vary":
+            arr[f"in/{name}"] = rng.standard_normal((b, n) if update else (b, n, lt))
+        else:
+            g = o["g"]
+            arr[f"in/{name}"] = rng.standard_normal((b, g, n) if update else (b, g, n, lt))
+    if o.get("D"):
+        arr["in/D"] = rng.standard_normal(d)
+    if o.get("z"):
+        arr["in/z"] = rng.standard_normal(seq)
+    if o.get("delta_bias"):
+        arr["in/dt_bias" if update else "in/delta_bias"] = rng.normal(0.0, 0.1, d)
+    if case.state:
+        p = case.kwargs.get("liquid_degree")
+        shape = (b, d, n) if p is None else (b, p, d, n)
+        arr["in/initial_state"] = 0.5 * (_cnormal(rng, shape) if cplx else rng.standard_normal(shape))
+    return arr
+
+
+def _variant_inputs(case: Case, rng) -> dict:
+    mod = runner.SPEC.variant(case.target)
+    cfg = mod.Config(**case.config)
+    arr = {}
+    for k, v in mod.init(cfg, seed=case.seed).items():
+        v = np.asarray(v, dtype=np.float64)
+        arr[f"param/{k}"] = 0.1 * rng.standard_normal(v.shape) if not np.any(v) else v
+    H = cfg.d_model
+    arr["in/u"] = rng.standard_normal((case.batch, case.length, H))
+    if case.timesteps:
+        arr["in/timesteps"] = rng.uniform(0.5, 2.0, (case.batch, case.length))
+    if case.streaming:
+        for k, v in mod.initial_state(cfg, case.batch).items():
+            arr[f"init/{k}"] = np.asarray(v)
+    if case.state:
+        pre = {k: v for k, v in arr.items() if k.startswith("param/")}
+        pre["in/u"] = rng.standard_normal((case.batch, STATE_PREFIX, H))
+        if case.timesteps:
+            pre["in/timesteps"] = rng.uniform(0.5, 2.0, (case.batch, STATE_PREFIX))
+        prefix_case = Case(case.target, case.label, case.batch, STATE_PREFIX, case.config)
+        out = runner.forward(prefix_case, runner.SPEC, pre, return_state=True)
+        arr.update({f"state/{k}": v for k, v in runner.prefixed(out, "state").items()})
+    return arr
+
+
+def inputs(case: Case) -> dict:
+    rng = np.random.default_rng([case.seed, _stream(case)])
+    if case.kind == "variant":
+        return _variant_inputs(case, rng)
+    if case.target in ("diag_scan", "liquid_scan"):
+        return _scan_inputs(case, rng)
+    return _selective_inputs(case, rng)
+
+
+def _stream(case: Case, salt: int = 0) -> int:
+    """A random stream of its own per case (a hash of its name: adding cases changes nothing)."""
+    return zlib.crc32(case.name.encode()) + salt
+
+
+# ------------------------------------------------------------------------------------------
+# reference gradients
+
+
+def inner(cots, outs) -> float:
+    """<cot, out> = sum Re(conj(cot) out) over every output."""
+    return float(sum(np.sum(np.real(np.conj(c) * np.asarray(o))) for c, o in zip(cots, outs)))
+
+
+def _F(case, arrays, cots, keys, v, e) -> float:
+    moved = dict(arrays)
+    for k in keys:
+        moved[k] = arrays[k] + e * v[k]
+    return inner(cots, runner.loss_outputs(case, runner.SPEC, moved))
+
+
+def directional_derivative(case, arrays, cots, v, h=FD_STEP) -> float:
+    """Richardson-extrapolated central difference of F along v (see the module docstring)."""
+    keys = list(v)
+
+    def D(s):
+        return (_F(case, arrays, cots, keys, v, s) - _F(case, arrays, cots, keys, v, -s)) / (2 * s)
+
+    return (4 * D(h) - D(2 * h)) / 3
+
+
+def _gradients(case: Case, arrays: dict, rng) -> dict:
+    outs = runner.loss_outputs(case, runner.SPEC, arrays)
+    cots = [
+        _cnormal(rng, o.shape) if np.iscomplexobj(o) else rng.standard_normal(o.shape)
+        for o in outs
+    ]
+    keys = runner.differentiable(case, arrays)
+    res = {f"grad/cot/{i}": c for i, c in enumerate(cots)}
+    dd = []
+    for j in range(K_DIRECTIONS):
+        v = {
+            k: _cnormal(rng, arrays[k].shape)
+            if np.iscomplexobj(arrays[k])
+            else rng.standard_normal(arrays[k].shape)
+            for k in keys
+        }
+        res.update({f"grad/dir{j}/{k}": x for k, x in v.items()})
+        dd.append(directional_derivative(case, arrays, cots, v))
+    res["grad/dd"] = np.array(dd)
+    if case.target in runner.SELECTIVE and not case.config.get("complex"):
+        res.update({f"vjp/in/{k}": g for k, g in spec_vjp(case, arrays, cots).items()})
+    return res
+
+
+def spec_vjp(case: Case, arrays: dict, cots) -> dict:
+    """The spec's exact vjp of a selective-scan case: {argument name: gradient}."""
+    import liquidssm.spec.selective as sel
+
+    fn = sel.selective_scan_vjp if case.target == "selective_scan" else sel.liquid_selective_scan_vjp
+    kwargs = {k: v for k, v in case.kwargs.items() if k != "return_last_state"}
+    last = cots[1] if len(cots) > 1 else None
+    g = fn(**runner.prefixed(arrays, "in"), **kwargs, dout=cots[0], dlast_state=last)
+    return {k: np.asarray(v) for k, v in g.items() if v is not None}
+
+
+# ------------------------------------------------------------------------------------------
+# generation
+
+
+def generate(case: Case) -> dict:
+    """Every array of the case's fixture (float64 / complex128)."""
+    arrays = inputs(case)
+    out = runner.forward(case, runner.SPEC, arrays)
+    arrays.update({f"out/{k}": np.asarray(v) for k, v in out.items()})
+    if case.grad:
+        rng = np.random.default_rng([case.seed, _stream(case, 1)])
+        arrays.update(_gradients(case, {k: v for k, v in arrays.items()
+                                        if not k.startswith("out/")}, rng))
+    return arrays
+
+
+def manifest_entry(case: Case, arrays: dict) -> dict:
+    return {
+        "name": case.name,
+        "target": case.target,
+        "kind": case.kind,
+        "config": case.config,
+        "kwargs": case.kwargs,
+        "seed": case.seed,
+        "batch": case.batch,
+        "length": case.length,
+        "state": case.state,
+        "timesteps": case.timesteps,
+        "streaming": case.streaming,
+        "grad": case.grad,
+        "size": case.size,
+        "file": f"{case.name}.npz",
+        "shapes": {k: list(v.shape) for k, v in sorted(arrays.items())},
+    }
+
+
+def load(name: str, directory: Path = DIR) -> dict:
+    """The arrays of fixture `name` (a case name)."""
+    path = Path(directory) / f"{name}.npz"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"fixture {name!r}: {path} is missing; regenerate with "
+            "`python -m liquidssm.conformance.fixtures`"
+        )
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def load_manifest(directory: Path = DIR) -> dict:
+    return json.loads((Path(directory) / "manifest.json").read_text())
+
+
+def compare(new: dict, old: dict, rtol: float = 1e-12) -> list[str]:
+    """Differences between two fixtures (key sets, shapes, values beyond rtol * max|old|)."""
+    diffs = []
+    for k in sorted(set(new) | set(old)):
+        if k not in old or k not in new:
+            diffs.append(f"{k}: only in the {'new' if k in new else 'committed'} fixture")
+            continue
+        a, b = np.asarray(new[k]), np.asarray(old[k])
+        if a.shape != b.shape:
+            diffs.append(f"{k}: shape {b.shape} -> {a.shape}")
+            continue
+        err = float(np.max(np.abs(a - b), initial=0.0))
+        if err > rtol * max(1.0, float(np.max(np.abs(b), initial=0.0))):
+            diffs.append(f"{k}: max |new - committed| = {err:.3g}")
+    return diffs
+
+
+def _select(only: list[str] | None) -> list[Case]:
+    return [c for c in CASES if not only or any(s in c.name for s in only)]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m liquidssm.conformance.fixtures",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=DIR, help="fixture directory")
+    ap.add_argument("--only", action="append", help="only cases whose name contains this")
+    ap.add_argument("--check", action="store_true",
+                    help="compare a regeneration with the files in --out; write nothing")
+    args = ap.parse_args(argv)
+    cases = _select(args.only)
+    manifest = {"spec_version": _spec_version(), "k_directions": K_DIRECTIONS,
+                "fd_step": FD_STEP, "cases": {}}
+    if args.out.exists() and (args.out / "manifest.json").exists() and args.only:
+        manifest["cases"] = load_manifest(args.out)["cases"]
+    problems = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        arrays = generate(case)
+        manifest["cases"][case.name] = manifest_entry(case, arrays)
+        if args.check:
+            try:
+                old = load(case.name, args.out)
+            except FileNotFoundError as e:
+                problems.append(str(e))
+                continue
+            problems += [f"{case.name}: {d}" for d in compare(arrays, old)]
+        else:
+            np.savez(args.out / f"{case.name}.npz", **arrays)
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    if args.check:
+        path = args.out / "manifest.json"
+        if not path.exists() or json.loads(path.read_text()) != json.loads(text):
+            problems.append("manifest.json differs from a regeneration")
+        for p in problems:
+            print(p)
+        print(f"{len(cases)} cases checked, {len(problems)} differences")
+        return 1 if problems else 0
+    (args.out / "manifest.json").write_text(text)
+    print(f"wrote {len(cases)} cases to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
