@@ -244,7 +244,8 @@ def manifest_entry(case: Case, arrays: dict) -> dict:
         "grad": case.grad,
         "size": case.size,
         "file": f"{case.name}.npz",
-        "shapes": {k: list(v.shape) for k, v in sorted(arrays.items())},
+        "shapes": {k: list(v.shape) for k, v in sorted(arrays.items())
+                   if not k.startswith(("grad/dir", "vjp/"))},
     }
 
 

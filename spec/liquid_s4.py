@@ -184,7 +184,7 @@ def forward(config: Config, params: dict, u, *, state=None, return_state=False):
         x0 = None if state is None else get_state(state, "x", (batch, p, H, n), xp, C.dtype)
         uc = xp.astype(u, C.dtype)[..., None]
         phi = xp.astype(_lcontract(u, config.lcontract), C.dtype)[..., None]
-        a = xp.broadcast_to(Abar[None, None], (1, L, H, n))
+        a = xp.broadcast_to(Abar[None, None, ...], (1, L, H, n))
         xs, last = liquid_scan(a, Bbar * uc, BbarL * phi, x0, degree=p)
         y = 2 * xp.real(xp.sum(C * xs, axis=-1)) + D * u
         return (y, {"x": last}) if return_state else y
@@ -223,8 +223,8 @@ def step(config: Config, params: dict, state: dict, u_t):
     Abar, Bbar, BbarL, C = _liquid_coefficients(config, params, u_t.dtype)
     D = get_param(params, "D", (H,), u_t.dtype)
     x0 = get_state(state, "x", (u_t.shape[0], p, H, n), xp, C.dtype)
-    b = (Bbar * xp.astype(u_t, C.dtype)[..., None])[:, None]
-    c = (BbarL * xp.astype(_lcontract(u_t, config.lcontract), C.dtype)[..., None])[:, None]
-    xs, last = liquid_scan(Abar[None, None], b, c, x0, degree=p)
-    return 2 * xp.real(xp.sum(C * xs[:, 0], axis=-1)) + D * u_t, {"x": last}
+    b = (Bbar * xp.astype(u_t, C.dtype)[..., None])[:, None, ...]
+    c = (BbarL * xp.astype(_lcontract(u_t, config.lcontract), C.dtype)[..., None])[:, None, ...]
+    xs, last = liquid_scan(Abar[None, None, ...], b, c, x0, degree=p)
+    return 2 * xp.real(xp.sum(C * xs[:, 0, ...], axis=-1)) + D * u_t, {"x": last}
 

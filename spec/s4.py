@@ -155,9 +155,9 @@ def _cauchy_kernel(dt, Lam, P, B, Ct, M):
     omega = xp.exp(-2j * math.pi / M * xp.astype(xp.arange(M // 2 + 1), Lam.dtype))  # (K,)
     one_p = (1 + omega)[:, None]
     G = 2 * (1 - omega)[:, None] - one_p * _full(dt[:, None] * Lam)[:, None, :]  # (H, K, N)
-    Cside = xp.concat([_full(Ct)[None], _full(xp.conj(P))], axis=0)  # (1 + r, H, N)
-    Bside = xp.concat([_full(B)[None], _full(P)], axis=0)  # (1 + r, H, N)
-    W = dt[:, None] * Cside[:, None] * Bside[None, :]  # (1 + r, 1 + r, H, N)
+    Cside = xp.concat([_full(Ct)[None, ...], _full(xp.conj(P))], axis=0)  # (1 + r, H, N)
+    Bside = xp.concat([_full(B)[None, ...], _full(P)], axis=0)  # (1 + r, H, N)
+    W = dt[:, None] * Cside[:, None, ...] * Bside[None, ...]  # (1 + r, 1 + r, H, N)
     t = xp.matmul(W[..., None, :], xp.matrix_transpose(1 / G))[..., 0, :]  # (1+r, 1+r, H, K)
     t = xp.permute_dims(t, (2, 3, 0, 1))  # (H, K, 1 + r, 1 + r)
     s = (1 + omega)[:, None, None]
@@ -170,13 +170,17 @@ def _cauchy_kernel(dt, Lam, P, B, Ct, M):
 
 def kernel(config: Config, params: dict, length: int):
     """K (H, length): K_l = Re(C_full Abar^l Bbar), by Cauchy sums + Woodbury (module docs)."""
+    return _kernel(config, params, length, None)
+
+
+def _kernel(config, params, length, dtype):
     check_length(length)
-    dt, Lam, P, B, Ct, D = _params(config, params, None)
+    dt, Lam, P, B, Ct, D = _params(config, params, dtype)
     xp = namespace(D)
     M = config.l_max
     J = -(-length // M)
     if J > 1:  # C (I - Abar^(J M)) = Ct sum_{j<J} (Abar^M)^j, as a row vector times matrices
-        Abar = dense(config, params)[0]
+        Abar = dense(config, params, dtype)[0]
         AM = _matpow(Abar, M)
         row, acc = _full(Ct), _full(Ct)
         for _ in range(J - 1):
@@ -211,7 +215,7 @@ def forward(config: Config, params: dict, u, *, state=None, return_state=False):
     xp = namespace(u)
     batch, L = u.shape[0], u.shape[1]
     if config.mode == "conv" and state is None and not return_state:
-        K = xp.astype(kernel(config, params, L), u.dtype)
+        K = _kernel(config, params, L, u.dtype)
         D = get_param(params, "D", (H,), u.dtype)
         uT = xp.permute_dims(u, (0, 2, 1))
         return to_channels_last(causal_fft_conv(uT, K) + D[:, None] * uT)
@@ -224,8 +228,8 @@ def forward(config: Config, params: dict, u, *, state=None, return_state=False):
     uc = xp.astype(u, Abar.dtype)
     ys = []
     for k in range(L):  # dense (non-diagonal) recurrence: no diagonal scan primitive applies
-        x = _update(A11, A12, b1, x, uc[:, k])
-        ys.append(2 * xp.real(xp.sum(C1 * x, axis=-1)) + D * u[:, k])
+        x = _update(A11, A12, b1, x, uc[:, k, ...])
+        ys.append(2 * xp.real(xp.sum(C1 * x, axis=-1)) + D * u[:, k, ...])
     y = xp.stack(ys, axis=1)
     return (y, {"x": x}) if return_state else y
 

@@ -219,16 +219,16 @@ def forward(config: Config, params: dict, u, *, state=None, return_state=False):
     x0 = None if state is None else get_state(state, "x", (batch, H, n), xp, cdt)
     if config.mode == "recurrent":
         uc = xp.astype(u, cdt)[..., None]
-        a = xp.broadcast_to(Abar[None, None], (1, L, H, n))
+        a = xp.broadcast_to(Abar[None, None, ...], (1, L, H, n))
         xs = diag_scan(a, Bbar * uc, x0)
         y = 2 * xp.real(xp.sum(C * xs, axis=-1)) + D * u
-        return (y, {"x": xs[:, -1]}) if return_state else y
+        return (y, {"x": xs[:, -1, ...]}) if return_state else y
     uT = xp.permute_dims(u, (0, 2, 1))  # (batch, H, L)
     K = 2 * xp.real(xp.sum((C * Bbar)[..., None] * powers(log_Abar, 0, L), axis=1))
     yT = causal_fft_conv(uT, K) + D[:, None] * uT
     if x0 is not None:  # zero-input response 2 Re sum_n C_n Abar_n^(k+1) x0_n
         V1 = powers(log_Abar, 1, L)  # (H, n, L)
-        yT = yT + 2 * xp.real(xp.sum((C[None] * x0)[..., None] * V1[None], axis=2))
+        yT = yT + 2 * xp.real(xp.sum((C[None, ...] * x0)[..., None] * V1[None, ...], axis=2))
     y = to_channels_last(yT)
     if not return_state:
         return y
@@ -247,6 +247,6 @@ def step(config: Config, params: dict, state: dict, u_t):
     xp = namespace(u_t)
     Abar, Bbar, C, D, _ = discrete(config, params, u_t.dtype)
     x = get_state(state, "x", (u_t.shape[0], H, n), xp, Abar.dtype)
-    b = (Bbar * xp.astype(u_t, Abar.dtype)[..., None])[:, None]
-    x = diag_scan(Abar[None, None], b, x)[:, 0]
+    b = (Bbar * xp.astype(u_t, Abar.dtype)[..., None])[:, None, ...]
+    x = diag_scan(Abar[None, None, ...], b, x)[:, 0, ...]
     return 2 * xp.real(xp.sum(C * x, axis=-1)) + D * u_t, {"x": x}

@@ -139,9 +139,8 @@ def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
     # fixed-order reductions of the partial sums
     dB = _reduce_bc(dBp, B, d, block_d)
     dC = _reduce_bc(dCp, C, d, block_d)
-    empty = new(0)
-    return [du, ddt, dA.sum(0), dB, dC, dD.sum(0) if D is not None else empty, dz,
-            dbias.sum(0) if delta_bias is not None else empty, dh0]
+    return [du, ddt, dA.sum(0), dB, dC, dD.sum(0) if D is not None else new(0), dz,
+            dbias.sum(0) if delta_bias is not None else new(0), dh0]
 
 
 @_bwd.register_fake

@@ -1,0 +1,43 @@
+"""Peak tensor memory of a computation, counted op by op (CPU and CUDA alike).
+
+A TorchDispatchMode sees every aten op (forward and autograd backward); each new storage an op
+returns is counted until it is freed (a weak reference to the storage expires). The peak of the
+live total, sampled at every op, is the memory the computation allocated beyond what existed
+before it started. Scratch space private to one kernel is not seen (it is not a tensor).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.multiprocessing.reductions import StorageWeakRef
+
+__all__ = ["PeakMemory"]
+
+
+class PeakMemory(TorchDispatchMode):
+    """with PeakMemory() as m: ...; m.peak is the largest number of live bytes allocated inside."""
+
+    def __init__(self):
+        super().__init__()
+        self.live: dict[int, tuple[int, StorageWeakRef]] = {}
+        self.current = 0
+        self.peak = 0
+
+    def _sweep(self):
+        for key in [k for k, (_, ref) in self.live.items() if ref.expired()]:
+            self.current -= self.live.pop(key)[0]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self._sweep()
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key not in self.live and storage.nbytes() > 0:
+                    self.live[key] = (storage.nbytes(), StorageWeakRef(storage))
+                    self.current += storage.nbytes()
+        self.peak = max(self.peak, self.current)
+        return out

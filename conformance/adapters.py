@@ -1,0 +1,304 @@
+"""Backend adapters: what the checks need from a backend, and nothing else.
+
+An adapter converts NumPy <-> the backend's arrays, hands out the backend's public variant
+modules and primitives, and (where the backend has autodiff) computes vjps. A new backend
+(CuPy, MLX, a custom kernel) runs the suite by writing one adapter class and passing
+`--backend package.module:ClassName`.
+
+Built in: numpy (liquidssm.numpy, the spec), array_api_strict (the spec's functions on
+array_api_strict arrays), torch (liquidssm.torch, LIQUIDSSM_TORCH_IMPL=eager), torch-triton
+(LIQUIDSSM_TORCH_IMPL=triton, TRITON_INTERPRET=1 on CPU: float32, small cases only), jax
+(liquidssm.jax, x64 enabled).
+
+Gradient convention (all adapters): for a real loss L, the gradient of a complex x = p + i q is
+dL/dp + i dL/dq (torch's convention; jax's is its conjugate and the jax adapter conjugates).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+
+from .cases import Case
+
+DTYPES = ("float64", "float32", "bfloat16")
+
+
+class Unsupported(Exception):
+    """The backend cannot run this check; the message is the reason (reported as a skip)."""
+
+
+class Adapter:
+    """The interface the checks use. Subclasses set name / dtypes and implement the methods."""
+
+    name = "?"
+    #: dtypes this backend supports, best first ("float64", "float32", "bfloat16")
+    dtypes: tuple[str, ...] = ("float64",)
+    #: the largest Case.size this backend runs in reasonable time (None: no limit)
+    max_size: int | None = None
+    max_length: int | None = None
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+
+    # the backend's public objects
+    def api_module(self):
+        """The backend package whose names are checked against the spec (liquidssm.<backend>)."""
+        raise NotImplementedError
+
+    def variant(self, name: str):
+        return getattr(self.api_module(), name)
+
+    def primitive(self, name: str):
+        return getattr(self.api_module(), name)
+
+    # arrays
+    def asarray(self, x: np.ndarray, dtype: str | None):
+        """A backend array from NumPy: real floating -> dtype, complex -> complex of dtype's
+        precision (complex64 below float64), other dtypes (ints) unchanged. dtype None: keep."""
+        raise NotImplementedError
+
+    def to_numpy(self, x) -> np.ndarray:
+        raise NotImplementedError
+
+    # autodiff
+    def vjp(self, fn, arrays: dict, cotangents: tuple, *, case: Case) -> dict:
+        """{key: gradient (NumPy)} of L = sum_i <cot_i, fn(arrays)[i]> for every key of arrays
+        (<a, b> = sum Re(conj(a) b)); fn takes a dict like `arrays` and returns a tuple."""
+        raise Unsupported(f"{self.name}: no automatic differentiation")
+
+    def skip_reason(self, case: Case, dtype: str) -> str | None:
+        """Why this backend does not run `case` in `dtype` (None: it runs)."""
+        if dtype not in self.dtypes:
+            return f"{self.name} does not support {dtype}"
+        if self.max_size is not None and case.size > self.max_size:
+            return f"{self.name}: case size {case.size} > {self.max_size} (too slow here)"
+        if self.max_length is not None and case.length > self.max_length:
+            return f"{self.name}: length {case.length} > {self.max_length} (too slow here)"
+        return None
+
+    # helpers
+    def convert(self, arrays: dict, dtype: str) -> dict:
+        """Every array of a fixture dict as a backend array in `dtype` (states keep float32
+        state for low-precision dtypes, as the backends' dtype policy does)."""
+        low = dtype not in ("float64", "float32")
+        out = {}
+        for k, v in arrays.items():
+            keep = k.startswith(("state/", "init/")) or k.endswith("initial_state")
+            out[k] = self.asarray(v, "float32" if low and keep else dtype)
+        return out
+
+
+def _np_dtype(dtype: str, cplx: bool):
+    if dtype == "float64":
+        return np.complex128 if cplx else np.float64
+    if dtype == "float32":
+        return np.complex64 if cplx else np.float32
+    raise Unsupported(f"dtype {dtype} has no NumPy equivalent")
+
+
+class NumpyAdapter(Adapter):
+    """liquidssm.numpy: the spec itself, float64 (and float32: the spec is dtype-generic)."""
+
+    name = "numpy"
+    dtypes = ("float64", "float32")
+
+    def api_module(self):
+        return importlib.import_module("liquidssm.numpy")
+
+    def asarray(self, x, dtype):
+        x = np.asarray(x)
+        if dtype is None or x.dtype.kind not in "fc":
+            return x.copy()
+        return x.astype(_np_dtype(dtype, x.dtype.kind == "c"))
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def vjp(self, fn, arrays, cotangents, *, case):
+        if case.target not in ("selective_scan", "liquid_selective_scan"):
+            raise Unsupported(
+                "numpy has no autodiff; its gradients are the spec's vjp functions, which exist "
+                "for selective_scan and liquid_selective_scan only"
+            )
+        if case.config.get("complex"):
+            raise Unsupported("the spec's selective_scan_vjp needs real A")
+        from .fixtures import spec_vjp
+
+        # every array argument of a selective scan is differentiated, so `arrays` holds them all
+        g = spec_vjp(case, arrays, cotangents)
+        return {f"in/{k}": g[k] for k in g if f"in/{k}" in arrays}
+
+
+class ArrayApiStrictAdapter(NumpyAdapter):
+    """The spec's functions run on array_api_strict arrays (the spec is array-API code)."""
+
+    name = "array_api_strict"
+
+    def __init__(self, device="cpu"):
+        super().__init__(device)
+        self.xp = importlib.import_module("array_api_strict")
+
+    def asarray(self, x, dtype):
+        x = np.asarray(x)
+        if dtype is not None and x.dtype.kind in "fc":
+            x = x.astype(_np_dtype(dtype, x.dtype.kind == "c"))
+        return self.xp.asarray(x)
+
+    def to_numpy(self, x):
+        return np.asarray(x) if isinstance(x, np.ndarray) else np.from_dlpack(x)
+
+    def vjp(self, fn, arrays, cotangents, *, case):
+        raise Unsupported(
+            "array_api_strict has no autodiff (the spec's vjp is checked by the numpy session)"
+        )
+
+
+class TorchAdapter(Adapter):
+    """liquidssm.torch with LIQUIDSSM_TORCH_IMPL=eager."""
+
+    name = "torch"
+    dtypes = ("float64", "float32", "bfloat16")
+    impl = "eager"
+
+    def __init__(self, device="cpu"):
+        super().__init__(device)
+        os.environ["LIQUIDSSM_TORCH_IMPL"] = self.impl
+        self.torch = importlib.import_module("torch")
+        self.module = importlib.import_module("liquidssm.torch")
+
+    def api_module(self):
+        return self.module
+
+    def _dtype(self, dtype, cplx):
+        t = self.torch
+        if dtype == "float64":
+            return t.complex128 if cplx else t.float64
+        return t.complex64 if cplx else {"float32": t.float32, "bfloat16": t.bfloat16}[dtype]
+
+    def asarray(self, x, dtype):
+        x = np.asarray(x)
+        t = self.torch.as_tensor(x.copy(), device=self.device)
+        if dtype is None or x.dtype.kind not in "fc":
+            return t
+        return t.to(self._dtype(dtype, x.dtype.kind == "c"))
+
+    def to_numpy(self, x):
+        x = x.detach().cpu()
+        if x.dtype in (self.torch.bfloat16, self.torch.float16):
+            x = x.float()
+        return x.numpy()
+
+    def vjp(self, fn, arrays, cotangents, *, case):
+        t = self.torch
+        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in arrays.items()}
+        outs = fn(leaves)
+        loss = 0
+        for o, c in zip(outs, cotangents):
+            o = o.to(t.complex128 if o.is_complex() else t.float64)
+            c = t.as_tensor(np.asarray(c), device=o.device)
+            if o.is_complex():
+                loss = loss + (t.view_as_real(o) * t.view_as_real(c.to(o.dtype))).sum()
+            else:
+                loss = loss + (o * c.to(o.dtype)).sum()
+        grads = t.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        return {
+            k: (np.zeros(v.shape) if g is None else self.to_numpy(g))
+            for (k, v), g in zip(leaves.items(), grads)
+        }
+
+
+class TorchTritonAdapter(TorchAdapter):
+    """liquidssm.torch with LIQUIDSSM_TORCH_IMPL=triton; on CPU the Triton interpreter
+    (TRITON_INTERPRET=1, set before triton is imported): float32 and small cases only."""
+
+    name = "torch-triton"
+    impl = "triton"
+
+    def __init__(self, device="cpu"):
+        if device == "cpu":
+            os.environ["TRITON_INTERPRET"] = "1"
+            self.dtypes = ("float32",)  # the interpreter computes bf16 wrongly (NumPy has none)
+            self.max_size = 2 * 64 * 32
+            self.max_length = 64
+        else:
+            self.dtypes = ("float32", "bfloat16")
+        super().__init__(device)
+
+
+class JaxAdapter(Adapter):
+    """liquidssm.jax, with jax_enable_x64 on so that float64 runs."""
+
+    name = "jax"
+    dtypes = ("float64", "float32", "bfloat16")
+
+    def __init__(self, device="cpu"):
+        super().__init__(device)
+        self.jax = importlib.import_module("jax")
+        self.jax.config.update("jax_enable_x64", True)
+        self.jnp = importlib.import_module("jax.numpy")
+        self.module = importlib.import_module("liquidssm.jax")
+        platform = {"cuda": "gpu"}.get(device, device)
+        self._device = self.jax.devices(platform)[0]
+
+    def api_module(self):
+        return self.module
+
+    def _dtype(self, dtype, cplx):
+        jnp = self.jnp
+        if dtype == "float64":
+            return jnp.complex128 if cplx else jnp.float64
+        return jnp.complex64 if cplx else {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+
+    def asarray(self, x, dtype):
+        x = np.asarray(x)
+        a = self.jax.device_put(self.jnp.asarray(x), self._device)
+        if dtype is None or x.dtype.kind not in "fc":
+            return a
+        return a.astype(self._dtype(dtype, x.dtype.kind == "c"))
+
+    def to_numpy(self, x):
+        x = np.asarray(x)
+        return x.astype(np.float32) if x.dtype.kind == "V" or x.dtype.name == "bfloat16" else x
+
+    def vjp(self, fn, arrays, cotangents, *, case):
+        jnp = self.jnp
+
+        def loss(leaves):
+            total = 0.0
+            for o, c in zip(fn(leaves), cotangents):
+                c = jnp.asarray(c)
+                if jnp.iscomplexobj(o):
+                    total = total + jnp.sum(jnp.real(o) * c.real + jnp.imag(o) * c.imag)
+                else:
+                    total = total + jnp.sum(o.astype(jnp.float64) * c.real)
+            return total
+
+        grads = self.jax.grad(loss)(arrays)
+        # jax.grad of a real loss in a complex x is dL/dp - i dL/dq: conjugate to our convention
+        return {k: np.conj(self.to_numpy(g)) for k, g in grads.items()}
+
+
+BUILTIN = {
+    "numpy": NumpyAdapter,
+    "array_api_strict": ArrayApiStrictAdapter,
+    "torch": TorchAdapter,
+    "torch-triton": TorchTritonAdapter,
+    "jax": JaxAdapter,
+}
+
+
+def get(name: str, device: str = "cpu") -> Adapter:
+    """The adapter for `name`: a built-in name, or 'package.module:ClassName' (a factory taking
+    device=)."""
+    if name in BUILTIN:
+        return BUILTIN[name](device=device)
+    if ":" in name:
+        module, attr = name.split(":", 1)
+        return getattr(importlib.import_module(module), attr)(device=device)
+    raise ValueError(
+        f"--backend: expected one of {sorted(BUILTIN)} or 'package.module:AdapterClass', "
+        f"got {name!r}"
+    )

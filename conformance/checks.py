@@ -1,0 +1,420 @@
+"""The checks: plain functions of (adapter, case, dtype) that raise AssertionError on a
+mismatch and adapters.Unsupported (a skip, with its reason) where a check does not apply.
+
+outputs    forward vs the fixture (outputs and final states), output dtype = input dtype
+step       step over the sequence == forward (variants: `step`; selective_scan:
+           selective_state_update; the diag/liquid scans: length-1 calls carrying the state)
+chunked    forward in 3 chunks carrying the state == one forward
+gradients  <vjp, v_k> vs the fixture's directional derivatives; vjp arrays vs the spec's vjp
+stability  no NaN / inf on a long (2048) random input with the initialised (stable) parameters
+api        the backend exports every variant / primitive with the spec's signatures
+errors     bad input raises ValueError / TypeError naming the argument ("<arg>: expected ...")
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import numpy as np
+
+from . import fixtures, runner
+from .adapters import Adapter, Unsupported
+from .cases import BY_NAME, CASES, PRIMITIVES, VARIANTS, Case
+from .tolerances import Tolerance, gradient_tolerance, output_tolerance
+
+CHECKS = ("outputs", "step", "chunked", "gradients", "stability", "api", "errors")
+
+# ------------------------------------------------------------------------------------------
+# helpers
+
+
+def _inputs(fx: dict) -> dict:
+    """The call arrays of a fixture (without outputs and gradient data)."""
+    return {k: v for k, v in fx.items() if k.split("/", 1)[0] in ("param", "in", "state", "init")}
+
+
+def assert_close(what: str, got, ref, tol: Tolerance, length: int) -> None:
+    got, ref = np.asarray(got), np.asarray(ref)
+    if got.shape != ref.shape:
+        raise AssertionError(f"{what}: shape {got.shape}, expected {ref.shape}")
+    if np.iscomplexobj(ref) != np.iscomplexobj(got) and np.any(np.imag(got)):
+        raise AssertionError(f"{what}: complex-ness differs from the reference")
+    if not np.all(np.isfinite(got)):
+        raise AssertionError(f"{what}: {np.size(got) - np.isfinite(got).sum()} non-finite values")
+    err = float(np.max(np.abs(got.astype(np.complex128) - ref), initial=0.0))
+    bound = tol.bound(length, float(np.max(np.abs(ref), initial=0.0)))
+    if not err <= bound:
+        raise AssertionError(
+            f"{what}: max |x - ref| = {err:.3e} > {bound:.3e} "
+            f"(rtol {tol.rtol:g}, atol {tol.atol:g}, L = {length}, max |ref| = "
+            f"{np.max(np.abs(ref), initial=0.0):.3g})"
+        )
+
+
+def _setup(adapter: Adapter, case: Case, dtype: str):
+    reason = adapter.skip_reason(case, dtype)
+    if reason:
+        raise Unsupported(reason)
+    fx = fixtures.load(case.name)
+    return fx, adapter.convert(_inputs(fx), dtype)
+
+
+def _dtype_name(x) -> str:
+    return str(x.dtype).replace("torch.", "")
+
+
+def _time_axis(case: Case) -> int:
+    return 1 if case.kind == "variant" or case.target in ("diag_scan", "liquid_scan") else -1
+
+
+# ------------------------------------------------------------------------------------------
+# outputs
+
+
+def check_outputs(adapter: Adapter, case: Case, dtype: str) -> None:
+    fx, arrays = _setup(adapter, case, dtype)
+    out = runner.forward(case, adapter, arrays)
+    want = runner.prefixed(fx, "out")
+    if sorted(out) != sorted(want):
+        raise AssertionError(f"outputs: keys {sorted(out)}, expected {sorted(want)}")
+    tol = output_tolerance(dtype)
+    for k in sorted(want):
+        assert_close(f"output {k}", adapter.to_numpy(out[k]), want[k], tol, case.length)
+    main = out["y" if case.kind == "variant" else "0"]
+    if not np.iscomplexobj(want["y" if case.kind == "variant" else "0"]):
+        if _dtype_name(main) != dtype:
+            raise AssertionError(f"output dtype {_dtype_name(main)}, expected {dtype} (the input's)")
+
+
+# ------------------------------------------------------------------------------------------
+# step == forward
+
+
+def check_step(adapter: Adapter, case: Case, dtype: str) -> None:
+    if not case.streaming:
+        raise Unsupported(f"{case.name} is whole-sequence (non-causal): it has no step")
+    if case.target == "selective_state_update":
+        raise Unsupported("selective_state_update is the step (checked by selective_scan's step)")
+    fx, arrays = _setup(adapter, case, dtype)
+    tol = output_tolerance(dtype)
+    if case.kind == "variant":
+        return _variant_step(adapter, case, fx, arrays, tol)
+    if case.target == "selective_scan":
+        return _selective_step(adapter, case, fx, arrays, tol)
+    # diag_scan, liquid_scan, liquid_selective_scan: one call per time step, state carried
+    _compare_chunks(adapter, case, fx, runner.chunked(case, adapter, arrays, case.length), tol)
+
+
+def _variant_step(adapter, case, fx, arrays, tol):
+    mod = adapter.variant(case.target)
+    cfg = runner.config(case, adapter)
+    init = runner.prefixed(fx, "init")
+    st0 = mod.initial_state(cfg, case.batch)
+    if sorted(st0) != sorted(init):
+        raise AssertionError(f"initial_state: keys {sorted(st0)}, expected {sorted(init)}")
+    for k, v in st0.items():
+        v = adapter.to_numpy(v)
+        if v.shape != init[k].shape or np.any(v != 0):
+            raise AssertionError(f"initial_state[{k!r}]: expected zeros of shape {init[k].shape}")
+    state = runner.prefixed(arrays, "state") or runner.prefixed(arrays, "init")
+    params, inputs = runner.prefixed(arrays, "param"), runner.prefixed(arrays, "in")
+    ys = []
+    for t in range(case.length):
+        kw = {"timesteps": inputs["timesteps"][:, t]} if "timesteps" in inputs else {}
+        y_t, state = mod.step(cfg, params, state, inputs["u"][:, t, :], **kw)
+        ys.append(adapter.to_numpy(y_t))
+    assert_close("step outputs", np.stack(ys, axis=1), fx["out/y"], tol, case.length)
+    for k, v in runner.prefixed(fx, "out/state").items():
+        assert_close(f"step final state {k}", adapter.to_numpy(state[k]), v, tol, case.length)
+
+
+def _selective_step(adapter, case, fx, arrays, tol):
+    o = case.config
+    if o.get("complex") or o["BC"] == "const":
+        raise Unsupported("selective_state_update takes real A and input-dependent B, C")
+    a = runner.prefixed(arrays, "in")
+    kw = case.kwargs
+    b, d, n = case.batch, o["d"], o["n"]
+    state = a.get("initial_state")
+    if state is None:
+        state = adapter.asarray(np.zeros((b, d, n)), _state_dtype(arrays))
+    outs = []
+    update = adapter.primitive("selective_state_update")
+    for t in range(case.length):
+        out_t, state = update(
+            state, a["u"][:, :, t], a["delta"][:, :, t], a["A"], a["B"][..., t], a["C"][..., t],
+            D=a.get("D"), z=None if "z" not in a else a["z"][:, :, t],
+            dt_bias=a.get("delta_bias"), dt_softplus=kw.get("delta_softplus", False),
+        )
+        outs.append(adapter.to_numpy(out_t))
+    assert_close("state_update outputs", np.stack(outs, axis=-1), fx["out/0"], tol, case.length)
+    if "out/1" in fx:
+        assert_close("state_update final state", adapter.to_numpy(state), fx["out/1"], tol,
+                     case.length)
+
+
+def _state_dtype(arrays) -> str:
+    u = arrays.get("in/u")
+    return "float64" if _dtype_name(u) == "float64" else "float32"
+
+
+# ------------------------------------------------------------------------------------------
+# chunked == one forward
+
+
+def check_chunked(adapter: Adapter, case: Case, dtype: str) -> None:
+    if not case.streaming:
+        raise Unsupported(f"{case.name} is whole-sequence (non-causal): it cannot be chunked")
+    if case.length < 2:
+        raise Unsupported("length 1 cannot be split")
+    fx, arrays = _setup(adapter, case, dtype)
+    pieces = min(3, case.length)
+    _compare_chunks(adapter, case, fx, runner.chunked(case, adapter, arrays, pieces),
+                    output_tolerance(dtype))
+
+
+def _compare_chunks(adapter, case, fx, res, tol):
+    axis = _time_axis(case)
+    what = f"{len(res['parts'])} chunks"
+    if case.kind == "variant":
+        y = np.concatenate([adapter.to_numpy(p["y"]) for p in res["parts"]], axis=axis)
+        assert_close(f"{what}: outputs", y, fx["out/y"], tol, case.length)
+        for k, v in runner.prefixed(fx, "out/state").items():
+            got = adapter.to_numpy(res["final"][f"state/{k}"])
+            assert_close(f"{what}: final state {k}", got, v, tol, case.length)
+        return
+    y = np.concatenate([adapter.to_numpy(p[0]) for p in res["parts"]], axis=axis)
+    assert_close(f"{what}: outputs", y, fx["out/0"], tol, case.length)
+    if "out/1" in fx:
+        assert_close(f"{what}: final state", adapter.to_numpy(res["final"]), fx["out/1"], tol,
+                     case.length)
+
+
+# ------------------------------------------------------------------------------------------
+# gradients
+
+
+def check_gradients(adapter: Adapter, case: Case, dtype: str) -> None:
+    if not case.grad:
+        raise Unsupported("no reference gradients for this case (long cases check outputs)")
+    fx, arrays = _setup(adapter, case, dtype)
+    keys = runner.differentiable(case, arrays)
+    diff = {k: arrays[k] for k in keys}
+    rest = {k: v for k, v in arrays.items() if k not in diff}
+    cots = tuple(v for _, v in sorted(runner.prefixed(fx, "grad/cot").items()))
+
+    def fn(d):
+        return runner.loss_outputs(case, adapter, {**rest, **d})
+
+    g = adapter.vjp(fn, diff, cots, case=case)
+    missing = [k for k in keys if k not in g]
+    if missing:
+        raise AssertionError(f"vjp: no gradient for {missing}")
+    tol = gradient_tolerance(dtype)
+    ref = fx["grad/dd"]
+    got = np.array([
+        sum(float(np.sum(np.real(np.conj(g[k]) * fx[f"grad/dir{j}/{k}"]))) for k in keys)
+        for j in range(len(ref))
+    ])
+    assert_close("directional derivatives <grad, v_k>", got, ref, tol, case.length)
+    for k, v in runner.prefixed(fx, "vjp").items():
+        assert_close(f"vjp {k} vs spec vjp", np.asarray(g[k]), v, tol, case.length)
+
+
+# ------------------------------------------------------------------------------------------
+# stability
+
+
+def check_stability(adapter: Adapter, case: Case, dtype: str) -> None:
+    reason = adapter.skip_reason(case, dtype)
+    if reason:
+        raise Unsupported(reason)
+    spec = runner.SPEC.variant(case.target)
+    cfg = spec.Config(**case.config)
+    rng = np.random.default_rng(0)
+    arrays = {f"param/{k}": v for k, v in spec.init(cfg, seed=0).items()}
+    arrays["in/u"] = rng.standard_normal((case.batch, case.length, cfg.d_model))
+    out = runner.forward(case, adapter, adapter.convert(arrays, dtype), return_state=False)
+    y = adapter.to_numpy(out["y"])
+    bad = np.size(y) - int(np.isfinite(y).sum())
+    if bad:
+        first = int(np.argmin(np.isfinite(y).all(axis=(0, 2))))
+        raise AssertionError(f"{bad} non-finite outputs at L = {case.length} (first at t = {first})")
+
+
+# ------------------------------------------------------------------------------------------
+# API surface
+
+
+VARIANT_FUNCTIONS = ("init", "forward", "step", "initial_state", "kernel")
+
+
+def _signature_problems(name, got, ref) -> list[str]:
+    """The backend's signature must list the spec's parameters in order with the same kinds and
+    defaults; it may add keyword-only parameters with defaults (dtype=, device=)."""
+    try:
+        gs, rs = inspect.signature(got), inspect.signature(ref)
+    except (TypeError, ValueError) as e:
+        return [f"{name}: no signature ({e})"]
+    gp, rp = list(gs.parameters.values()), list(rs.parameters.values())
+    extra = gp[len(rp):]
+    if [(p.name, p.kind, p.default) for p in gp[: len(rp)]] != [
+        (p.name, p.kind, p.default) for p in rp
+    ] or any(p.kind != p.KEYWORD_ONLY or p.default is p.empty for p in extra):
+        return [f"{name}{gs} differs from the spec's {name}{rs}"]
+    return []
+
+
+def check_api(adapter: Adapter, target: str) -> None:
+    mod = adapter.api_module()
+    spec = runner.SPEC
+    if not hasattr(mod, target):
+        raise AssertionError(f"{mod.__name__} does not export {target!r}")
+    problems = []
+    if target in VARIANTS:
+        got, ref = getattr(mod, target), spec.variant(target)
+        if getattr(got, "Config", None) is not ref.Config:
+            problems.append(f"{target}.Config is not the spec's Config")
+        for fname in VARIANT_FUNCTIONS:
+            if not hasattr(ref, fname):
+                continue
+            if not hasattr(got, fname):
+                problems.append(f"{target}.{fname} is missing")
+                continue
+            problems += _signature_problems(f"{target}.{fname}", getattr(got, fname),
+                                            getattr(ref, fname))
+    else:
+        problems += _signature_problems(target, getattr(mod, target), spec.primitive(target))
+    if problems:
+        raise AssertionError("; ".join(problems))
+
+
+# ------------------------------------------------------------------------------------------
+# errors
+
+
+def _representative(target: str, streaming: bool = True) -> Case:
+    for c in CASES:
+        if c.target == target and c.streaming == streaming and c.length > 1:
+            return c
+    raise Unsupported(f"no {'streaming' if streaming else 'whole-sequence'} case of {target}")
+
+
+def _variant_errors(adapter, case, arrays):
+    mod, cfg = adapter.variant(case.target), runner.config(case, adapter)
+    p, u = runner.prefixed(arrays, "param"), arrays["in/u"]
+    fx = fixtures.load(case.name)
+    as_int = adapter.asarray(np.zeros(fx["in/u"].shape, dtype=np.int64), None)
+    bad_state = {k: adapter.asarray(np.zeros((v.shape[0] + 1,) + v.shape[1:], v.dtype), None)
+                 for k, v in runner.prefixed(fx, "init").items()}
+    missing = dict(p)
+    missing.pop(sorted(missing)[0])
+    init = runner.prefixed(arrays, "init")
+    return {
+        "u-rank": ("u", lambda: mod.forward(cfg, p, u[0])),
+        "u-width": ("u", lambda: mod.forward(cfg, p, u[..., :-1])),
+        "u-empty": ("u", lambda: mod.forward(cfg, p, u[:, :0])),
+        "u-dtype": ("u", lambda: mod.forward(cfg, p, as_int)),
+        "params-missing": ("params", lambda: mod.forward(cfg, missing, u)),
+        "state-batch": ("state", lambda: mod.forward(cfg, p, u, state=bad_state)),
+        "u_t-shape": ("u_t", lambda: mod.step(cfg, p, init, u)),
+    }
+
+
+def _selective_errors(adapter, case, arrays):
+    a = runner.prefixed(arrays, "in")
+    fn = adapter.primitive(case.target)
+    kw = dict(case.kwargs)
+    as_int = adapter.asarray(np.zeros(fixtures.load(case.name)["in/u"].shape, np.int64), None)
+
+    def call(**over):
+        return lambda: fn(**{**a, **over}, **kw)
+
+    errs = {
+        "u-rank": ("u", call(u=a["u"][0])),
+        "u-dtype": ("u", call(u=as_int)),
+        "delta-shape": ("delta", call(delta=a["delta"][:, :-1])),
+        "A-shape": ("A", call(A=a["A"][:-1])),
+        "B-shape": ("B", call(B=a["B"][:, :-1])),
+    }
+    if "D" in a:
+        errs["D-shape"] = ("D", call(D=a["D"][:-1]))
+    if case.target == "liquid_selective_scan":
+        errs["liquid_degree"] = ("liquid_degree", lambda: fn(**a, **{**kw, "liquid_degree": 0}))
+    return errs
+
+
+def _update_errors(adapter, case, arrays):
+    a = runner.prefixed(arrays, "in")
+    fn = adapter.primitive(case.target)
+
+    def call(**over):
+        return lambda: fn(**{**a, **over}, **case.kwargs)
+
+    return {
+        "x-rank": ("x", call(x=a["x"][0])),
+        "state-shape": ("state", call(state=a["state"][:, :-1])),
+        "dt-shape": ("dt", call(dt=a["dt"][:, :-1])),
+        "A-shape": ("A", call(A=a["A"][:-1])),
+    }
+
+
+ERROR_SCENARIOS = {
+    **{v: ("u-rank", "u-width", "u-empty", "u-dtype", "params-missing", "state-batch",
+           "u_t-shape") for v in VARIANTS},
+    "selective_scan": ("u-rank", "u-dtype", "delta-shape", "A-shape", "B-shape", "D-shape"),
+    "liquid_selective_scan": ("u-rank", "u-dtype", "delta-shape", "A-shape", "B-shape",
+                              "D-shape", "liquid_degree"),
+    "selective_state_update": ("x-rank", "state-shape", "dt-shape", "A-shape"),
+    "diag_scan": ("validation",),
+    "liquid_scan": ("validation",),
+}
+NON_STREAMING = sorted({c.target for c in CASES if not c.streaming and c.kind == "variant"})
+for _v in NON_STREAMING:
+    ERROR_SCENARIOS[_v] = ERROR_SCENARIOS[_v] + ("step-whole-sequence",)
+
+
+def check_errors(adapter: Adapter, target: str, scenario: str) -> None:
+    if target in ("diag_scan", "liquid_scan"):
+        raise Unsupported(f"{target} is an internal primitive: the spec does not validate it")
+    dtype = adapter.dtypes[0]
+    if scenario == "step-whole-sequence":
+        case = _representative(target, streaming=False)
+        _, arrays = _setup(adapter, case, dtype)
+        mod, cfg = adapter.variant(target), runner.config(case, adapter)
+        st = runner.SPEC.variant(target).initial_state
+        try:
+            state = {k: adapter.asarray(v, dtype) for k, v in st(cfg, case.batch).items()}
+        except (ValueError, TypeError, NotImplementedError):
+            state = {}
+        u_t = arrays["in/u"][:, 0]
+        thunk, arg = (lambda: mod.step(cfg, runner.prefixed(arrays, "param"), state, u_t)), None
+    else:
+        case = _representative(target)
+        _, arrays = _setup(adapter, case, dtype)
+        table = {"variant": _variant_errors, "selective_state_update": _update_errors}.get(
+            case.kind if case.kind == "variant" else target, _selective_errors
+        )(adapter, case, arrays)
+        if scenario not in table:
+            raise Unsupported(f"{scenario} does not apply to {case.name}")
+        arg, thunk = table[scenario]
+    try:
+        thunk()
+    except (ValueError, TypeError, NotImplementedError) as e:
+        msg = str(e)
+        if arg is not None and not re.search(rf"(^|[^\w]){re.escape(arg)}([^\w]|$)", msg):
+            raise AssertionError(f"{scenario}: {type(e).__name__} does not name {arg!r}: {msg}")
+        if arg is not None and "expected" not in msg:
+            raise AssertionError(f"{scenario}: message does not say what was expected: {msg}")
+        return
+    except Exception as e:  # noqa: BLE001 - any other exception type is a failure
+        raise AssertionError(
+            f"{scenario}: raised {type(e).__name__} ({e}); expected ValueError or TypeError"
+        ) from e
+    raise AssertionError(f"{scenario}: bad input was accepted (expected an error naming {arg!r})")
+
+
+__all__ = ["CHECKS", "BY_NAME", "PRIMITIVES", "VARIANTS"] + [
+    n for n in dir() if n.startswith("check_")
+]

@@ -1,0 +1,26 @@
+"""The API surface, bad-input errors, and no NaN / inf on long stable inputs."""
+
+import pytest
+
+from liquidssm.conformance import checks
+from liquidssm.conformance.cases import PRIMITIVES, STABILITY, VARIANTS
+from liquidssm.conformance.plugin import run
+
+
+@pytest.mark.parametrize("target", VARIANTS + PRIMITIVES)
+def test_api(conformance_adapter, target):
+    run(checks.check_api, conformance_adapter, target)
+
+
+@pytest.mark.parametrize(
+    "target,scenario",
+    [(t, s) for t in VARIANTS + PRIMITIVES for s in checks.ERROR_SCENARIOS[t]],
+    ids=lambda x: x,
+)
+def test_errors(conformance_adapter, target, scenario):
+    run(checks.check_errors, conformance_adapter, target, scenario)
+
+
+@pytest.mark.parametrize("case", STABILITY, ids=str)
+def test_stability(conformance_adapter, case, dtype):
+    run(checks.check_stability, conformance_adapter, case, dtype)
