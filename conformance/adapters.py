@@ -39,6 +39,8 @@ class Adapter:
     #: the largest Case.size this backend runs in reasonable time (None: no limit)
     max_size: int | None = None
     max_length: int | None = None
+    #: the longest case whose step check (one call per time step) runs (None: all)
+    max_step_length: int | None = None
 
     def __init__(self, device: str = "cpu"):
         self.device = device
@@ -136,6 +138,8 @@ class ArrayApiStrictAdapter(NumpyAdapter):
     """The spec's functions run on array_api_strict arrays (the spec is array-API code)."""
 
     name = "array_api_strict"
+    dtypes = ("float64",)  # the same code as numpy, whose session runs float32 too
+    max_step_length = 64  # strict arrays are ~5x slower than NumPy; numpy steps the long cases
 
     def __init__(self, device="cpu"):
         super().__init__(device)

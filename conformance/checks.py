@@ -61,7 +61,7 @@ def _setup(adapter: Adapter, case: Case, dtype: str):
 
 
 def _dtype_name(x) -> str:
-    return str(x.dtype).replace("torch.", "")
+    return str(x.dtype).rsplit(".", 1)[-1]  # torch.float32, array_api_strict.float32
 
 
 def _time_axis(case: Case) -> int:
@@ -84,7 +84,9 @@ def check_outputs(adapter: Adapter, case: Case, dtype: str) -> None:
     main = out["y" if case.kind == "variant" else "0"]
     if not np.iscomplexobj(want["y" if case.kind == "variant" else "0"]):
         if _dtype_name(main) != dtype:
-            raise AssertionError(f"output dtype {_dtype_name(main)}, expected {dtype} (the input's)")
+            raise AssertionError(
+                f"output dtype {_dtype_name(main)}, expected {dtype} (the input's)"
+            )
 
 
 # ------------------------------------------------------------------------------------------
@@ -96,6 +98,9 @@ def check_step(adapter: Adapter, case: Case, dtype: str) -> None:
         raise Unsupported(f"{case.name} is whole-sequence (non-causal): it has no step")
     if case.target == "selective_state_update":
         raise Unsupported("selective_state_update is the step (checked by selective_scan's step)")
+    if adapter.max_step_length is not None and case.length > adapter.max_step_length:
+        raise Unsupported(f"{adapter.name}: step over L = {case.length} > "
+                          f"{adapter.max_step_length} steps is too slow here")
     fx, arrays = _setup(adapter, case, dtype)
     tol = output_tolerance(dtype)
     if case.kind == "variant":
@@ -240,7 +245,9 @@ def check_stability(adapter: Adapter, case: Case, dtype: str) -> None:
     bad = np.size(y) - int(np.isfinite(y).sum())
     if bad:
         first = int(np.argmin(np.isfinite(y).all(axis=(0, 2))))
-        raise AssertionError(f"{bad} non-finite outputs at L = {case.length} (first at t = {first})")
+        raise AssertionError(
+            f"{bad} non-finite outputs at L = {case.length} (first at t = {first})"
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -312,36 +319,36 @@ def _variant_errors(adapter, case, arrays):
     missing.pop(sorted(missing)[0])
     init = runner.prefixed(arrays, "init")
     return {
-        "u-rank": ("u", lambda: mod.forward(cfg, p, u[0])),
+        "u-rank": ("u", lambda: mod.forward(cfg, p, u[0, ...])),
         "u-width": ("u", lambda: mod.forward(cfg, p, u[..., :-1])),
-        "u-empty": ("u", lambda: mod.forward(cfg, p, u[:, :0])),
+        "u-empty": ("u", lambda: mod.forward(cfg, p, u[:, :0, ...])),
         "u-dtype": ("u", lambda: mod.forward(cfg, p, as_int)),
         "params-missing": ("params", lambda: mod.forward(cfg, missing, u)),
         "state-batch": ("state", lambda: mod.forward(cfg, p, u, state=bad_state)),
-        "u_t-shape": ("u_t", lambda: mod.step(cfg, p, init, u)),
+        "u_t-shape": ("u_t", lambda: mod.step(cfg, p, init, u)),  # a sequence, not a step
     }
 
 
 def _selective_errors(adapter, case, arrays):
     a = runner.prefixed(arrays, "in")
     fn = adapter.primitive(case.target)
-    kw = dict(case.kwargs)
     as_int = adapter.asarray(np.zeros(fixtures.load(case.name)["in/u"].shape, np.int64), None)
 
     def call(**over):
-        return lambda: fn(**{**a, **over}, **kw)
+        return lambda: runner.call_primitive(fn, case, {**a, **over})
 
     errs = {
-        "u-rank": ("u", call(u=a["u"][0])),
+        "u-rank": ("u", call(u=a["u"][0, ...])),
         "u-dtype": ("u", call(u=as_int)),
-        "delta-shape": ("delta", call(delta=a["delta"][:, :-1])),
-        "A-shape": ("A", call(A=a["A"][:-1])),
-        "B-shape": ("B", call(B=a["B"][:, :-1])),
+        "delta-shape": ("delta", call(delta=a["delta"][:, :-1, ...])),
+        "A-shape": ("A", call(A=a["A"][:-1, ...])),
+        "B-shape": ("B", call(B=a["B"][:, :-1, ...])),
     }
     if "D" in a:
         errs["D-shape"] = ("D", call(D=a["D"][:-1]))
     if case.target == "liquid_selective_scan":
-        errs["liquid_degree"] = ("liquid_degree", lambda: fn(**a, **{**kw, "liquid_degree": 0}))
+        errs["liquid_degree"] = (
+            "liquid_degree", lambda: runner.call_primitive(fn, case, a, liquid_degree=0))
     return errs
 
 
@@ -350,13 +357,13 @@ def _update_errors(adapter, case, arrays):
     fn = adapter.primitive(case.target)
 
     def call(**over):
-        return lambda: fn(**{**a, **over}, **case.kwargs)
+        return lambda: runner.call_primitive(fn, case, {**a, **over})
 
     return {
-        "x-rank": ("x", call(x=a["x"][0])),
-        "state-shape": ("state", call(state=a["state"][:, :-1])),
-        "dt-shape": ("dt", call(dt=a["dt"][:, :-1])),
-        "A-shape": ("A", call(A=a["A"][:-1])),
+        "x-rank": ("x", call(x=a["x"][0, ...])),
+        "state-shape": ("state", call(state=a["state"][:, :-1, ...])),
+        "dt-shape": ("dt", call(dt=a["dt"][:, :-1, ...])),
+        "A-shape": ("A", call(A=a["A"][:-1, ...])),
     }
 
 
@@ -388,7 +395,7 @@ def check_errors(adapter: Adapter, target: str, scenario: str) -> None:
             state = {k: adapter.asarray(v, dtype) for k, v in st(cfg, case.batch).items()}
         except (ValueError, TypeError, NotImplementedError):
             state = {}
-        u_t = arrays["in/u"][:, 0]
+        u_t = arrays["in/u"][:, 0, ...]
         thunk, arg = (lambda: mod.step(cfg, runner.prefixed(arrays, "param"), state, u_t)), None
     else:
         case = _representative(target)
@@ -404,9 +411,13 @@ def check_errors(adapter: Adapter, target: str, scenario: str) -> None:
     except (ValueError, TypeError, NotImplementedError) as e:
         msg = str(e)
         if arg is not None and not re.search(rf"(^|[^\w]){re.escape(arg)}([^\w]|$)", msg):
-            raise AssertionError(f"{scenario}: {type(e).__name__} does not name {arg!r}: {msg}")
+            raise AssertionError(
+                f"{scenario}: {type(e).__name__} does not name {arg!r}: {msg}"
+            ) from e
         if arg is not None and "expected" not in msg:
-            raise AssertionError(f"{scenario}: message does not say what was expected: {msg}")
+            raise AssertionError(
+                f"{scenario}: message does not say what was expected: {msg}"
+            ) from e
         return
     except Exception as e:  # noqa: BLE001 - any other exception type is a failure
         raise AssertionError(

@@ -108,7 +108,8 @@ def _selective_inputs(case: Case, rng) -> dict:
     if case.state:
         p = case.kwargs.get("liquid_degree")
         shape = (b, d, n) if p is None else (b, p, d, n)
-        arr["in/initial_state"] = 0.5 * (_cnormal(rng, shape) if cplx else rng.standard_normal(shape))
+        h0 = _cnormal(rng, shape) if cplx else rng.standard_normal(shape)
+        arr["in/initial_state"] = 0.5 * h0
     return arr
 
 
@@ -205,7 +206,8 @@ def spec_vjp(case: Case, arrays: dict, cots) -> dict:
     """The spec's exact vjp of a selective-scan case: {argument name: gradient}."""
     import liquidssm.spec.selective as sel
 
-    fn = sel.selective_scan_vjp if case.target == "selective_scan" else sel.liquid_selective_scan_vjp
+    liquid = case.target == "liquid_selective_scan"
+    fn = sel.liquid_selective_scan_vjp if liquid else sel.selective_scan_vjp
     kwargs = {k: v for k, v in case.kwargs.items() if k != "return_last_state"}
     last = cots[1] if len(cots) > 1 else None
     g = fn(**runner.prefixed(arrays, "in"), **kwargs, dout=cots[0], dlast_state=last)

@@ -1,4 +1,4 @@
-"""How a case is called, shared by the fixture generator (on the spec) and the checks (on a backend).
+"""How a case is called: shared by the fixture generator (the spec) and the checks (a backend).
 
 A case's arrays are one flat dict (the layout of a fixture file):
     param/<name>   variant parameters          in/<name>     inputs (u, timesteps; or the
@@ -45,7 +45,7 @@ def config(case: Case, api=SPEC):
 def forward(case: Case, api, arrays: dict, *, return_state: bool | None = None) -> dict:
     """One call of the case on `api` with `arrays` (already in the api's array type)."""
     if case.kind == "primitive":
-        out = api.primitive(case.target)(**prefixed(arrays, "in"), **case.kwargs)
+        out = call_primitive(api.primitive(case.target), case, prefixed(arrays, "in"))
         return {str(i): o for i, o in enumerate(out if isinstance(out, tuple) else (out,))}
     mod = api.variant(case.target)
     inputs = prefixed(arrays, "in")
@@ -61,6 +61,17 @@ def forward(case: Case, api, arrays: dict, *, return_state: bool | None = None) 
     out = mod.forward(config(case, api), prefixed(arrays, "param"), inputs["u"], **kw)
     y, st = out if rs else (out, {})
     return {"y": y, **{f"state/{k}": v for k, v in st.items()}}
+
+
+FIRST = {"diag_scan": "a", "liquid_scan": "a", "selective_state_update": "state"}
+
+
+def call_primitive(fn, case: Case, inputs: dict, **kwargs):
+    """fn(first, **rest, **case.kwargs): the first array argument positionally (the one a
+    backend's dispatch looks at), the others by keyword."""
+    inputs = dict(inputs)
+    first = inputs.pop(FIRST.get(case.target, "u"))
+    return fn(first, **inputs, **{**case.kwargs, **kwargs})
 
 
 def differentiable(case: Case, arrays: dict) -> list[str]:
@@ -134,10 +145,8 @@ def chunked(case: Case, api, arrays: dict, pieces: int) -> dict:
         sl.pop(f"in/{carry_key}", None)
         if carry is not None:
             sl[f"in/{carry_key}"] = carry
-        kwargs = dict(case.kwargs)
-        if t in SELECTIVE:
-            kwargs["return_last_state"] = True
-        out = api.primitive(t)(**prefixed(sl, "in"), **kwargs)
+        extra = {"return_last_state": True} if t in SELECTIVE else {}
+        out = call_primitive(api.primitive(t), case, prefixed(sl, "in"), **extra)
         out = out if isinstance(out, tuple) else (out,)
         if t == "diag_scan":
             carry = out[0][:, 0, ...] if reverse else out[0][:, -1, ...]

@@ -1,7 +1,6 @@
 """Gradients (vjp) vs the fixtures' reference directional derivatives and exact vjps."""
 
 import pytest
-
 from liquidssm.conformance import checks
 from liquidssm.conformance.cases import CASES
 from liquidssm.conformance.plugin import run

@@ -1,7 +1,6 @@
 """Outputs and final states vs the fixtures; step == forward; chunked forward == one forward."""
 
 import pytest
-
 from liquidssm.conformance import checks
 from liquidssm.conformance.cases import CASES
 from liquidssm.conformance.plugin import run

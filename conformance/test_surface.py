@@ -1,7 +1,6 @@
 """The API surface, bad-input errors, and no NaN / inf on long stable inputs."""
 
 import pytest
-
 from liquidssm.conformance import checks
 from liquidssm.conformance.cases import PRIMITIVES, STABILITY, VARIANTS
 from liquidssm.conformance.plugin import run

@@ -84,3 +84,46 @@ def gradient_tolerance(dtype: str) -> Tolerance:
     if dtype not in GRADIENTS:
         raise ValueError(f"dtype: expected one of {sorted(GRADIENTS)}, got {dtype!r}")
     return GRADIENTS[dtype]
+
+
+def measure() -> dict:
+    """The worst normalised error max |x - r| / max |r| of the spec itself run in float32, and in
+    bfloat16 (inputs and parameters rounded to bfloat16, compute in float32, output rounded to
+    bfloat16), over every fixture case: {dtype: {output: (error, case)}}. Needs ml_dtypes."""
+    import ml_dtypes
+    import numpy as np
+
+    from . import fixtures, runner
+    from .adapters import NumpyAdapter
+    from .cases import CASES
+
+    ad = NumpyAdapter()
+    bf16 = ml_dtypes.bfloat16
+    worst: dict = {"float32": {}, "bfloat16": {}}
+    for case in CASES:
+        fx = fixtures.load(case.name)
+        arrays = {k: v for k, v in fx.items() if k.split("/")[0] in ("param", "in", "state")}
+        for dtype in worst:
+            conv = {}
+            for k, v in arrays.items():
+                if dtype == "bfloat16" and v.dtype.kind == "f" and not k.startswith("state/"):
+                    v = v.astype(bf16).astype(np.float64)
+                conv[k] = ad.asarray(v, "float32")
+            out = runner.forward(case, ad, conv)
+            for k, x in out.items():
+                x = np.asarray(x)
+                if dtype == "bfloat16" and k in ("y", "0") and x.dtype.kind == "f":
+                    x = x.astype(bf16).astype(np.float32)
+                ref = fx[f"out/{k}"]
+                err = float(np.max(np.abs(x - ref)) / max(np.max(np.abs(ref)), 1e-300))
+                err /= max(1.0, case.length / 64) ** OUTPUTS[dtype].growth
+                kind = "output" if k in ("y", "0") else "state"
+                if err > worst[dtype].get(kind, (0.0, ""))[0]:
+                    worst[dtype][kind] = (err, case.name)
+    return worst
+
+
+if __name__ == "__main__":
+    for dt, rows in measure().items():
+        for kind, (err, name) in rows.items():
+            print(f"{dt:9s} {kind:7s} worst normalised error {err:.2e}  ({name})")

@@ -1,9 +1,8 @@
 """Run a sweep: one worker process per (backend, implementation), rows streamed back.
 
 Each group runs in its own `python -m liquidssm.bench.worker` process with
-LIQUIDSSM_TORCH_IMPL / LIQUIDSSM_JAX_SCAN set to its implementation and
-MALLOC_MMAP_THRESHOLD_=65536 (so freed buffers leave the resident set: see timing.rss_peak);
-a crash in one group becomes an error row and the others still run.
+LIQUIDSSM_TORCH_IMPL / LIQUIDSSM_JAX_SCAN set to its implementation (a fresh process also keeps
+one group's memory out of the next one's measurements); a crash in one group becomes an error row and the others still run.
 """
 
 from __future__ import annotations
@@ -214,7 +213,7 @@ def run_group(backend, impl, device, cases, budget: Budget, copy_gbps, emit) -> 
 
 
 def _worker_env(backend, impl) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    env = dict(os.environ)
     if backend == "torch":
         env["LIQUIDSSM_TORCH_IMPL"] = impl
     if backend == "jax":

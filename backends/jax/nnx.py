@@ -171,7 +171,8 @@ class _Variant(SpecModule):
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        cls.config_types = (cls.spec.Config,)
+        if cls.spec is not None:
+            cls.config_types = (cls.spec.Config,)
 
     @classmethod
     def spec_init(cls, config, seed):

@@ -16,6 +16,7 @@ import torch
 from .. import VARIANTS
 from .._bind import bind_variant
 from ..spec import _dispatch
+from . import modules as nn  # noqa: F401  (nn.Module classes: liquidssm.torch.nn.S4D, ...)
 from . import scans as _scans
 from . import selective as _selective
 from ._framework import FRAMEWORK, TorchFramework, from_params, to_params

@@ -217,13 +217,11 @@ class _Variant(SpecModule):
     variant = ""
     SSM_NAMES: frozenset = frozenset()
 
-    @property
-    def _spec(self):
-        return importlib.import_module(f"liquidssm.spec.{self.variant}")
-
-    @property
-    def _backend(self):
-        return getattr(importlib.import_module("liquidssm.torch"), self.variant)
+    def __init__(self, config=None, **kwargs):
+        # resolved here, not in forward: torch.compile does not trace import_module
+        self._spec = importlib.import_module(f"liquidssm.spec.{self.variant}")
+        self._backend = getattr(importlib.import_module("liquidssm.torch"), self.variant)
+        super().__init__(config, **kwargs)
 
     @property
     def ssm_names(self):

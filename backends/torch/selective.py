@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from liquidssm.spec import selective as _spec
 from liquidssm.spec._common import check_choice, check_int
 
 from . import scans
-from .scans import _as, _promote, levels_backward, levels_forward
+from .scans import _as, levels_backward, levels_forward
 
 __all__ = ["selective_scan", "liquid_selective_scan", "selective_state_update"]
 
@@ -52,16 +51,55 @@ def _dphi(x, kind):
     return 1.7159 * 0.666 * (1 - torch.tanh(0.666 * x) ** 2)
 
 
-# B, C, BL arrive normalised: (d, n) constant, or (b, g, n, l) (g = 1 for (b, n, l)).
+class _Spec:
+    """The static description of one call: compute dtypes, liquid degree, phi, chunk."""
+
+    def __init__(self, u, A, p, phi, softplus, chunk, tied):
+        self.wdt = torch.float64 if u.dtype == torch.float64 else torch.float32
+        self.cdt = torch.complex128 if self.wdt == torch.float64 else torch.complex64
+        self.cplx = A.is_complex()
+        self.sdt = self.cdt if self.cplx else self.wdt
+        self.p, self.phi, self.softplus, self.chunk, self.tied = p, phi, softplus, chunk, tied
 
 
-def _chunk(X, s, e):
-    """(T, b, g, n) time-major chunk of a (b, g, n, l) argument; a constant (d, n) as is."""
-    return X if X.dim() == 2 else X[..., s:e].permute(3, 0, 1, 2).contiguous()
+def _tm(x, s, e, dtype):
+    """(b, d, l) -> time-major chunk (T, b, d) in dtype; None stays None."""
+    return None if x is None else x[..., s:e].permute(2, 0, 1).to(dtype).contiguous()
+
+
+def _chunk(X, s, e, sp):
+    """B, C or BL for steps s..e-1: a constant (d, n) as is, else (T, b, g, n) time-major
+    ((b, n, l) is g = 1; interleaved (re, im) pairs become complex for complex A)."""
+    if X.dim() == 2:
+        return X.to(sp.cdt if sp.cplx else sp.wdt)
+    X = X if X.dim() == 4 else X[:, None]
+    if sp.cplx:
+        X = torch.view_as_complex(X[..., 2 * s:2 * e].to(sp.wdt).unflatten(-1, (e - s, 2))
+                                  .contiguous())
+    else:
+        X = X[..., s:e].to(sp.wdt)
+    return X.permute(3, 0, 1, 2).contiguous()
+
+
+def _put(G, g, s, e, sp):
+    """Accumulate the chunk gradient g (from _reduce) into G, the gradient of B, C or BL."""
+    if G.dim() == 2:
+        G += g
+        return
+    g = g if G.dim() == 4 else g[:, 0]
+    if sp.cplx:
+        G[..., 2 * s:2 * e] += torch.view_as_real(g).flatten(-2)
+    else:
+        G[..., s:e] += g
+
+
+def _zeros_grad(X, sp):
+    """Accumulator for the gradient of B, C or BL (complex for a constant with complex A)."""
+    return torch.zeros_like(X, dtype=sp.sdt if X.dim() == 2 else sp.wdt)
 
 
 def _outer(w, Xc):
-    """w (T, b, d) times the chunk Xc of B/C/BL -> (T, b, d, n)."""
+    """w (T, b, d) times a chunk Xc of B/C/BL -> (T, b, d, n)."""
     if Xc.dim() == 2:
         return w[..., None] * Xc
     T, b, d = w.shape
@@ -78,89 +116,31 @@ def _contract(G, Xc):
     return (G.reshape(T, b, g, d // g, n) * Xc[:, :, :, None, :]).sum(-1).reshape(T, b, d)
 
 
-def _reduce(G, w, X):
-    """The gradient of X for the product w (T, b, d) * X: sum over the channels that share it."""
+def _reduce(G, w, Xc):
+    """Gradient of the chunk Xc in the product w (T, b, d) * X: sum over the channels sharing it;
+    (d, n) for a constant, (b, g, n, T) otherwise."""
     w = w.to(G.dtype)
-    if X.dim() == 2:
+    if Xc.dim() == 2:
         return torch.einsum("tbdn,tbd->dn", G, w)
     T, b, d, n = G.shape
-    g = X.shape[1]
+    g = Xc.shape[2]
     return torch.einsum("tbgkn,tbgk->bgnt", G.reshape(T, b, g, d // g, n),
                         w.reshape(T, b, g, d // g))
 
 
-def _tm(x, s, e):
-    return x[..., s:e].permute(2, 0, 1).contiguous()
-
-
-class _Selective(torch.autograd.Function):
-    """(u, dt, A, B, C, BL, h0 (p, b, d, n)) -> (y = C . sum_m h_m (b, d, l), last levels)."""
-
-    @staticmethod
-    def forward(ctx, u, dt, A, B, C, BL, h0, phi, chunk):
-        b, d, l = u.shape
-        p = h0.shape[0]
-        y = torch.empty((b, d, l), dtype=u.dtype, device=u.device)
-        h, starts = h0, []
-        for s in range(0, l, chunk):
-            e = min(s + chunk, l)
-            uc, dc = _tm(u, s, e), _tm(dt, s, e)
-            a, x, c = _inputs(uc, dc, A, B, BL, s, e, p, phi)
-            starts.append(h)
-            H = levels_forward(a, x, c, h)
-            y[..., s:e] = _readout(H, _chunk(C, s, e)).permute(1, 2, 0)
-            h = H[-1].clone()
-        ctx.save_for_backward(u, dt, A, B, C, BL, torch.stack(starts))
-        ctx.phi, ctx.chunk = phi, chunk
-        return y, h
-
-    @staticmethod
-    def backward(ctx, gy, glast):
-        u, dt, A, B, C, BL, starts = ctx.saved_tensors
-        phi, chunk, l = ctx.phi, ctx.chunk, u.shape[2]
-        p, k = starts.shape[1], 2 if starts.is_complex() else 1
-        K = glast.to(starts.dtype)
-        gu, gdt = torch.empty_like(u), torch.empty_like(dt)
-        gA = torch.zeros_like(A)
-        gB, gC = torch.zeros_like(B), torch.zeros_like(C)
-        gBL = None if BL is None else torch.zeros_like(BL)
-        for i in reversed(range(starts.shape[0])):
-            s, h = i * chunk, starts[i]
-            e = min(s + chunk, l)
-            uc, dc, gc_ = _tm(u, s, e), _tm(dt, s, e), _tm(gy, s, e)
-            Bc, Cc = _chunk(B, s, e), _chunk(C, s, e)
-            a, x, c = _inputs(uc, dc, A, B, BL, s, e, p, phi)
-            H = levels_forward(a, x, c, h)
-            Lam, K = levels_backward(a, c, _outer(k * gc_, Cc.conj()), K)
-            hsum = H[:, 0] if p == 1 else H.sum(1)
-            Hprev = torch.cat([h[None], H[:-1]]).conj()
-            _add(gC, _reduce(hsum.conj(), k * gc_, C), s, e)
-            w = (Lam * Hprev).sum(1) * a.conj()  # dL/d(Delta A)
-            gA += torch.einsum("tbdn,tbd->dn", w, dc.to(w.dtype))
-            g_dt = torch.einsum("tbdn,dn->tbd", w, A.conj()).real
-            q = _contract(Lam[:, 0], Bc.conj()).real  # dL/d(Delta u)
-            g_u = dc * q
-            g_dt += uc * q
-            _add(gB, _reduce(Lam[:, 0], dc * uc, B), s, e)
-            if p > 1:
-                BLc = _chunk(BL, s, e)
-                pre = _outer(uc, BLc)
-                gc = (Lam[:, 1:] * Hprev[:, :-1]).sum(1)  # dL/dc (real: liquid A is real)
-                g_dt += (gc * _phi(pre, phi)).sum(-1)
-                dpre = gc * dc[..., None] * _dphi(pre, phi)
-                g_u += _contract(dpre, BLc)
-                _add(gBL, _reduce(dpre, uc, BL), s, e)
-            gu[..., s:e] = g_u.permute(1, 2, 0)
-            gdt[..., s:e] = g_dt.permute(1, 2, 0)
-        return (gu, gdt, _as(gA, A), _as(gB, B), _as(gC, C), _as(gBL, BL), K, None, None)
-
-
-def _inputs(uc, dc, A, B, BL, s, e, p, phi):
-    """a, x, c (T, b, d, n) for one chunk (c None when p = 1)."""
-    a = torch.exp(dc[..., None] * A)
-    x = _outer(dc * uc, _chunk(B, s, e))
-    c = None if p == 1 else dc[..., None] * _phi(_outer(uc, _chunk(BL, s, e)), phi)
-    return a, x, c
+def _chunk_states(sp, u, delta, A, B, BL, bias, h, s, e):
+    """Recompute one chunk: (uc, raw, dt, a, x, c, H) with H (T, p, b, d, n)."""
+    uc = _tm(u, s, e, sp.wdt)
+    raw = _tm(delta, s, e, sp.wdt)
+    if bias is not None:
+        raw = raw + bias.to(sp.wdt)
+    dt = F.softplus(raw) if sp.softplus else raw
+    a = torch.exp(dt[..., None] * A)
+    x = _outer(dt * uc, _chunk(B, s, e, sp))
+    c = None
+    if sp.p > 1:
+        c = dt[..., None] * _phi(_outer(uc, _chunk(BL, s, e, sp)), sp.phi)
+    return uc, raw, dt, a, x, c, levels_forward(a, x, c, h)
 
 
 def _readout(H, Cc):
@@ -169,48 +149,101 @@ def _readout(H, Cc):
     return 2 * y.real if y.is_complex() else y
 
 
-def _add(G, g, s, e):
-    """Accumulate a chunk gradient g into G (constant: whole; per-time: G[..., s:e])."""
-    if G.dim() == 2:
-        G += g
-    else:
-        G[..., s:e] += g
+class _Selective(torch.autograd.Function):
+    """The whole selective scan (Delta, recurrence, readout, D, gate) chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, sp, u, delta, A, B, C, D, z, bias, BL, h0):
+        b, d, l = u.shape
+        A = A.to(sp.sdt)
+        BL = B if sp.tied else BL
+        out = torch.empty_like(u)
+        h, starts = h0.to(sp.sdt), []
+        for s in range(0, l, sp.chunk):
+            e = min(s + sp.chunk, l)
+            starts.append(h)
+            uc, _, _, _, _, _, H = _chunk_states(sp, u, delta, A, B, BL, bias, h, s, e)
+            y = _readout(H, _chunk(C, s, e, sp))
+            if D is not None:
+                y = y + D.to(sp.wdt) * uc
+            if z is not None:
+                y = y * F.silu(_tm(z, s, e, sp.wdt))
+            out[..., s:e] = y.permute(1, 2, 0)
+            h = H[-1].clone()
+        ctx.save_for_backward(u, delta, A, B, C, D, z, bias, BL, torch.stack(starts))
+        ctx.sp = sp
+        return out, h
+
+    @staticmethod
+    def backward(ctx, gout, glast):
+        u, delta, A, B, C, D, z, bias, BL, starts = ctx.saved_tensors
+        sp, l = ctx.sp, u.shape[2]
+        k = 2 if sp.cplx else 1
+        K = glast.to(sp.sdt)
+        gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
+        gz = None if z is None else torch.empty_like(z)
+        gA = torch.zeros_like(A)
+        gB, gC, gBL = (None if X is None else _zeros_grad(X, sp) for X in (B, C, BL))
+        gD = None if D is None else torch.zeros_like(D, dtype=sp.wdt)
+        gbias = None if bias is None else torch.zeros_like(bias, dtype=sp.wdt)
+        for i in reversed(range(starts.shape[0])):
+            s, h = i * sp.chunk, starts[i]
+            e = min(s + sp.chunk, l)
+            uc, raw, dt, a, x, c, H = _chunk_states(sp, u, delta, A, B, BL, bias, h, s, e)
+            Bc, Cc = _chunk(B, s, e, sp), _chunk(C, s, e, sp)
+            g = _tm(gout, s, e, sp.wdt)
+            g_u = 0
+            if z is not None:  # out = pre * silu(z)
+                zc = _tm(z, s, e, sp.wdt)
+                pre = _readout(H, Cc) + (0 if D is None else D.to(sp.wdt) * uc)
+                sig = torch.sigmoid(zc)
+                gz[..., s:e] = (g * pre * sig * (1 + zc * (1 - sig))).permute(1, 2, 0)
+                g = g * zc * sig
+            if D is not None:
+                gD += (g * uc).sum((0, 1))
+                g_u = D.to(sp.wdt) * g
+            # the recurrence: e_t = dL/dh_t from the readout, Lam = dL/dH
+            Lam, K = levels_backward(a, c, _outer(k * g, Cc.conj()), K)
+            hsum = H[:, 0] if sp.p == 1 else H.sum(1)
+            Hprev = torch.cat([h[None], H[:-1]]).conj()
+            _put(gC, _reduce(hsum.conj(), k * g, Cc), s, e, sp)
+            w = (Lam * Hprev).sum(1) * a.conj()  # dL/d(Delta A)
+            gA += torch.einsum("tbdn,tbd->dn", w, dt.to(w.dtype))
+            g_dt = torch.einsum("tbdn,dn->tbd", w, A.conj()).real
+            q = _contract(Lam[:, 0], Bc.conj()).real  # dL/d(Delta u)
+            g_u = g_u + dt * q
+            g_dt += uc * q
+            _put(gB, _reduce(Lam[:, 0], dt * uc, Bc), s, e, sp)
+            if sp.p > 1:
+                BLc = _chunk(BL, s, e, sp)
+                pre = _outer(uc, BLc)
+                gc = (Lam[:, 1:] * Hprev[:, :-1]).sum(1)  # dL/dc (real: liquid A is real)
+                g_dt += (gc * _phi(pre, sp.phi)).sum(-1)
+                dpre = gc * dt[..., None] * _dphi(pre, sp.phi)
+                g_u = g_u + _contract(dpre, BLc)
+                _put(gB if sp.tied else gBL, _reduce(dpre, uc, BLc), s, e, sp)
+            if sp.softplus:
+                g_dt = g_dt * torch.where(raw > 20.0, 1.0, torch.sigmoid(raw))
+            if bias is not None:
+                gbias += g_dt.sum((0, 1))
+            gu[..., s:e] = g_u.permute(1, 2, 0)
+            gdelta[..., s:e] = g_dt.permute(1, 2, 0)
+        return (None, gu, gdelta, _as(gA, A), _as(gB, B), _as(gC, C), _as(gD, D), gz,
+                _as(gbias, bias), None if sp.tied else _as(gBL, BL), K)
 
 
 def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state,
          p, BL, lcontract, liquid):
     _validate(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
               return_last_state, p, BL, liquid)
-    wdt = torch.float64 if u.dtype == torch.float64 else torch.float32
-    cdt = torch.complex128 if wdt == torch.float64 else torch.complex64
-    cplx = A.is_complex()
-    l = u.shape[2]
-
-    def norm(X):
-        if X.dim() == 2:
-            return X.to(cdt if cplx else wdt)
-        X = X.to(wdt)
-        X = X[:, None] if X.dim() == 3 else X
-        return torch.view_as_complex(X.unflatten(-1, (l, 2)).contiguous()) if cplx else X
-
-    uw, A = u.to(wdt), A.to(cdt if cplx else wdt)
-    B, C = norm(B), norm(C)
-    BL = (B if BL is None else norm(BL)) if p > 1 else None
-    raw = delta.to(wdt)
-    if delta_bias is not None:
-        raw = raw + delta_bias.to(wdt)[:, None]
-    dt = F.softplus(raw) if delta_softplus else raw
-    sdt = cdt if cplx else wdt
+    sp = _Spec(u, A, p, lcontract, delta_softplus, scans.CHUNK, p > 1 and BL is None)
     b, d, n = u.shape[0], u.shape[1], A.shape[1]
     if initial_state is None:
-        h0 = torch.zeros((p, b, d, n), dtype=sdt, device=u.device)
+        h0 = torch.zeros((p, b, d, n), dtype=sp.sdt, device=u.device)
     else:
-        h0 = initial_state.to(sdt).movedim(1, 0) if liquid else initial_state.to(sdt)[None]
-    y, last = _Selective.apply(uw, dt, A, B, C, BL, h0, lcontract, scans.CHUNK)
-    out = y if D is None else y + D.to(wdt)[:, None] * uw
-    if z is not None:
-        out = out * F.silu(z.to(wdt))
-    out = out.to(u.dtype)
+        h0 = initial_state.movedim(1, 0) if liquid else initial_state[None]
+    out, last = _Selective.apply(sp, u, delta, A, B, C, D, z, delta_bias,
+                                 BL if p > 1 else None, h0)
     if not return_last_state:
         return out
     return out, (last.movedim(0, 1) if liquid else last[0])

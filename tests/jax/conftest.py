@@ -9,12 +9,18 @@ jax = pytest.importorskip("jax")
 jax.config.update("jax_enable_x64", True)
 
 
-@pytest.fixture(params=["sequential", "associative", "chunked"])
-def strategy(request, monkeypatch):
-    """Each scan strategy, with chunks of 4 steps so that short sequences span several chunks
-    (and the last one is padded). Functions must be traced afresh under it (new lambdas)."""
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """The default (auto) strategy with chunks of 4 steps, so that short sequences span several
+    chunks (the last one padded). Functions must be traced afresh under it (new lambdas)."""
     import liquidssm.jax.scans as scans
 
-    monkeypatch.setenv("LIQUIDSSM_JAX_SCAN", request.param)
+    monkeypatch.delenv("LIQUIDSSM_JAX_SCAN", raising=False)
     monkeypatch.setattr(scans, "CHUNK", 4)
+
+
+@pytest.fixture(params=["sequential", "associative", "chunked"])
+def strategy(request, monkeypatch, small_chunks):
+    """Each scan strategy (LIQUIDSSM_JAX_SCAN), with chunks of 4 steps."""
+    monkeypatch.setenv("LIQUIDSSM_JAX_SCAN", request.param)
     return request.param

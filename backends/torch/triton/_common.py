@@ -62,11 +62,6 @@ def next_pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
 
 
-def f32(x):
-    """float32 copy/view of a low-precision or float32 tensor; float64 stays float64 is refused."""
-    return None if x is None else x.float()
-
-
 @triton.jit
 def softplus(x):
     """log(1 + exp(x)), x itself where x > 20 (torch's threshold); accurate log1p for small e."""

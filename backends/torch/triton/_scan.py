@@ -5,7 +5,8 @@ dLoss/dh^m_t and torch's conjugate convention for complex inputs:
     lambda^m_t = g_t + conj(a_{t+1}) lambda^m_{t+1} + conj(c_{t+1}) lambda^{m+1}_{t+1},
     lambda^m_{L-1} = g_{L-1} + g_last[m]
 (a reverse level scan with the levels in reverse order), then
-    db = lambda^0, da = sum_m lambda^m conj(h^m_{t-1}), dc = sum_{m>=1} lambda^m conj(h^{m-1}_{t-1}),
+    db = lambda^0, da = sum_m lambda^m conj(h^m_{t-1}),
+    dc = sum_{m>=1} lambda^m conj(h^{m-1}_{t-1}),
     dh0[m] = conj(a_0) lambda^m_0 + conj(c_0) lambda^{m+1}_0.
 """
 

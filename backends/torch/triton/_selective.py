@@ -177,9 +177,6 @@ def _or(x, default):
     return default if x is None else x
 
 
-_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
-
-
 def _setup(ctx, inputs, output):
     (u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, gsb, gsc, chunk,
      block_d, save) = inputs
