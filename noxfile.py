@@ -41,9 +41,11 @@ def lint(session):
 
 @nox.session
 def tests(session):
-    """The specification's own tests (NumPy and array-api-strict)."""
+    """The specification's own tests (NumPy and array-api-strict), the front package, the
+    conformance suite's own tests and the command line (everything outside tests/<backend>/)."""
     install(session, "test")
-    session.run("pytest", "-q", "tests/spec", "tests/test_frontend.py", *session.posargs)
+    ignore = [f"--ignore={d}" for d in sorted(set(BACKEND_TESTS.values()))]
+    session.run("pytest", "-q", "tests", *ignore, *session.posargs)
 
 
 @nox.session

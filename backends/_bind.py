@@ -9,6 +9,7 @@ back to the input dtype; float32 and float64 compute as given.
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from typing import Any, Protocol
@@ -43,6 +44,15 @@ def map_arrays(tree, fn):
     return fn(tree)
 
 
+def _check_floating(name: str, x) -> None:
+    """A TypeError naming `name` unless x has a real floating dtype (before any cast to it)."""
+    if not hasattr(x, "dtype"):
+        raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
+    if not str(x.dtype).rsplit(".", 1)[-1].startswith(("float", "bfloat")):
+        raise TypeError(f"{name}: expected a real floating dtype (float64, float32, bfloat16 or "
+                        f"float16), got shape {tuple(x.shape)} and dtype {x.dtype}")
+
+
 def _is_data(x) -> bool:
     return isinstance(x, dict) or hasattr(x, "dtype")
 
@@ -65,6 +75,7 @@ def bind_variant(spec_module, fw: Framework, backend_package: str) -> types.Modu
         return map_arrays(state, lambda a: fw.from_numpy(a, dtype=dtype, device=device))
 
     def _run(fn, u, args, kwargs, out_dtype):
+        _check_floating("u_t" if fn is spec_module.step else "u", u)
         cdt = fw.compute_dtype(u.dtype)
         cast = lambda a: fw.cast(a, cdt) if hasattr(a, "dtype") else a  # noqa: E731
         args = [map_arrays(a, cast) if _is_data(a) else a for a in args]
@@ -76,21 +87,21 @@ def bind_variant(spec_module, fw: Framework, backend_package: str) -> types.Modu
             return (fw.cast(out[0], out_dtype),) + out[1:]
         return fw.cast(out, out_dtype)
 
+    @functools.wraps(spec_module.forward)  # the spec's signature and docstring
     def forward(config, params, u, **kwargs):
         return _run(spec_module.forward, u, [config, params, u], kwargs, u.dtype)
 
-    def step(config, params, state, u_t):
-        return _run(spec_module.step, u_t, [config, params, state, u_t], {}, u_t.dtype)
+    @functools.wraps(spec_module.step)
+    def step(config, params, state, u_t, **kwargs):
+        return _run(spec_module.step, u_t, [config, params, state, u_t], kwargs, u_t.dtype)
 
-    forward.__doc__ = spec_module.forward.__doc__
-    step.__doc__ = spec_module.step.__doc__
     mod.init, mod.initial_state, mod.forward, mod.step = init, initial_state, forward, step
     if hasattr(spec_module, "kernel"):
 
+        @functools.wraps(spec_module.kernel)
         def kernel(config, params, length: int):
             return spec_module.kernel(config, params, length)
 
-        kernel.__doc__ = spec_module.kernel.__doc__
         mod.kernel = kernel
     sys.modules[mod.__name__] = mod
     return mod

@@ -85,12 +85,11 @@ class Adapter:
     def convert(self, arrays: dict, dtype: str) -> dict:
         """Every array of a fixture dict as a backend array in `dtype` (states keep float32
         state for low-precision dtypes, as the backends' dtype policy does)."""
+        from .fixtures import _keeps_precision
+
         low = dtype not in ("float64", "float32")
-        out = {}
-        for k, v in arrays.items():
-            keep = k.startswith(("state/", "init/")) or k.endswith("initial_state")
-            out[k] = self.asarray(v, "float32" if low and keep else dtype)
-        return out
+        return {k: self.asarray(v, "float32" if low and _keeps_precision(k) else dtype)
+                for k, v in arrays.items()}
 
 
 def _np_dtype(dtype: str, cplx: bool):
@@ -232,8 +231,38 @@ class TorchTritonAdapter(TorchAdapter):
         super().__init__(device)
 
 
+def _is_data(x) -> bool:
+    return hasattr(x, "dtype") or (isinstance(x, dict) and all(map(_is_data, x.values())))
+
+
+def _jit(jax, fn):
+    """fn under jax.jit: arrays and dicts of arrays are traced, every other argument (config,
+    flags, ints, None) is static. One compilation per static signature and shapes, so that a
+    check that calls fn many times (step over a sequence) compiles once."""
+    cache = {}
+
+    def call(*args, **kwargs):
+        dyn_pos = tuple(i for i, a in enumerate(args) if _is_data(a))
+        dyn_kw = tuple(sorted(k for k, v in kwargs.items() if _is_data(v)))
+        static_pos = tuple((i, a) for i, a in enumerate(args) if i not in dyn_pos)
+        static_kw = tuple(sorted((k, v) for k, v in kwargs.items() if k not in dyn_kw))
+        key = (len(args), static_pos, dyn_kw, static_kw)
+        if key not in cache:
+
+            def inner(pos, kw):
+                full = dict(static_pos)
+                full.update(zip(dyn_pos, pos))
+                return fn(*[full[i] for i in range(len(args))], **dict(static_kw), **kw)
+
+            cache[key] = jax.jit(inner)
+        return cache[key]([args[i] for i in dyn_pos], {k: kwargs[k] for k in dyn_kw})
+
+    return call
+
+
 class JaxAdapter(Adapter):
-    """liquidssm.jax, with jax_enable_x64 on so that float64 runs."""
+    """liquidssm.jax, with jax_enable_x64 on so that float64 runs. Every variant function and
+    primitive runs under jax.jit (config and flags static), as users run it."""
 
     name = "jax"
     dtypes = ("float64", "float32", "bfloat16")
@@ -249,6 +278,19 @@ class JaxAdapter(Adapter):
 
     def api_module(self):
         return self.module
+
+    def variant(self, name):
+        import types
+
+        mod = getattr(self.module, name)
+        jitted = types.SimpleNamespace(**vars(mod))
+        for fname in ("forward", "step", "kernel"):
+            if hasattr(mod, fname):
+                setattr(jitted, fname, _jit(self.jax, getattr(mod, fname)))
+        return jitted
+
+    def primitive(self, name):
+        return _jit(self.jax, getattr(self.module, name))
 
     def _dtype(self, dtype, cplx):
         jnp = self.jnp
@@ -280,7 +322,7 @@ class JaxAdapter(Adapter):
                     total = total + jnp.sum(o.astype(jnp.float64) * c.real)
             return total
 
-        grads = self.jax.grad(loss)(arrays)
+        grads = self.jax.jit(self.jax.grad(loss))(arrays)
         # jax.grad of a real loss in a complex x is dL/dp - i dL/dq: conjugate to our convention
         return {k: np.conj(self.to_numpy(g)) for k, g in grads.items()}
 

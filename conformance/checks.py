@@ -56,7 +56,7 @@ def _setup(adapter: Adapter, case: Case, dtype: str):
     reason = adapter.skip_reason(case, dtype)
     if reason:
         raise Unsupported(reason)
-    fx = fixtures.load(case.name)
+    fx = fixtures.rounded(case, fixtures.load(case.name), dtype)
     return fx, adapter.convert(_inputs(fx), dtype)
 
 

@@ -15,8 +15,10 @@ Reference gradients, for a fixed output cotangent `cot` and F(x) = <cot, f(x)>
 (<a, b> = sum Re(conj(a) b)): K = 3 random directions v_k over the differentiable arrays
 (runner.differentiable) and the directional derivatives dF(x + e v_k)/de at e = 0 by a
 Richardson-extrapolated central difference, R = (4 D(h) - D(2h)) / 3 with
-D(h) = (F(x + h v) - F(x - h v)) / (2h), h = 1e-3 (truncation O(h**4)). The selective scans also
-store the spec's exact vjp (selective_scan_vjp / liquid_selective_scan_vjp) under vjp/in/<arg>.
+D(h) = (F(x + h v) - F(x - h v)) / (2h), h = FD_STEP = 1e-4 (truncation O(h**4)), and R(h)
+must agree with R(h / 2) to FD_AGREE = 1e-8 relative, else generation fails. The selective
+scans also store the spec's exact vjp (selective_scan_vjp / liquid_selective_scan_vjp) under
+vjp/in/<arg>.
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ from .cases import CASES, Case
 
 DIR = Path(__file__).resolve().parent / "fixtures"
 K_DIRECTIONS = 3
-FD_STEP = 1e-3
+#: h of the finite differences. 1e-3 was too coarse for S4D-LegS (imaginary parts of A up to
+#: ~N pi, L = 64): R(1e-3) was off by 2.7e-4 of 23.6 (measured against R(1e-4 .. 1e-5)).
+FD_STEP = 1e-4
+#: R(h) and R(h / 2) must agree to this (relative); the gradient tolerance (1e-7) is 10x looser
+FD_AGREE = 1e-8
 STATE_PREFIX = 5  # the non-zero initial state of a variant: its state after 5 random steps
 
 
@@ -169,13 +175,22 @@ def _F(case, arrays, cots, keys, v, e) -> float:
 
 
 def directional_derivative(case, arrays, cots, v, h=FD_STEP) -> float:
-    """Richardson-extrapolated central difference of F along v (see the module docstring)."""
+    """Richardson-extrapolated central difference R(h) of F along v (see the module docstring),
+    checked against R(h / 2): a reference that moves by more than FD_AGREE relative between the
+    two steps (F too curved along v for h) is an error, never a fixture."""
     keys = list(v)
 
     def D(s):
         return (_F(case, arrays, cots, keys, v, s) - _F(case, arrays, cots, keys, v, -s)) / (2 * s)
 
-    return (4 * D(h) - D(2 * h)) / 3
+    def R(s):
+        return (4 * D(s) - D(2 * s)) / 3
+
+    r, r_half = R(h), R(h / 2)
+    if abs(r - r_half) > FD_AGREE * max(1.0, abs(r)):
+        raise RuntimeError(f"{case.name}: the finite-difference reference did not converge: "
+                           f"R({h:g}) = {r!r}, R({h / 2:g}) = {r_half!r}; lower FD_STEP")
+    return r
 
 
 def _gradients(case: Case, arrays: dict, rng) -> dict:
@@ -228,6 +243,43 @@ def generate(case: Case) -> dict:
         arrays.update(_gradients(case, {k: v for k, v in arrays.items()
                                         if not k.startswith("out/")}, rng))
     return arrays
+
+
+def _keeps_precision(key: str) -> bool:
+    """States stay float32 under a low-precision dtype (the backends' dtype policy)."""
+    return key.startswith(("state/", "init/")) or key.endswith("initial_state")
+
+
+def rounded(case: Case, fx: dict, dtype: str) -> dict:
+    """The fixture of `case` for a low-precision dtype: its inputs rounded to `dtype` (states
+    excepted) and the outputs and reference gradients recomputed by the spec in float64 at the
+    rounded point (same cotangents and directions). A backend's bf16 error is then its own
+    (float32 compute and output rounding), not the model's sensitivity to rounded inputs."""
+    if dtype in ("float64", "float32"):
+        return fx
+    import ml_dtypes
+
+    low = getattr(ml_dtypes, dtype)
+    arrays = {}
+    for k, v in fx.items():
+        if k.split("/")[0] in ("param", "in", "state", "init"):
+            if v.dtype.kind == "f" and not _keeps_precision(k):
+                v = v.astype(low).astype(np.float64)
+            arrays[k] = v
+    new = dict(fx)
+    out = runner.forward(case, runner.SPEC, arrays)
+    new.update(arrays)
+    new.update({f"out/{k}": np.asarray(v) for k, v in out.items()})
+    if "grad/dd" in fx:
+        cots = [v for _, v in sorted(runner.prefixed(fx, "grad/cot").items())]
+        keys = runner.differentiable(case, arrays)
+        new["grad/dd"] = np.array([
+            directional_derivative(case, arrays, cots, {k: fx[f"grad/dir{j}/{k}"] for k in keys})
+            for j in range(len(fx["grad/dd"]))
+        ])
+        if any(k.startswith("vjp/") for k in fx):
+            new.update({f"vjp/in/{k}": g for k, g in spec_vjp(case, arrays, cots).items()})
+    return new
 
 
 def manifest_entry(case: Case, arrays: dict) -> dict:

@@ -1,12 +1,12 @@
 """The pytest plugin of the conformance suite.
 
-    pytest -p liquidssm.conformance.plugin --pyargs liquidssm.conformance --backend <name>
+    pytest --pyargs liquidssm.conformance --backend <name>
            [--device cpu|cuda] [--report-dir DIR] [--no-report]
 
-(`-p ...` is not needed where the plugin is installed as the pytest11 entry point
-`liquidssm.conformance.plugin`; pytest reads options only from plugins and rootdir conftests, not
-from a package's conftest under --pyargs.) The plugin acts only on the conformance test modules,
-so loading it in other sessions changes nothing there.
+Installing liquidssm registers this module as the pytest11 entry point `liquidssm_conformance`
+(pytest reads options only from plugins and rootdir conftests, not from a package's conftest
+under --pyargs). The plugin acts only on the conformance test modules, so being loaded in other
+pytest runs changes nothing there.
 
 --backend: numpy | array_api_strict | torch | torch-triton | jax | package.module:AdapterClass.
 The `dtype` parameter of the checks runs over the adapter's dtypes. At the end the session prints

@@ -57,7 +57,7 @@ def check_array(name: str, x, shape: Sequence[int | str | None], *, complex_ok: 
         raise ValueError(f"{name}: expected shape {_fmt(shape)}, got {_describe(x)}")
     for s, d in zip(shape, x.shape):
         if isinstance(s, str) and d < 1:
-            raise ValueError(f"{name}: {s} must be >= 1, got {_describe(x)}")
+            raise ValueError(f"{name}: expected {s} >= 1, got {_describe(x)}")
     return x
 
 

@@ -66,7 +66,9 @@ def test_a_primitive_off_by_1e_3_is_caught(monkeypatch, dtype):
     for c in chosen:
         if c.target == "diag_scan":  # the broken primitive itself, in every case
             assert "check_outputs" in failed.get(c.name, ()), c.name
-        if c.target == "s5":  # S5 runs on diag_scan: every output is off
+        # S5 runs on diag_scan, but only part of y (D u is the rest): a 1e-3 scan error moves
+        # y by 6e-6 .. 2e-4 (measured), caught by the float64 tolerance (1e-9), not float32's
+        if c.target == "s5" and dtype == "float64":
             assert "check_outputs" in failed.get(c.name, ()), c.name
         if c.target in ("mamba", "selective_scan"):  # they do not use it: no false alarm
             assert c.name not in failed, (c.name, failed.get(c.name))
@@ -79,7 +81,7 @@ def test_the_suite_run_by_pytest_reports_the_broken_backend(tmp_path):
     """The documented command line, with a custom adapter: it fails and the report says where."""
     cmd = [
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-        "-p", "liquidssm.conformance.plugin", "--pyargs", "liquidssm.conformance",
+        "--pyargs", "liquidssm.conformance",
         "--backend", "tests.test_conformance_meta:BrokenAdapter", "--report-dir", str(tmp_path),
         "-k", "test_outputs and float64 and (diag_scan or mamba-L7)",
     ]

@@ -29,8 +29,8 @@ MODES = ("fwd", "fwd+bwd", "step")
 DTYPES = ("float32", "bfloat16")
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float64": 8}
 
-__all__ = ["OPS", "VARIANTS", "MODES", "DTYPES", "Case", "sweep", "variant_config",
-           "op_inputs", "bytes_moved"]
+__all__ = ["OPS", "VARIANTS", "MODES", "DTYPES", "Case", "Sweep", "SWEEPS", "sweep",
+           "uses_scan", "variant_config", "op_inputs", "bytes_moved"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,13 @@ class Case:
 
 @dataclass(frozen=True)
 class Sweep:
-    """Base shape, lengths swept at it, and values of the other axes tried at `length_at`."""
+    """Lengths per kind (ops; layer forward and step; layer forward + backward) at the base shape
+    (batch, channels, state); ops also at other batch / channel / state values at `length_at`.
+    float32 everywhere; bfloat16 too at `bf16_lengths` (length axis)."""
 
-    lengths: tuple[int, ...]
+    op_lengths: tuple[int, ...]
+    layer_lengths: tuple[int, ...]
+    grad_lengths: tuple[int, ...]
     batch: int
     channels: int
     state: int
@@ -64,48 +68,59 @@ class Sweep:
     batches: tuple[int, ...] = ()
     channel_values: tuple[int, ...] = ()
     states: tuple[int, ...] = ()
-    dtypes: tuple[str, ...] = ("float32",)
+    bf16_lengths: tuple[int, ...] = ()
 
 
 SWEEPS = {
     # --quick: one short length, tiny shapes (a smoke run: < 2 min on 2 CPU cores)
-    "quick-cpu": Sweep((256,), 1, 16, 8, 256),
-    "quick-cuda": Sweep((1024,), 2, 64, 16, 1024, dtypes=("float32", "bfloat16")),
-    "cpu": Sweep((256, 1024, 4096, 8192), 2, 32, 16, 1024, batches=(8,), channel_values=(128,),
-                 states=(64,), dtypes=("float32", "bfloat16")),
-    "cuda": Sweep((1024, 4096, 16384, 65536), 4, 512, 16, 4096, batches=(16,),
-                  channel_values=(2048,), states=(64,), dtypes=("float32", "bfloat16")),
+    "quick-cpu": Sweep((256,), (256,), (256,), 1, 16, 8, 256),
+    "quick-cuda": Sweep((4096,), (4096,), (4096,), 2, 64, 16, 4096, bf16_lengths=(4096,)),
+    "cpu": Sweep((256, 1024, 4096, 8192), (256, 1024, 4096), (1024,), 2, 32, 16, 1024,
+                 batches=(8,), channel_values=(128,), states=(64,), bf16_lengths=(1024,)),
+    "cuda": Sweep((1024, 4096, 16384, 65536), (1024, 4096, 16384), (1024, 4096), 4, 256, 16,
+                  4096, batches=(16,), channel_values=(1024,), states=(64,),
+                  bf16_lengths=(1024, 4096, 16384, 65536)),
 }
 
 #: the NumPy spec is a sequential reference: only small sizes
 NUMPY_MAX_WORK = 2 * 1024 * 32 * 16  # batch * length * channels * state
+#: layers whose forward runs a diag / liquid / selective scan (S4D and S4 run as FFT convolutions)
+SCAN_VARIANTS = ("liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba")
+
+
+def uses_scan(case: Case) -> bool:
+    """Whether a scan strategy (LIQUIDSSM_JAX_SCAN) can change the case's time."""
+    if case.kind == "op":
+        return case.target in SCAN_OPS
+    return case.target in SCAN_VARIANTS and case.mode != "step"
 
 
 def sweep(name: str, targets=None, modes=None) -> list[Case]:
     """The cases of sweep `name` (quick-cpu, quick-cuda, cpu, cuda), restricted to `targets`
-    (ops / variants) and `modes` when given."""
+    (ops / variants) and `modes` when given; each series in increasing length."""
     if name not in SWEEPS:
         raise ValueError(f"sweep: expected one of {sorted(SWEEPS)}, got {name!r}")
     s = SWEEPS[name]
-    shapes = [("length", s.batch, L, s.channels, s.state) for L in s.lengths]
-    shapes += [("batch", b, s.length_at, s.channels, s.state) for b in s.batches]
-    shapes += [("channels", s.batch, s.length_at, h, s.state) for h in s.channel_values]
-    shapes += [("state", s.batch, s.length_at, s.channels, n) for n in s.states]
+    others = [("batch", b, s.length_at, s.channels, s.state) for b in s.batches]
+    others += [("channels", s.batch, s.length_at, h, s.state) for h in s.channel_values]
+    others += [("state", s.batch, s.length_at, s.channels, n) for n in s.states]
+    plan = [(op, "op", "fwd", s.op_lengths, others) for op in OPS]
+    for v in VARIANTS:
+        plan += [(v, "layer", "fwd", s.layer_lengths, []),
+                 (v, "layer", "fwd+bwd", s.grad_lengths, []),
+                 (v, "layer", "step", s.layer_lengths[:1], [])]  # a step does not depend on L
     cases = []
-    for target, kind, target_modes in [*[(op, "op", ("fwd",)) for op in OPS],
-                                       *[(v, "layer", MODES) for v in VARIANTS]]:
-        if targets and target not in targets:
+    for target, kind, mode, lengths, extra in plan:
+        if (targets and target not in targets) or (modes and mode not in modes):
             continue
-        for mode in target_modes:
-            if modes and mode not in modes:
+        for dtype in DTYPES:
+            if dtype != "float32" and target in FP32_ONLY:
                 continue
-            for dtype in s.dtypes:
-                if dtype != "float32" and target in FP32_ONLY:
-                    continue
-                for axis, b, L, h, n in shapes:
-                    if mode == "step" and axis == "length" and L != s.lengths[0]:
-                        continue  # one decode step does not depend on the length
-                    cases.append(Case(target, kind, mode, dtype, b, L, h, n, axis))
+            Ls = lengths if dtype == "float32" else [L for L in lengths if L in s.bf16_lengths]
+            shapes = [("length", s.batch, L, s.channels, s.state) for L in Ls]
+            shapes += extra if dtype == "float32" else []
+            cases += [Case(target, kind, mode, dtype, b, L, h, n, axis)
+                      for axis, b, L, h, n in shapes]
     return cases
 
 

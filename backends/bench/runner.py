@@ -2,7 +2,8 @@
 
 Each group runs in its own `python -m liquidssm.bench.worker` process with
 LIQUIDSSM_TORCH_IMPL / LIQUIDSSM_JAX_SCAN set to its implementation (a fresh process also keeps
-one group's memory out of the next one's measurements); a crash in one group becomes an error row and the others still run.
+one group's memory out of the next one's measurements); a crash in one group becomes an error
+row and the others still run.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import subprocess
@@ -26,28 +28,33 @@ from .timing import Budget
 
 __all__ = ["BACKENDS", "groups", "measure", "run_group", "run", "environment"]
 
-#: backend -> its implementations (torch triton only on CUDA)
+#: backend -> its implementations (torch triton only on CUDA). JAX: the scan strategy only
+#: changes cases that run a scan (cases.uses_scan); the others run once, under "auto".
 BACKENDS = {
     "numpy": ("spec",),
     "torch": ("eager", "triton"),
-    "jax": ("sequential", "associative", "chunked"),
+    "jax": ("auto", "sequential", "associative", "chunked"),
     "peers": ("-",),
 }
+JAX_STRATEGIES = ("sequential", "associative", "chunked")
 _NEEDS = {"numpy": "numpy", "torch": "torch", "jax": "jax", "peers": "torch"}
 ROW_PREFIX = "ROW "
 
 BUDGETS = {
     "quick": Budget(warmup=1, min_reps=3, max_reps=10, min_seconds=0.05),
-    "full": Budget(warmup=2, min_reps=5, max_reps=30, min_seconds=0.3),
+    "full": Budget(warmup=1, min_reps=3, max_reps=30, min_seconds=0.3),
 }
+#: a length series stops (the longer lengths become skip rows) once a call takes longer
+MAX_CALL_S = {"quick": 5.0, "full": 3.0}
 
 
 def installed(backend: str) -> bool:
     return importlib.util.find_spec(_NEEDS[backend]) is not None
 
 
-def groups(backends, device: str) -> list[tuple[str, str]]:
-    """(backend, impl) pairs to run on `device`, in order; unknown backends are an error."""
+def groups(backends, device: str, quick: bool = False) -> list[tuple[str, str]]:
+    """(backend, impl) pairs to run on `device`, in order; unknown backends are an error.
+    Quick runs JAX under "auto" only (compiling every strategy would not fit in 2 minutes)."""
     out = []
     for b in backends:
         if b not in BACKENDS:
@@ -57,16 +64,26 @@ def groups(backends, device: str) -> list[tuple[str, str]]:
                 continue
             if impl == "triton" and not device.startswith("cuda"):
                 continue  # the Triton interpreter on CPU is a test tool, not timed
+            if quick and impl in JAX_STRATEGIES:
+                continue
             out.append((b, impl))
     return out
 
 
-def group_cases(backend: str, cases: list) -> list:
-    """The cases a group measures (peers: the targets some peer implements, fp32 forward)."""
-    if backend != "peers":
-        return list(cases)
-    targets = {p.target for p in _peers.PEERS}
-    return [c for c in cases if c.target in targets and c.mode == "fwd" and c.dtype == "float32"]
+def group_cases(backend: str, impl: str, cases: list, quick: bool = False) -> list:
+    """The cases a group measures. peers: the targets some peer implements, fp32 forward.
+    jax: explicit strategies take the cases that run a scan, "auto" the others (quick: all but
+    forward + backward, whose compilation for every variant takes about a minute of CPU)."""
+    if backend == "peers":
+        targets = {p.target for p in _peers.PEERS}
+        return [c for c in cases
+                if c.target in targets and c.mode == "fwd" and c.dtype == "float32"]
+    if backend == "jax" and quick:
+        return [c for c in cases if c.mode != "fwd+bwd"]
+    if backend == "jax":
+        scan = impl in JAX_STRATEGIES
+        return [c for c in cases if _cases.uses_scan(c) == scan]
+    return list(cases)
 
 
 def _row(case, backend, impl, **kw) -> dict:
@@ -193,8 +210,14 @@ def measure_peers(case, device: str, budget: Budget, copy_gbps):
         yield _row(case, name, peer.impl, rel_err=err, **stats)
 
 
-def run_group(backend, impl, device, cases, budget: Budget, copy_gbps, emit) -> None:
-    """Measure `cases` for one (backend, impl) in this process; emit(row) for each."""
+def _series(case):
+    return (case.target, case.kind, case.mode, case.dtype, case.axis)
+
+
+def run_group(backend, impl, device, cases, budget: Budget, copy_gbps, emit,
+              max_call_s: float = math.inf) -> None:
+    """Measure `cases` for one (backend, impl) in this process; emit(row) for each. A length
+    series whose call took more than max_call_s skips its longer lengths."""
     if backend == "peers":
         for case in cases:
             for row in measure_peers(case, device, budget, copy_gbps):
@@ -202,33 +225,45 @@ def run_group(backend, impl, device, cases, budget: Budget, copy_gbps, emit) -> 
         return
     from .frameworks import framework
 
+    if backend in ("torch", "jax"):  # both read these at call / trace time
+        os.environ[_IMPL_ENV[backend]] = impl
     try:
         fw = framework(backend, impl, device)
     except Exception as err:
         for case in cases:
             emit(_row(case, backend, impl, status="error", note=_error(err)))
         return
+    slow: dict[tuple, float] = {}
     for case in cases:
-        emit(measure(fw, case, budget, copy_gbps))
+        if case.axis == "length" and _series(case) in slow:
+            note = (f"a shorter length took {slow[_series(case)]:.1f} s per call "
+                    f"(> {max_call_s} s): longer lengths skipped")
+            emit(_row(case, backend, impl, status="skip", note=note))
+            continue
+        row = measure(fw, case, budget, copy_gbps)
+        call_s = (row.get("p50_ms") or 0) / 1e3
+        if call_s > max_call_s:
+            slow[_series(case)] = call_s
+        emit(row)
+
+
+_IMPL_ENV = {"torch": "LIQUIDSSM_TORCH_IMPL", "jax": "LIQUIDSSM_JAX_SCAN"}
 
 
 def _worker_env(backend, impl) -> dict:
     env = dict(os.environ)
-    if backend == "torch":
-        env["LIQUIDSSM_TORCH_IMPL"] = impl
-    if backend == "jax":
-        env["LIQUIDSSM_JAX_SCAN"] = impl
-    if backend == "peers":
-        env["LIQUIDSSM_TORCH_IMPL"] = "eager"
-    env.pop("TRITON_INTERPRET", None)
+    if backend in _IMPL_ENV:
+        env[_IMPL_ENV[backend]] = impl
+    env.pop("TRITON_INTERPRET", None)  # timings are of compiled kernels, never the interpreter
     return env
 
 
-def spawn_group(backend, impl, device, cases, budget, copy_gbps, emit) -> None:
+def spawn_group(backend, impl, device, cases, budget, copy_gbps, emit, max_call_s) -> None:
     """run_group in a worker process; rows arrive as they finish. A worker that dies turns its
     unmeasured cases into error rows carrying the last lines of its stderr."""
     job = {"backend": backend, "impl": impl, "device": device, "copy_gbps": copy_gbps,
-           "budget": asdict(budget), "cases": [asdict(c) for c in cases]}
+           "budget": asdict(budget), "max_call_s": max_call_s,
+           "cases": [asdict(c) for c in cases]}
     proc = subprocess.Popen([sys.executable, "-m", "liquidssm.bench.worker"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=_worker_env(backend, impl))
@@ -310,10 +345,11 @@ def run(*, backends=None, targets=None, modes=None, device="cpu", quick=False, p
             raise ValueError(f"backend: {b!r} needs the package {_NEEDS[b]!r}, not installed")
     kind = "cuda" if device.startswith("cuda") else "cpu"
     sweep = _cases.sweep(("quick-" if quick else "") + kind, targets, modes)
-    plan = [(b, i, group_cases(b, sweep)) for b, i in groups(chosen, device)]
+    plan = [(b, i, group_cases(b, i, sweep, quick)) for b, i in groups(chosen, device, quick)]
     plan = [(b, i, c) for b, i, c in plan if c]
     env = environment(device)
     budget = BUDGETS["quick" if quick else "full"]
+    cap = MAX_CALL_S["quick" if quick else "full"]
     rows: list[dict] = []
     bar = None
     if progress:
@@ -329,9 +365,9 @@ def run(*, backends=None, targets=None, modes=None, device="cpu", quick=False, p
 
     for backend, impl, group in plan:
         if in_process:
-            run_group(backend, impl, device, group, budget, env["copy_gbps"], emit)
+            run_group(backend, impl, device, group, budget, env["copy_gbps"], emit, cap)
         else:
-            spawn_group(backend, impl, device, group, budget, env["copy_gbps"], emit)
+            spawn_group(backend, impl, device, group, budget, env["copy_gbps"], emit, cap)
     if bar is not None:
         bar.close()
     return rows

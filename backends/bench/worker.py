@@ -23,7 +23,7 @@ def main() -> None:
 
     cases = [Case(**c) for c in job["cases"]]
     run_group(job["backend"], job["impl"], job["device"], cases, Budget(**job["budget"]),
-              job["copy_gbps"], emit)
+              job["copy_gbps"], emit, job["max_call_s"])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 
 import jax.scipy.special
-
 from liquidssm._bind import bind_variant, map_arrays
 from liquidssm.spec import _dispatch
 from liquidssm.spec import selective as _spec_selective

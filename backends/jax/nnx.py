@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-
 from liquidssm import jax as _jax
 from liquidssm._bind import map_arrays
 from liquidssm.spec import block as _block

@@ -18,7 +18,6 @@ import os
 import jax
 import jax.numpy as jnp
 from jax import lax
-
 from liquidssm.spec._common import check_choice, check_int
 
 __all__ = ["STRATEGIES", "CHUNK", "scan_strategy", "diag_scan", "liquid_scan"]

@@ -22,7 +22,6 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
-
 from liquidssm.spec._common import check_choice, check_int
 from liquidssm.spec.nn import lcontract, silu, softplus
 
@@ -225,7 +224,7 @@ def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ret
     A = _arr("A", A, (d, None), f"({d}, n)", complex_ok=True)
     n = A.shape[1]
     if n < 1:
-        raise ValueError(f"A: n must be >= 1, got {_describe(A)}")
+        raise ValueError(f"A: expected n >= 1, got {_describe(A)}")
     cplx = bool(jnp.issubdtype(A.dtype, jnp.complexfloating))
     if cplx and liquid:
         raise TypeError(f"A: expected a real floating dtype (the liquid scan needs real A), "

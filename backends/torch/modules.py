@@ -112,7 +112,7 @@ class SpecModule(nn.Module):
         elif config_fields:
             raise TypeError(f"config: expected either a config or its fields, got both "
                             f"(fields {sorted(config_fields)})")
-        if not isinstance(config, self.Config):
+        if type(config) is not self.Config:
             raise TypeError(f"config: expected a {self.Config.__module__}."
                             f"{self.Config.__qualname__}, got {type(config).__name__}")
         self.config = config

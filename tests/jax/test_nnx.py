@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("flax")
-from flax import nnx  # noqa: E402
-
 import liquidssm.jax as ljax  # noqa: E402
 import liquidssm.numpy as lnp  # noqa: E402
+from flax import nnx  # noqa: E402
 from liquidssm import spec  # noqa: E402
 from liquidssm.jax import nnx as M  # noqa: E402
 from liquidssm.spec import block, nn  # noqa: E402

@@ -8,7 +8,6 @@ import pytest
 
 jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
-
 import liquidssm.jax as lj  # noqa: E402
 from liquidssm.jax import scans  # noqa: E402
 from liquidssm.spec import scan as spec_scan  # noqa: E402
@@ -16,7 +15,6 @@ from liquidssm.spec import selective as S  # noqa: E402
 
 b, d, n, l = 2, 4, 3, 11  # with CHUNK = 4 (the `strategy` fixture): chunks 4 + 4 + 3 (padded)
 TIGHT = dict(rtol=1e-10, atol=1e-11)
-NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 
 
 def rng(seed=0):
@@ -59,18 +57,46 @@ def close(x, ref, **tol):
     np.testing.assert_allclose(np.asarray(x), np.asarray(ref), **(tol or TIGHT))
 
 
+def value_and_vjp(fn, a, cts, **static):
+    """Compiled once: fn(**a, **static) and the vjp of its outputs with cotangents `cts` w.r.t.
+    every array of `a` (dict name -> gradient)."""
+    keys = [k for k in a if a[k] is not None]
+
+    def run(xs, cts):
+        out, pull = jax.vjp(lambda *x: fn(**dict(zip(keys, x)), **static), *xs)
+        return out, dict(zip(keys, pull(cts)))
+
+    return jax.jit(run)([jnp.asarray(a[k]) for k in keys], jax.tree.map(jnp.asarray, cts))
+
+
+def check_by_finite_differences(loss, a, grads, seed=0, eps=1e-6):
+    """For every gradient: Re sum(grad * v) == (loss(a + eps v) - loss(a - eps v)) / (2 eps)
+    along a random direction v (complex where the argument is; jax's pairing for complex
+    arguments is dL = Re sum(grad * da)). float64 central differences: error ~eps^2 + 1e-16/eps,
+    measured below 1e-8 here; tolerance 1e-6."""
+    r = rng(seed)
+    for k, g in grads.items():
+        v = r.standard_normal(a[k].shape)
+        if np.iscomplexobj(a[k]):
+            v = v + 1j * r.standard_normal(a[k].shape)
+        fd = (loss(dict(a, **{k: a[k] + eps * v})) - loss(dict(a, **{k: a[k] - eps * v}))) / (
+            2 * eps)
+        np.testing.assert_allclose(np.real(np.sum(np.asarray(g) * v)), fd, rtol=1e-6, atol=1e-6,
+                                   err_msg=k)
+
+
 # ---- the strategy switch ----------------------------------------------------------------------
 
 
 def test_scan_strategy_switch(monkeypatch):
     monkeypatch.delenv("LIQUIDSSM_JAX_SCAN", raising=False)
-    assert lj.scan_strategy(2048, "cpu") == "sequential"
-    assert lj.scan_strategy(2048, "gpu") == "chunked"
+    assert lj.scan_strategy(2048, "cpu") == lj.scan_strategy(None, "cpu") == "sequential"
+    assert lj.scan_strategy(2048, "gpu") == lj.scan_strategy(None, "gpu") == "chunked"
     assert lj.scan_strategy(2048, "tpu") == "chunked"
     assert lj.scan_strategy(scans.CHUNK, "tpu") == "associative"
-    assert lj.scan_strategy() == "sequential"  # this test machine is a CPU
+    assert lj.scan_strategy() == lj.scan_strategy(None, jax.default_backend())
     monkeypatch.setenv("LIQUIDSSM_JAX_SCAN", " Associative ")
-    assert lj.scan_strategy(2048, "gpu") == "associative"
+    assert lj.scan_strategy(2048, "gpu") == lj.scan_strategy(8, "cpu") == "associative"
     monkeypatch.setenv("LIQUIDSSM_JAX_SCAN", "parallel")
     with pytest.raises(ValueError, match="LIQUIDSSM_JAX_SCAN: expected one of .*'parallel'"):
         lj.scan_strategy()
@@ -79,148 +105,117 @@ def test_scan_strategy_switch(monkeypatch):
         lj.selective_scan(u, u, -jnp.ones((2, 1)), jnp.ones((2, 1)), jnp.ones((2, 1)))
 
 
-# ---- diag_scan / liquid_scan --------------------------------------------------------------------
+# ---- every strategy: values and gradients against the spec (float64) -----------------------------
 
 
-def test_diag_and_liquid_scan_match_spec(strategy):
+def test_diag_and_liquid_scan(strategy):
     r = rng(1)
-    a = r.uniform(-1, 1, (1, l, 2, 3)) + 1j * r.uniform(-0.5, 0.5, (1, l, 2, 3))
-    bb = r.standard_normal((b, l, 2, 3))
-    c = 0.3 * r.standard_normal((b, l, 2, 3))
-    h0 = r.standard_normal((b, 2, 3))
-    H0 = r.standard_normal((b, 3, 2, 3))
+    a = dict(a=r.uniform(-1, 1, (1, l, 2, 3)) + 1j * r.uniform(-0.5, 0.5, (1, l, 2, 3)),
+             b=r.standard_normal((b, l, 2, 3)), c=0.3 * r.standard_normal((b, l, 2, 3)),
+             h0=r.standard_normal((b, 2, 3)), H0=r.standard_normal((b, 3, 2, 3)))
+    w = [r.standard_normal((b, l, 2, 3)) for _ in range(4)]
 
-    @jax.jit
-    def run(a, bb, c, h0, H0):
-        return [(lj.diag_scan(a, bb, h0, reverse=rev), lj.diag_scan(a.real, bb, reverse=rev),
-                 lj.liquid_scan(a.real, bb, c, H0, degree=3, reverse=rev))
-                for rev in (False, True)]
+    def scans_of(diag, liquid, a, b, c, h0, H0):
+        return (diag(a, b, h0), diag(a, b, reverse=True),
+                *liquid(a.real, b, c, H0, degree=3), liquid(a.real, b, c, degree=3, reverse=True))
 
-    got = run(*map(jnp.asarray, (a, bb, c, h0, H0)))
-    for rev, (h, h_real, (y, last)) in zip((False, True), got):
-        assert h.dtype == jnp.complex128
-        close(h, spec_scan.diag_scan.reference(a, bb, h0, reverse=rev))
-        close(h_real, spec_scan.diag_scan.reference(a.real, bb, reverse=rev))
-        ry, rh = spec_scan.liquid_scan.reference(a.real, bb, c, H0, degree=3, reverse=rev)
-        close(y, ry)
-        close(last, rh)
+    def loss(args):  # real, from the spec's loops
+        h, hr, y, last, (yr, _) = scans_of(spec_scan.diag_scan.reference,
+                                           spec_scan.liquid_scan.reference, **args)
+        return sum(np.sum(np.real(wi * x)) for wi, x in zip(w, (h, hr, y, yr))) + np.sum(last)
 
-
-def test_diag_and_liquid_scan_grads_match_autodiff_of_spec(strategy):
-    r = rng(2)
-    a, bb, c = r.uniform(-1, 1, (b, l, 3)), r.standard_normal((b, l, 3)), r.standard_normal((b, l, 3))
-    H0 = r.standard_normal((b, 2, 3))
-    w = jnp.asarray(r.standard_normal((b, l, 3)))
-
-    def loss(fn, *args):
-        y, h = fn(*args, degree=2, reverse=True)
-        return jnp.sum(w * y) + jnp.sum(jnp.sin(h))
-
-    def grads(liquid, diag):
-        g1 = jax.grad(lambda *x: loss(liquid, *x), argnums=(0, 1, 2, 3))(*args)
-        g2 = jax.grad(lambda x, y, h: jnp.sum(w * diag(x, y, h)), (0, 1, 2))(*args[:2], H0[:, 0])
-        return g1 + g2
-
-    args, H0 = tuple(map(jnp.asarray, (a, bb, c, H0))), jnp.asarray(H0)
-    got = jax.jit(lambda: grads(lj.liquid_scan, lj.diag_scan))()
-    ref = jax.jit(lambda: grads(spec_scan.liquid_scan.reference, spec_scan.diag_scan.reference))()
-    for g, gr in zip(got, ref):
-        close(g, gr)
+    # diag_scan's output is complex: a real cotangent w (as complex) pairs as Re sum(w * h)
+    ct = (w[0] + 0j, w[1] + 0j, w[2], np.ones((b, 3, 2, 3)), (w[3], np.zeros((b, 3, 2, 3))))
+    out, grads = value_and_vjp(lambda **x: scans_of(lj.diag_scan, lj.liquid_scan, **x), a, ct)
+    ref = scans_of(spec_scan.diag_scan.reference, spec_scan.liquid_scan.reference, **a)
+    assert out[0].dtype == jnp.complex128
+    for x, y in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
+        close(x, y)
+    check_by_finite_differences(loss, a, grads)
 
 
-# ---- selective scans: values --------------------------------------------------------------------
+def test_selective_scan(strategy):
+    r = rng(3)
+    a = sel_args(r, "var", "g2")
+    dout, dlast = r.standard_normal((b, d, l)), r.standard_normal((b, d, n))
+    kw = dict(delta_softplus=True, return_last_state=True)
+    (out, last), grads = value_and_vjp(lj.selective_scan, a, (dout, dlast), **kw)
+    ref, ref_last = S.selective_scan(**a, **kw)
+    assert out.dtype == last.dtype == jnp.float64
+    close(out, ref)
+    close(last, ref_last)
+    ref_grads = S.selective_scan_vjp(**a, delta_softplus=True, dout=dout, dlast_state=dlast)
+    assert set(grads) == set(ref_grads)
+    for k in ref_grads:
+        close(grads[k], ref_grads[k])
 
 
-@pytest.mark.parametrize("bform,cform,cplx", [("var", "g2", False), ("const", "var", False),
-                                              ("g2", "const", True)])
-def test_selective_scan_matches_spec(strategy, bform, cform, cplx):
-    a = sel_args(rng(3), bform, cform, cplx)
-    ref, ref_last = S.selective_scan(**a, delta_softplus=True, return_last_state=True)
-    out, last = jit(lj.selective_scan, delta_softplus=True, return_last_state=True)(jx(a))
-    assert out.dtype == jnp.float64 and last.dtype == (jnp.complex128 if cplx else jnp.float64)
+def test_liquid_selective_scan(strategy):
+    r = rng(4)
+    a = dict(sel_args(r, "const", "var", liquid=3), BL=0.5 * bc(r, "g2"))
+    dout, dlast = r.standard_normal((b, d, l)), r.standard_normal((b, 3, d, n))
+    kw = dict(delta_softplus=True, liquid_degree=3, lcontract="tanh")
+    (out, last), grads = value_and_vjp(lj.liquid_selective_scan, a, (dout, dlast),
+                                       return_last_state=True, **kw)
+    ref, ref_last = S.liquid_selective_scan(**a, return_last_state=True, **kw)
+    close(out, ref)
+    close(last, ref_last)
+    ref_grads = S.liquid_selective_scan_vjp(**a, dout=dout, dlast_state=dlast, **kw)
+    assert set(grads) == set(ref_grads)
+    for k in ref_grads:
+        close(grads[k], ref_grads[k])
+
+
+def test_complex_selective_scan(strategy):
+    """Complex A (B interleaved re/im in groups, C constant complex); the spec's vjp is real-A
+    only, so gradients are checked by finite differences of the spec."""
+    r = rng(5)
+    a = sel_args(r, "g2", "const", cplx=True)
+    dout = r.standard_normal((b, d, l))
+    dlast = r.standard_normal((b, d, n)) + 1j * r.standard_normal((b, d, n))
+    kw = dict(delta_softplus=True, return_last_state=True)
+    (out, last), grads = value_and_vjp(lj.selective_scan, a, (dout, dlast), **kw)
+    ref, ref_last = S.selective_scan(**a, **kw)
+    assert last.dtype == jnp.complex128
     close(out, ref)
     close(last, ref_last)
 
+    def loss(x):
+        o, h = S.selective_scan(**x, **kw)
+        return np.sum(dout * o) + np.sum(np.real(dlast * h))
 
-def test_liquid_selective_scan_matches_spec(strategy):
-    a = sel_args(rng(4), "const", "var", liquid=3)
-    BL = 0.5 * bc(rng(5), "g2")
-    for kw in (dict(BL=BL, lcontract="tanh"), dict(lcontract="lecun")):
-        ref, ref_last = S.liquid_selective_scan(**a, delta_softplus=True, return_last_state=True,
-                                                liquid_degree=3, **kw)
-        arrays = jx(dict(a, BL=kw.pop("BL", None)))
-        out, last = jit(lj.liquid_selective_scan, delta_softplus=True, liquid_degree=3,
-                        return_last_state=True, **kw)(arrays)
-        close(out, ref)
-        close(last, ref_last)
-    # degree 1 is the selective scan; no initial state means zeros
-    a1 = dict(a, initial_state=None)
-    close(jit(lj.liquid_selective_scan)(jx(a1)), S.selective_scan(**a1))
-
-
-# ---- selective scans: gradients -----------------------------------------------------------------
-
-
-def _vjp(fn, a, cts, **kw):
-    keys = [k for k in a if a[k] is not None]
-
-    def f(*xs):
-        return fn(**dict(zip(keys, xs)), delta_softplus=True, return_last_state=True, **kw)
-
-    pull = jax.jit(lambda xs, cts: jax.vjp(f, *xs)[1](cts))
-    return dict(zip(keys, pull([jnp.asarray(a[k]) for k in keys], tuple(map(jnp.asarray, cts)))))
-
-
-def test_selective_scan_grads_match_spec_vjp(strategy):
-    r = rng(6)
-    a = sel_args(r, "var", "g2")
-    dout, dlast = r.standard_normal((b, d, l)), r.standard_normal((b, d, n))
-    ref = S.selective_scan_vjp(**a, delta_softplus=True, dout=dout, dlast_state=dlast)
-    got = _vjp(lj.selective_scan, a, (dout, dlast))
-    assert set(got) == set(ref)
-    for k in ref:
-        close(got[k], ref[k])
-
-
-def test_liquid_selective_scan_grads_match_spec_vjp(strategy):
-    r = rng(7)
-    a = sel_args(r, "const", "var", liquid=3)
-    dout, dlast = r.standard_normal((b, d, l)), r.standard_normal((b, 3, d, n))
-    for BL, phi in ((0.5 * bc(r, "g2"), "tanh"), (None, "lecun")):
-        kw = dict(liquid_degree=3, lcontract=phi)
-        ref = S.liquid_selective_scan_vjp(**a, BL=BL, delta_softplus=True, dout=dout,
-                                          dlast_state=dlast, **kw)
-        got = _vjp(lj.liquid_selective_scan, dict(a, BL=BL), (dout, dlast), **kw)
-        assert set(got) == set(ref)
-        for k in ref:
-            close(got[k], ref[k])
-
-
-def test_complex_selective_scan_grads_match_autodiff_of_spec(strategy):
-    """The spec's vjp is real-A only: compare with jax autodiff through the spec's loop."""
-    r = rng(8)
-    a = sel_args(r, "g2", "const", cplx=True)
-    cts = (r.standard_normal((b, d, l)), r.standard_normal((b, d, n)) + 1j * r.standard_normal(
-        (b, d, n)))
-    got = _vjp(lj.selective_scan, a, cts)
-    ref = _vjp(S.selective_scan.reference, a, cts)
-    for k in ref:
-        close(got[k], ref[k])
-
-
-# ---- continuation, step, jit, vmap ---------------------------------------------------------------
+    check_by_finite_differences(loss, a, grads)
 
 
 def test_chunked_continuation(strategy):
-    a = sel_args(rng(9), "var", "g2", liquid=2)
+    a = sel_args(rng(9), "var", "g2", liquid=2, length=10)
     run = jit(lj.liquid_selective_scan, liquid_degree=2, return_last_state=True)
+    timed = ("u", "delta", "z", "B", "C")
     full, last = run(jx(a))
-    cut, timed = 5, ("u", "delta", "z", "B", "C")
-    o1, s1 = run(jx({k: v[..., :cut] if k in timed else v for k, v in a.items()}))
-    second = {k: v[..., cut:] if k in timed else v for k, v in a.items()}
-    o2, s2 = run(dict(jx(second), initial_state=s1))
+    o1, s1 = run(jx({k: v[..., :5] if k in timed else v for k, v in a.items()}))
+    o2, s2 = run(dict(jx({k: v[..., 5:] if k in timed else v for k, v in a.items()}),
+                      initial_state=s1))
     close(jnp.concatenate([o1, o2], axis=-1), full)
     close(s2, last)
+
+
+# ---- one strategy (auto, chunks of 4) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bform,cform", [("const", "var"), ("g2", "const")])
+def test_other_forms_and_tied_liquid(small_chunks, bform, cform):
+    r = rng(6)
+    a = sel_args(r, bform, cform, liquid=2)
+    dout = r.standard_normal((b, d, l))
+    kw = dict(liquid_degree=2, lcontract="lecun")  # BL tied to B
+    out, grads = value_and_vjp(lj.liquid_selective_scan, a, dout, **kw)
+    close(out, S.liquid_selective_scan(**a, **kw))
+    ref_grads = S.liquid_selective_scan_vjp(**a, dout=dout, **kw)
+    for k in ref_grads:
+        close(grads[k], ref_grads[k])
+    # degree 1 is the selective scan (no initial state: zeros)
+    a1 = {k: v for k, v in a.items() if k != "initial_state"}
+    close(jit(lj.liquid_selective_scan)(jx(a1)), S.selective_scan(**a1))
 
 
 def test_step_equals_forward(small_chunks):
@@ -243,95 +238,73 @@ def test_step_equals_forward(small_chunks):
 
 
 def test_jit_matches_eager_and_vmap(small_chunks):
-    a = jx(sel_args(rng(11), "var", "g2", liquid=2))
+    a = sel_args(rng(11), "var", "g2", liquid=2)
     kw = dict(liquid_degree=2, lcontract="tanh", delta_softplus=True, return_last_state=True)
-    eager = lj.liquid_selective_scan(**a, **kw)
-    jitted = jit(lj.liquid_selective_scan, **kw)(a)
+    eager = lj.liquid_selective_scan(**jx(a), **kw)
+    jitted = jit(lj.liquid_selective_scan, **kw)(jx(a))
     for x, y in zip(eager, jitted):
         close(x, y, rtol=1e-13, atol=1e-13)
     # vmap over a new leading axis of every batched argument (the original and 2x)
     batched = ("u", "delta", "z", "B", "C", "initial_state")
-    stacked = {k: jnp.stack([v, 2 * v]) if k in batched else v for k, v in a.items()}
+    twice = {k: 2 * v if k in batched else v for k, v in a.items()}
+    stacked = {k: jnp.stack([a[k], twice[k]]) if k in batched else jnp.asarray(v)
+               for k, v in a.items()}
     axes = {k: 0 if k in batched else None for k in a}
-    vm = jax.jit(jax.vmap(lambda a: lj.liquid_selective_scan(**a, **kw), in_axes=(axes,)))(
+    vm = jax.jit(jax.vmap(lambda x: lj.liquid_selective_scan(**x, **kw), in_axes=(axes,)))(
         stacked)
-    close(vm[0][0], eager[0])
-    close(vm[1][0], eager[1])
-    twice = jit(lj.liquid_selective_scan, **kw)({k: stacked[k][1] if k in batched else v
-                                                 for k, v in a.items()})
-    close(vm[0][1], twice[0])
-    close(vm[1][1], twice[1])
-
-
-def test_strategies_agree_under_jit_with_grad(monkeypatch):
-    """Every strategy gives the same jitted value and gradient (float32, default CHUNK)."""
-    a = jx(sel_args(rng(12), "var", "var", length=70), jnp.float32)
-
-    def loss(x):
-        out, last = lj.selective_scan(**x, delta_softplus=True, return_last_state=True)
-        return jnp.sum(out * jnp.cos(x["u"])) + jnp.sum(last)
-
-    res = {}
-    for s in ("sequential", "associative", "chunked"):
-        monkeypatch.setenv("LIQUIDSSM_JAX_SCAN", s)
-        res[s] = jax.jit(jax.value_and_grad(lambda x: loss(x)))(a)
-    for s in ("associative", "chunked"):
-        close(res[s][0], res["sequential"][0], rtol=1e-5)
-        for k in a:
-            # float32 sums over 70 steps in a different order: measured max rel. diff ~1e-6
-            close(res[s][1][k], res["sequential"][1][k], rtol=1e-4, atol=1e-5)
-
-
-# ---- dtypes --------------------------------------------------------------------------------------
+    for i, args in enumerate((a, twice)):
+        ref = S.liquid_selective_scan(**args, **kw)
+        close(vm[0][i], ref[0])
+        close(vm[1][i], ref[1])
 
 
 def test_float32_and_bfloat16(small_chunks):
     r = rng(13)
     a = sel_args(r, "var", "g2")
     dout = r.standard_normal((b, d, l))
-    run = jit(lj.selective_scan, delta_softplus=True, return_last_state=True)
-    out32, last32 = run(jx(a, jnp.float32))
+    kw = dict(delta_softplus=True, return_last_state=True)
+    zero = np.zeros((b, d, n))
+    (out32, last32), g32 = value_and_vjp(lj.selective_scan, jx(a, jnp.float32),
+                                         (jnp.asarray(dout, jnp.float32),
+                                          jnp.asarray(zero, jnp.float32)), **kw)
     assert out32.dtype == jnp.float32 and last32.dtype == jnp.float32
-    ref, ref_last = S.selective_scan(**a, delta_softplus=True, return_last_state=True)
+    ref, ref_last = S.selective_scan(**a, **kw)
     close(out32, ref, rtol=6e-4, atol=2e-3)  # mamba's fp32 kernel tolerance
     close(last32, ref_last, rtol=6e-4, atol=2e-3)
-    g32 = _vjp(lj.selective_scan, jx(a, jnp.float32), (jnp.asarray(dout, jnp.float32),
-                                                       jnp.zeros((b, d, n), jnp.float32)))
     gref = S.selective_scan_vjp(**a, delta_softplus=True, dout=dout)
     for k in gref:
         assert g32[k].dtype == jnp.float32
         close(g32[k], gref[k], rtol=6e-4, atol=2e-3)
     a16 = jx(a, jnp.bfloat16)
-    out16, last16 = run(a16)
+    out16, last16 = jit(lj.selective_scan, **kw)(a16)
     assert out16.dtype == jnp.bfloat16 and last16.dtype == jnp.float32
     # the same bf16-rounded inputs through the spec: float32 compute, one bf16 output rounding
     # (relative 2^-8 = 4e-3); tolerance 1e-2
     a_r = {k: np.asarray(v.astype(jnp.float64)) for k, v in a16.items()}
-    ref16 = S.selective_scan(**a_r, delta_softplus=True)
+    ref16, ref16_last = S.selective_scan(**a_r, **kw)
     close(out16.astype(jnp.float64), ref16, rtol=1e-2, atol=1e-2)
-
-
-# ---- memory ---------------------------------------------------------------------------------------
+    close(last16, ref16_last, rtol=6e-4, atol=2e-3)
 
 
 def test_backward_memory_is_bounded(monkeypatch):
-    """Peak temporary memory of jit(grad) (XLA's plan): the chunked strategies keep states at
-    chunk starts only, far below one (b, l, d, n) float32 array; the associative one stores
-    several."""
-    bb, dd, nn, ll = 1, 4, 16, 1024
-    x = jnp.ones((bb, dd, ll), jnp.float32)
-    args = (x, 0.1 * x, -jnp.ones((dd, nn)), jnp.ones((bb, nn, ll)), jnp.ones((bb, nn, ll)))
-    full = bb * ll * dd * nn * 4
-    peak = {}
-    for s in ("sequential", "chunked", "associative"):
-        monkeypatch.setenv("LIQUIDSSM_JAX_SCAN", s)
+    """XLA's planned temporary memory of jit(grad): doubling l adds far less than one
+    (b, l, d, n) float32 array for the sequential and chunked strategies (states kept at chunk
+    starts only; measured 0.20x at d=32, n=16; the associative strategy adds 14x)."""
+    bb, dd, nn = 1, 32, 16
+
+    def temp(ll):
+        x = jnp.ones((bb, dd, ll), jnp.float32)
+        args = (x, 0.1 * x, -jnp.ones((dd, nn)), jnp.ones((bb, nn, ll)), jnp.ones((bb, nn, ll)))
         g = jax.jit(jax.grad(lambda *a: jnp.sum(lj.selective_scan(*a)), argnums=(0, 1, 2, 3, 4)))
-        peak[s] = g.lower(*args).compile().memory_analysis().temp_size_in_bytes
-    assert peak["associative"] > 2 * full, peak
-    assert peak["sequential"] < full / 2 and peak["chunked"] < full / 2, (peak, full)
+        return g.lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+    full = bb * 1024 * dd * nn * 4  # the added (b, l, d, n) float32 array
+    for s in ("sequential", "chunked"):
+        monkeypatch.setenv("LIQUIDSSM_JAX_SCAN", s)
+        assert temp(2048) - temp(1024) < 0.3 * full, s
 
 
-# ---- bad input --------------------------------------------------------------------------------------
+# ---- bad input ------------------------------------------------------------------------------
 
 
 def _bad_cases():

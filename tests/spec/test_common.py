@@ -62,7 +62,7 @@ def test_norms_and_glu():
 def test_checks_name_the_argument():
     with pytest.raises(ValueError, match=r"u: expected shape \(2, \*, 3\), got shape \(2, 4, 4\)"):
         check_array("u", np.zeros((2, 4, 4)), (2, None, 3))
-    with pytest.raises(ValueError, match="u: length must be >= 1"):
+    with pytest.raises(ValueError, match="u: expected length >= 1"):
         check_array("u", np.zeros((2, 0, 3)), (2, "length", 3))
     with pytest.raises(TypeError, match="u: expected a real floating dtype"):
         check_array("u", np.zeros((2,), dtype=np.int64), (2,))

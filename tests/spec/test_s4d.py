@@ -125,7 +125,7 @@ def test_bad_inputs_are_named():
         s4d.forward(cfg, p, np.zeros((B, L, H + 1)))
     with pytest.raises(ValueError, match="u: expected shape"):
         s4d.forward(cfg, p, np.zeros((L, H)))
-    with pytest.raises(ValueError, match="u: length must be >= 1"):
+    with pytest.raises(ValueError, match="u: expected length >= 1"):
         s4d.forward(cfg, p, np.zeros((B, 0, H)))
     with pytest.raises(TypeError, match="u: expected a real floating"):
         s4d.forward(cfg, p, np.zeros((B, L, H), dtype=np.int64))

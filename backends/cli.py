@@ -1,0 +1,214 @@
+"""The `liquidssm` command.
+
+    liquidssm info                  backends and implementations installed, versions, devices
+    liquidssm check [--backend B]   the conformance suite per installed backend; prints the matrix
+    liquidssm bench [--quick] [--backend B ...] [--variant V ...] [--mode M ...]
+                    [--device cpu|cuda] [--out DIR]    rows (CSV, JSON), tables.md and plots
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "CHECK_BACKENDS"]
+
+#: conformance backend -> (the package it needs, extra environment); as in noxfile.py
+CHECK_BACKENDS = {
+    "numpy": ("numpy", {}),
+    "array_api_strict": ("array_api_strict", {}),
+    "torch": ("torch", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
+    "torch-triton": ("triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
+    "jax": ("jax", {}),
+}
+PEER_PACKAGES = ("mambapy", "accelerated-scan", "s5-pytorch", "mamba_ssm")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _torch_info() -> tuple[str, str]:
+    import torch
+
+    devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
+                         for i in range(torch.cuda.device_count())]
+    if importlib.util.find_spec("triton") is None:
+        triton = "triton: not installed"
+    elif torch.cuda.is_available():
+        triton = f"triton {_version('triton')}"
+    else:
+        triton = f"triton {_version('triton')}: no CUDA (kernels run only with TRITON_INTERPRET=1)"
+    return f"eager; {triton}", ", ".join(devices)
+
+
+def _jax_info() -> tuple[str, str]:
+    import jax
+    from liquidssm.jax.scans import STRATEGIES
+
+    devices = ", ".join(f"{d.platform}:{d.id}" for d in jax.devices())
+    return f"scan strategies {', '.join(STRATEGIES)} (auto here: {jax.default_backend()})", devices
+
+
+def info_lines() -> list[str]:
+    import liquidssm
+    from liquidssm import BACKENDS
+    from liquidssm.spec import SPEC_VERSION
+
+    active = os.environ.get("LIQUIDSSM_BACKEND") or "numpy (LIQUIDSSM_BACKEND unset)"
+    lines = [
+        f"liquidssm {liquidssm.__version__} (spec {SPEC_VERSION}), Python "
+        f"{sys.version.split()[0]}, numpy {_version('numpy')}",
+        f"active backend: {active}",
+        "backends:",
+    ]
+    details = {"numpy": lambda: ("spec (sequential NumPy reference)", "cpu"),
+               "torch": _torch_info, "jax": _jax_info}
+    for name, (_module, package, extra) in BACKENDS.items():
+        if importlib.util.find_spec(package) is None:
+            lines.append(f"  {name:6} not installed (pip install 'liquidssm[{extra}]')")
+            continue
+        try:
+            impls, devices = details[name]()
+        except Exception as err:  # a broken install: say so, keep going
+            lines.append(f"  {name:6} {package} {_version(package)}: cannot load: {err}")
+            continue
+        lines.append(f"  {name:6} {package} {_version(package)}; implementations: {impls}; "
+                     f"devices: {devices}")
+    peers = ", ".join(f"{p} {_version(p) or '(not installed)'}" for p in PEER_PACKAGES)
+    lines.append(f"benchmark peers: {peers}")
+    return lines
+
+
+def cmd_info(args) -> int:
+    print("\n".join(info_lines()))
+    return 0
+
+
+def cmd_check(args) -> int:
+    """pytest --pyargs liquidssm.conformance --backend B per backend, then the matrix."""
+    names = args.backend or [b for b, (pkg, _) in CHECK_BACKENDS.items()
+                             if importlib.util.find_spec(pkg) is not None]
+    report_dir = Path(args.report_dir)
+    failed = []
+    for name in names:
+        package, env = CHECK_BACKENDS[name]
+        if importlib.util.find_spec(package) is None:
+            print(f"== {name}: skipped ({package} is not installed)")
+            continue
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
+               "liquidssm.conformance", "--backend", name, "--device", args.device,
+               "--report-dir", str(report_dir), *args.pytest_args]
+        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.run(cmd, env={**os.environ, **env},
+                            stdout=None if args.verbose else subprocess.DEVNULL).returncode
+        print(f"== {name}: exit {rc} in {time.perf_counter() - t0:.0f} s", flush=True)
+        if rc != 0:
+            failed.append(name)
+    matrix = report_dir / "report.md"
+    if matrix.exists():
+        print(matrix.read_text())
+    else:
+        print(f"no matrix: {matrix} was not written")
+        return 1
+    if failed:
+        print(f"conformance failed for: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def cmd_bench(args) -> int:
+    from liquidssm.bench import report, runner
+
+    out = Path(args.out)
+    if args.from_rows:
+        rows = report.read_rows(Path(args.from_rows))
+    else:
+        t0 = time.perf_counter()
+        try:
+            rows = runner.run(backends=args.backend, targets=args.variant, modes=args.mode,
+                              device=args.device, quick=args.quick,
+                              progress=not args.no_progress)
+        except ValueError as err:
+            raise SystemExit(f"liquidssm bench: {err}") from None
+        print(f"{len(rows)} rows in {time.perf_counter() - t0:.0f} s")
+    paths = report.write(rows, out)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "skip", "error", "mismatch")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    print(f"wrote {paths['rows'][0]}, {paths['rows'][1]}, {paths['tables']}")
+    for p in paths["plots"]:
+        print(f"wrote {p}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from liquidssm.bench.cases import MODES, OPS, VARIANTS
+    from liquidssm.bench.runner import BACKENDS
+
+    p = argparse.ArgumentParser(prog="liquidssm", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="backends, implementations, versions and devices")
+
+    c = sub.add_parser("check", help="run the conformance suite per installed backend")
+    c.add_argument("--backend", action="append", choices=list(CHECK_BACKENDS),
+                   help="backend to check (repeatable; default: every installed one)")
+    c.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    c.add_argument("--report-dir", default="conformance-report",
+                   help="where the suite writes report.md / report.json")
+    c.add_argument("-v", "--verbose", action="store_true", help="show pytest's output")
+    c.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+
+    b = sub.add_parser("bench", help="benchmark the backends (rows, tables, plots)")
+    b.add_argument("--quick", action="store_true",
+                   help="the smoke sweep: one short length, tiny shapes (< 2 min on 2 cores)")
+    b.add_argument("--backend", action="append", choices=list(BACKENDS),
+                   help="backend to time (repeatable; default: every installed one)")
+    b.add_argument("--variant", action="append", choices=[*VARIANTS, *OPS], metavar="TARGET",
+                   help=f"variant or op to time (repeatable; default all): "
+                        f"{', '.join([*VARIANTS, *OPS])}")
+    b.add_argument("--mode", action="append", choices=list(MODES),
+                   help="layer mode (repeatable; default all; ops are always fwd)")
+    b.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
+    b.add_argument("--out", default="liquidssm-bench", help="output folder")
+    b.add_argument("--from-rows", metavar="ROWS_JSON",
+                   help="re-render tables and plots from a rows.json instead of measuring")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _check_device(device: str) -> None:
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise SystemExit(f"liquidssm bench: --device: expected cpu or cuda[:i], got {device!r}")
+    if importlib.util.find_spec("torch") is None:
+        raise SystemExit(f"liquidssm bench: --device {device} needs torch (to find the GPU)")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit(f"liquidssm bench: --device: {device!r} requested, but CUDA is not "
+                         "available on this machine")
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "info":
+        return cmd_info(args)
+    if args.command == "check":
+        return cmd_check(args)
+    _check_device(args.device)
+    return cmd_bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
