@@ -200,7 +200,7 @@ def test_liquid_scan_matches_spec_with_grads(cplx):
         torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
 
 
-def test_liquid_selective_scan_degree_one_and_not_implemented():
+def test_liquid_selective_scan_degree_one():
     args, _ = make("var", "var", options=False, l=10)
     h0 = rnd(torch.Generator().manual_seed(2), 2, 1, 4, 5)
     out, last = tr.liquid_selective_scan(**args, initial_state=h0, return_last_state=True)
@@ -208,11 +208,220 @@ def test_liquid_selective_scan_degree_one_and_not_implemented():
                                                initial_state=np_(h0), return_last_state=True)
     np.testing.assert_allclose(np_(out), r_out, rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(np_(last), r_last, rtol=1e-11, atol=1e-11)
-    with pytest.raises(NotImplementedError, match="liquid_degree"):
-        tr.liquid_selective_scan(**args, liquid_degree=2)
-    cargs = dict(args, A=torch.complex(args["A"], args["A"]))
-    with pytest.raises(NotImplementedError, match="A: complex"):
-        tr.selective_scan(**cargs)
+
+
+def make_liquid(form_b, form_c, form_bl, p, *, options=True, **kw):
+    """make() plus BL (None = tied to B) and a (b, p, d, n) initial state."""
+    args, gen = make(form_b, form_c, options=options, **kw)
+    b, d, l = args["u"].shape
+    n = args["A"].shape[1]
+    shapes = {"const": (d, n), "var": (b, n, l), "group": (b, 2, n, l)}
+    if form_bl is not None:
+        args["BL"] = rnd(gen, *shapes[form_bl])
+    if options:
+        args["initial_state"] = rnd(gen, b, p, d, n)
+    return args, gen
+
+
+def check_liquid(args, flags, gen, rtol, atol, grad_rtol, grad_atol):
+    """Forward, last state and gradients (both cotangents) vs the spec (float64 references)."""
+    leaves = {k: v.clone().requires_grad_() for k, v in args.items()}
+    out, last = tr.liquid_selective_scan(**leaves, **flags, return_last_state=True)
+    ref_in = {k: np_(v) for k, v in args.items()}
+    r_out, r_last = spec.liquid_selective_scan(**ref_in, **flags, return_last_state=True)
+    assert out.dtype == args["u"].dtype and last.shape == r_last.shape
+    np.testing.assert_allclose(np_(out), r_out, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(np_(last), r_last, rtol=rtol, atol=atol)
+    dout, dlast = rnd(gen, *out.shape), rnd(gen, *last.shape)
+    torch.autograd.backward([out, last], [dout.to(out.dtype), dlast.to(last.dtype)])
+    ref = spec.liquid_selective_scan_vjp(**ref_in, **flags, dout=np_(dout),
+                                         dlast_state=np_(dlast))
+    assert set(ref) == set(args)
+    for k, v in leaves.items():
+        assert v.grad.shape == v.shape and v.grad.dtype == v.dtype, k
+        np.testing.assert_allclose(np_(v.grad), ref[k], rtol=grad_rtol, atol=grad_atol,
+                                   err_msg=k)
+
+
+@pytest.mark.parametrize("form_b, form_c, form_bl, lcontract, p", [
+    ("const", "var", None, "none", 2),
+    ("var", "group", "const", "tanh", 3),
+    ("group", "const", "var", "lecun", 2),
+    ("var", "var", "group", "none", 4),
+], ids=["tied-none-p2", "tanh-p3", "lecun-p2", "p4"])
+def test_liquid_selective_scan_matches_spec_float64(form_b, form_c, form_bl, lcontract, p):
+    # l = 19 with chunk 8: three chunks, the last one ragged; initial state and every option
+    args, gen = make_liquid(form_b, form_c, form_bl, p, seed=p)
+    flags = dict(delta_softplus=True, liquid_degree=p, lcontract=lcontract)
+    check_liquid(args, flags, gen, 1e-11, 1e-11, 1e-10, 1e-10)
+
+
+def test_liquid_selective_scan_minimal_and_deterministic():
+    # no optional argument, no softplus, two channel blocks per group (partial dB/dC/dBL sums)
+    old = tr.configure(block_d=2)
+    try:
+        args, gen = make_liquid("const", "var", "var", 2, options=False, l=13)
+        check_liquid(args, dict(liquid_degree=2, lcontract="tanh"), gen, 1e-11, 1e-11,
+                     1e-10, 1e-10)
+        grads = []
+        for _ in range(2):
+            leaves = {k: v.clone().requires_grad_() for k, v in args.items()}
+            out = tr.liquid_selective_scan(**leaves, liquid_degree=2, lcontract="tanh")
+            grads.append(torch.autograd.grad(out, list(leaves.values()), torch.ones_like(out)))
+        for g1, g2 in zip(*grads):
+            assert torch.equal(g1, g2)
+    finally:
+        tr.configure(**old)
+
+
+def test_liquid_selective_scan_float32():
+    args, gen = make_liquid("var", "group", "const", 2, seed=1)
+    args = {k: v.float() for k, v in args.items()}
+    flags = dict(delta_softplus=True, liquid_degree=2, lcontract="lecun")
+    # float32 vs the float64 reference: measured max errors ~2e-6 (forward), ~3e-6 (gradients)
+    check_liquid(args, flags, gen, 1e-4, 1e-5, 1e-4, 1e-4)
+
+
+def test_liquid_selective_scan_chunked_calls_continue_exactly():
+    args, _ = make_liquid("var", "var", "var", 3, options=False, l=20)
+    kw = dict(liquid_degree=3, lcontract="tanh", return_last_state=True)
+    seq = ("u", "delta", "B", "C", "BL")
+    whole, last = tr.liquid_selective_scan(**args, **kw)
+    cut = {k: (v[..., :11] if k in seq else v) for k, v in args.items()}
+    rest = {k: (v[..., 11:] if k in seq else v) for k, v in args.items()}
+    y1, h1 = tr.liquid_selective_scan(**cut, **kw)
+    assert h1.shape == (2, 3, 4, 5)
+    y2, h2 = tr.liquid_selective_scan(**rest, initial_state=h1, **kw)
+    torch.testing.assert_close(torch.cat([y1, y2], -1), whole, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h2, last, rtol=1e-12, atol=1e-12)
+
+
+def test_liquid_selective_scan_bad_arguments():
+    args, _ = make_liquid("var", "var", None, 2, options=False, l=8)
+    kw = dict(liquid_degree=2)
+    with pytest.raises(ValueError, match=r"initial_state: expected shape \(2, 2, 4, 5\)"):
+        tr.liquid_selective_scan(**args, **kw,
+                                 initial_state=torch.zeros(2, 1, 4, 5, dtype=F64, device=DEV))
+    with pytest.raises(ValueError, match="BL: expected shape"):
+        tr.liquid_selective_scan(**args, **kw, BL=args["B"][:, :3])
+    with pytest.raises(TypeError, match="A: expected a real floating dtype"):
+        tr.liquid_selective_scan(**dict(args, A=torch.complex(args["A"], args["A"])), **kw)
+    with pytest.raises(ValueError, match="liquid_degree: expected an int >= 1"):
+        tr.liquid_selective_scan(**args, liquid_degree=0)
+    with pytest.raises(TypeError, match="liquid_degree: expected an int >= 1"):
+        tr.liquid_selective_scan(**args, liquid_degree=2.0)
+    with pytest.raises(ValueError, match="lcontract: expected one of"):
+        tr.liquid_selective_scan(**args, **kw, lcontract="relu")
+    with pytest.raises(TypeError, match="return_last_state: expected a bool"):
+        tr.liquid_selective_scan(**args, **kw, return_last_state=1)
+
+
+def make_complex(form_b, form_c, *, b=2, d=4, n=5, l=19, seed=0, options=True, dtype=F64):
+    """Complex A (d, n); B / C complex (d, n), real (d, n) ("real"), or real (re, im)
+    interleaved (b, n, 2l) / (b, 2, n, 2l); complex initial state."""
+    g = torch.Generator().manual_seed(seed)
+
+    def c(*s):
+        return torch.complex(rnd(g, *s), rnd(g, *s))
+
+    shapes = {"var": (b, n, 2 * l), "group": (b, 2, n, 2 * l)}
+    bc = {f: (lambda f=f: c(d, n) if f == "const" else rnd(g, *((d, n) if f == "real"
+                                                                else shapes[f])))
+          for f in ("const", "real", "var", "group")}
+    args = dict(u=rnd(g, b, d, l), delta=rnd(g, b, d, l, scale=0.5),
+                A=torch.complex(-(torch.rand(d, n, generator=g, dtype=F64) + 0.5),
+                                rnd(g, d, n, scale=2.0)).to(DEV),
+                B=bc[form_b](), C=bc[form_c]())
+    if options:
+        args.update(D=rnd(g, d), z=rnd(g, b, d, l), delta_bias=rnd(g, d, scale=0.3),
+                    initial_state=c(b, d, n))
+    if dtype != F64:
+        cd = torch.complex64
+        args = {k: v.to(cd if v.is_complex() else dtype) for k, v in args.items()}
+    return args, g
+
+
+def check_complex(args, flags, gen, rtol, atol, grad_rtol, grad_atol):
+    """Forward, last state and gradients vs autograd through the spec's reference loop (run on
+    float64 / complex128 torch tensors; the spec has no complex vjp)."""
+    res = []
+    for fn in (tr.selective_scan, spec.selective_scan.reference):
+        wide = fn is not tr.selective_scan
+        leaves = {k: (v.to(torch.complex128 if v.is_complex() else F64) if wide else v)
+                  .clone().requires_grad_() for k, v in args.items()}
+        out, last = fn(**leaves, **flags, return_last_state=True)
+        if not wide:
+            assert out.dtype == args["u"].dtype and last.is_complex()
+            assert last.dtype == (torch.complex128 if out.dtype == F64 else torch.complex64)
+            gg = torch.Generator().manual_seed(7)
+            dout = torch.randn(out.shape, generator=gg, dtype=F64).to(DEV)
+            dlast = torch.complex(torch.randn(last.shape, generator=gg, dtype=F64),
+                                  torch.randn(last.shape, generator=gg, dtype=F64)).to(DEV)
+        grads = torch.autograd.grad(
+            [out, last], list(leaves.values()),
+            [dout.to(out.dtype), dlast.to(last.dtype)])
+        res.append((out, last, grads))
+    (out, last, grads), (r_out, r_last, r_grads) = res
+    np.testing.assert_allclose(np_(out), np_(r_out), rtol=rtol, atol=atol)
+    torch.testing.assert_close(last.to(torch.complex128), r_last.detach(), rtol=rtol, atol=atol)
+    for k, x, y in zip(args, grads, r_grads):
+        assert x.shape == args[k].shape and x.dtype == args[k].dtype, k
+        torch.testing.assert_close(x.to(y.dtype), y, rtol=grad_rtol, atol=grad_atol,
+                                   msg=lambda m, k=k: f"{k}: {m}")
+
+
+@pytest.mark.parametrize("form_b, form_c", [("const", "var"), ("group", "real"),
+                                            ("var", "group")])
+def test_selective_scan_complex_float64(form_b, form_c):
+    args, gen = make_complex(form_b, form_c)
+    check_complex(args, dict(delta_softplus=True), gen, 1e-11, 1e-11, 1e-10, 1e-10)
+
+
+def test_selective_scan_complex_minimal_float32_and_determinism():
+    old = tr.configure(block_d=2)
+    try:
+        args, gen = make_complex("real", "var", options=False, l=13)
+        check_complex(args, {}, gen, 1e-11, 1e-11, 1e-10, 1e-10)
+        grads = []
+        for _ in range(2):
+            leaves = {k: v.clone().requires_grad_() for k, v in args.items()}
+            out = tr.selective_scan(**leaves)
+            grads.append(torch.autograd.grad(out, list(leaves.values()), torch.ones_like(out)))
+        for g1, g2 in zip(*grads):
+            assert torch.equal(g1, g2)
+        args, gen = make_complex("const", "group", seed=2, dtype=torch.float32)
+        # float32 vs the float64 reference: measured max errors ~2e-6 (forward), ~6e-6 (grads)
+        check_complex(args, dict(delta_softplus=True), gen, 1e-4, 1e-5, 1e-4, 1e-4)
+    finally:
+        tr.configure(**old)
+
+
+def test_selective_scan_complex_chunked_calls_continue_exactly():
+    args, _ = make_complex("var", "const", options=False, l=20)
+    whole, last = tr.selective_scan(**args, return_last_state=True)
+    cut, rest = dict(args), dict(args)
+    for k in ("u", "delta"):
+        cut[k], rest[k] = args[k][..., :11], args[k][..., 11:]
+    cut["B"], rest["B"] = args["B"][..., :22], args["B"][..., 22:]
+    y1, h1 = tr.selective_scan(**cut, return_last_state=True)
+    y2, h2 = tr.selective_scan(**rest, initial_state=h1, return_last_state=True)
+    torch.testing.assert_close(torch.cat([y1, y2], -1), whole, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h2, last, rtol=1e-12, atol=1e-12)
+
+
+def test_selective_scan_complex_bad_arguments():
+    args, _ = make_complex("var", "const", options=False, l=8)
+    with pytest.raises(ValueError, match=r"B: expected shape .*\(2, 5, 16\)"):
+        tr.selective_scan(**dict(args, B=args["B"][..., :8]))
+    with pytest.raises(TypeError, match="B: expected a real floating dtype"):
+        tr.selective_scan(**dict(args, B=torch.complex(args["B"], args["B"])))
+    with pytest.raises(ValueError, match=r"initial_state: expected shape \(2, 4, 5\)"):
+        tr.selective_scan(**args, initial_state=torch.zeros(2, 4, 6, dtype=torch.complex128,
+                                                            device=DEV))
+    # complex B / C with real A
+    real = dict(args, A=args["A"].real, B=args["C"])
+    with pytest.raises(TypeError, match="B: expected a real floating dtype"):
+        tr.selective_scan(**real)
 
 
 def test_bad_arguments_are_named():
@@ -255,6 +464,35 @@ def test_custom_ops_survive_torch_compile():
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     for k in leaves:
         torch.testing.assert_close(leaves[k].grad, ref_leaves[k].grad, rtol=1e-12, atol=1e-12)
+
+
+def test_liquid_and_complex_custom_ops_survive_torch_compile():
+    # the last states' cotangents are stride-0 expands here (the gradient of a sum)
+    args, _ = make_liquid("const", "var", "var", 2, options=False, l=6)
+    cargs, _ = make_complex("var", "const", options=False, l=6, seed=1)
+    rargs, _ = make("var", "const", options=False, l=6, seed=2)
+    leaves = [{k: v.clone().requires_grad_() for k, v in a.items()}
+              for a in (args, cargs, rargs)]
+
+    def f(a, c, r):
+        out, last = tr.liquid_selective_scan(**a, liquid_degree=2, lcontract="tanh",
+                                             return_last_state=True)
+        cout, clast = tr.selective_scan(**c, return_last_state=True)
+        rout, rlast = tr.selective_scan(**r, return_last_state=True)
+        return (out.sum() + last.sum() + cout.sum() + torch.view_as_real(clast).sum()
+                + rout.sum() + rlast.sum())
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    got = compiled(*leaves)
+    got.backward()
+    ref_leaves = [{k: v.clone().requires_grad_() for k, v in a.items()}
+                  for a in (args, cargs, rargs)]
+    want = f(*ref_leaves)
+    want.backward()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for a, b in zip(leaves, ref_leaves):
+        for k in a:
+            torch.testing.assert_close(a[k].grad, b[k].grad, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.skipif(INTERPRET or not torch.cuda.is_available(),

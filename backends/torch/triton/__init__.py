@@ -3,10 +3,19 @@
 Same signatures as the spec's primitives (docs/design.md). Each kernel is a torch.library
 custom op (namespace `liquidssm::`) with a fake (meta) implementation and an autograd formula, so
 torch.compile graphs keep it. Runs on CUDA tensors, or on CPU tensors when TRITON_INTERPRET=1 was
-set before triton was imported. Implemented: selective_scan (real A, forward and backward),
-diag_scan and liquid_scan (real and complex, forward and backward), selective_state_update
-(forward), liquid_selective_scan with liquid_degree=1. Not implemented (NotImplementedError):
-complex A in the selective scans, liquid_selective_scan with liquid_degree > 1.
+set before triton was imported. Implemented, forward and backward (deterministic: no atomics):
+- selective_scan, real A (_selective.py) and complex A (_complex.py: mamba's complex
+  selective_scan_ref, complex numbers as (re, im) register pairs; B / C complex or real (d, n),
+  or real (b, n, 2l) / (b, g, n, 2l) with (re, im) interleaved along time);
+- liquid_selective_scan: liquid_degree = 1 runs the selective scan; liquid_degree >= 2 runs the
+  level kernels of _liquid.py (real A; B, C and BL each constant, input-dependent or grouped;
+  BL None = tied to B; lcontract none / tanh / lecun; initial / last state (b, p, d, n));
+- diag_scan and liquid_scan (real and complex);
+- selective_state_update (real A): the kernel is the forward; its gradient re-runs the eager
+  step under autograd (_selective.py).
+The selective-scan kernels keep the state in registers and write only per-chunk checkpoints.
+Not implemented (the spec raises for them too): complex A in liquid_selective_scan (TypeError)
+and in selective_state_update.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ def available() -> bool:
 
 
 from ._common import configure  # noqa: E402
+from ._liquid import liquid_selective_scan_p  # noqa: E402
 from ._scan import diag_scan, liquid_scan  # noqa: E402
 from ._selective import selective_scan, selective_state_update  # noqa: E402
 
@@ -46,21 +56,21 @@ def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                           liquid_degree=1, BL=None, lcontract="none"):
     """Liquid selective scan (see liquidssm.spec.selective.liquid_selective_scan).
 
-    initial_state / last_state (b, p, d, n). Only liquid_degree = 1 (the selective scan, with
-    BL and lcontract unused) runs on Triton; degree > 1 raises NotImplementedError.
+    initial_state / last_state (b, p, d, n). liquid_degree = 1 is the selective scan (BL and
+    lcontract unused); liquid_degree >= 2 runs the level kernels (_liquid.py, real A only).
     """
     import torch
 
-    if isinstance(liquid_degree, bool) or not isinstance(liquid_degree, int) or liquid_degree < 1:
+    if isinstance(liquid_degree, bool) or not isinstance(liquid_degree, int):
+        raise TypeError(f"liquid_degree: expected an int >= 1, got {liquid_degree!r}")
+    if liquid_degree < 1:
         raise ValueError(f"liquid_degree: expected an int >= 1, got {liquid_degree!r}")
     if lcontract not in ("none", "tanh", "lecun"):
         raise ValueError(f"lcontract: expected one of ['none', 'tanh', 'lecun'], got {lcontract!r}")
     if liquid_degree > 1:
-        raise NotImplementedError(
-            f"liquid_degree: the Triton liquid_selective_scan supports liquid_degree=1 only, got "
-            f"{liquid_degree} (the degree-p level kernels are not written yet); use the eager "
-            "torch backend (LIQUIDSSM_TORCH_IMPL=eager)"
-        )
+        return liquid_selective_scan_p(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                       initial_state, return_last_state, liquid_degree, BL,
+                                       lcontract)
     h0 = initial_state
     if h0 is not None:
         if not isinstance(h0, torch.Tensor) or h0.dim() != 4 or h0.shape[1] != 1:

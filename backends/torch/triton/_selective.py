@@ -26,11 +26,6 @@ def _check(name, x, shape, *, optional=False):
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch tensor of shape {shape}, got {describe(x)}")
     if x.dtype not in _REAL:
-        if x.is_complex():
-            raise NotImplementedError(
-                f"{name}: complex dtypes are not implemented in the Triton selective scan "
-                f"(complex A, complex B/C), got {describe(x)}; use the eager torch backend"
-            )
         raise TypeError(f"{name}: expected a real floating dtype, got {describe(x)}")
     if tuple(x.shape) != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {describe(x)}")
@@ -193,6 +188,8 @@ def _backward(ctx, dout, dlast, dck):
                            "(no input required grad at call time)")
     if dout is None:
         dout = torch.zeros_like(u)
+    if dlast is not None:
+        dlast = dlast.contiguous()  # e.g. the stride-0 expand of a sum's gradient
     grads = _bwd(u, delta, A, B, C, D, z, delta_bias, ck, dout, dlast, *ctx.cfg)
     grads[8] = grads[8] if ctx.has_h0 else None
     out = [None if (gr is None or dt is None) else gr.to(dt) for gr, dt in zip(grads, ctx.dtypes)]
@@ -208,11 +205,13 @@ _fwd.register_autograd(_backward, setup_context=_setup)
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    initial_state=None, return_last_state=False):
-    """Mamba's selective scan (real A) on Triton; see liquidssm.spec.selective.selective_scan.
+    """Mamba's selective scan on Triton; see liquidssm.spec.selective.selective_scan.
 
-    u, delta, z (b, d, l); A (d, n); B, C (d, n) | (b, n, l) | (b, g, n, l); D, delta_bias (d,);
-    initial_state (b, d, n). Returns out (b, d, l) in u's dtype [, last_state (b, d, n) in the
-    compute dtype (float32, or float64 for float64 u)].
+    u, delta, z (b, d, l); A (d, n) real or complex; B, C (d, n) | (b, n, l) | (b, g, n, l)
+    ((d, n) complex or real, (b, n, 2l) | (b, g, n, 2l) real (re, im) interleaved when A is
+    complex); D, delta_bias (d,); initial_state (b, d, n). Returns out (b, d, l) in u's dtype
+    [, last_state (b, d, n) in the compute dtype (float32, or float64 for float64 u; complex64 /
+    complex128 for complex A)].
     """
     if not isinstance(u, torch.Tensor) or u.dim() != 3:
         raise ValueError(f"u: expected shape (batch, d, length), got {describe(u)}")
@@ -222,9 +221,19 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         raise ValueError(f"u: expected a non-empty (batch, d, length) tensor, got {describe(u)}")
     _check("delta", delta, (b, d, l))
     if isinstance(A, torch.Tensor) and A.dim() == 2 and A.shape[0] == d:
-        _check("A", A, A.shape)
+        if not A.is_complex():
+            _check("A", A, A.shape)
     else:
         raise ValueError(f"A: expected shape ({d}, n), got {describe(A)}")
+    for name, flag in (("delta_softplus", delta_softplus), ("return_last_state",
+                                                              return_last_state)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: expected a bool, got {flag!r}")
+    if A.is_complex():
+        from ._complex import selective_scan_complex
+
+        return selective_scan_complex(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                      initial_state, return_last_state)
     n = A.shape[1]
     B, _, gsb, fb = _bc("B", B, b, d, n, l)
     C, _, gsc, fc = _bc("C", C, b, d, n, l)
@@ -232,10 +241,6 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     _check("z", z, (b, d, l), optional=True)
     _check("delta_bias", delta_bias, (d,), optional=True)
     _check("initial_state", initial_state, (b, d, n), optional=True)
-    for name, flag in (("delta_softplus", delta_softplus), ("return_last_state",
-                                                              return_last_state)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name}: expected a bool, got {flag!r}")
     check_device(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias,
                  initial_state=initial_state)
     args = [x if x is None else x.contiguous()
@@ -252,7 +257,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
 
     state (b, d, n); x, dt, z (b, d); A (d, n); B, C (b, n) | (b, g, n); D, dt_bias (d,).
     Returns (out (b, d) in x's dtype, new_state (b, d, n) in the compute dtype); no input is
-    modified. Inference only (no autograd).
+    modified. The kernel is the forward; gradients re-run the eager step under autograd.
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         raise ValueError(f"x: expected shape (batch, d), got {describe(x)}")
@@ -315,3 +320,28 @@ def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, groups):
     b, d = x.shape
     cdt, _ = _compute(x.dtype)
     return torch.empty_like(x), x.new_empty((b, d, A.shape[1]), dtype=cdt)
+
+
+def _update_setup(ctx, inputs, output):
+    *tensors, ctx.dt_softplus, _groups = inputs
+    ctx.present = [t is not None for t in tensors]
+    ctx.save_for_backward(*[t for t in tensors if t is not None])
+
+
+def _update_backward(ctx, dout, dstate):
+    """vjp of one decode step: the eager step (liquidssm.torch.selective) re-run under autograd.
+    A step costs O(b d n) and runs once per token, so its gradient needs no kernel of its own."""
+    from ..selective import selective_state_update as eager
+
+    saved = iter(ctx.saved_tensors)
+    with torch.enable_grad():
+        leaves = [next(saved).detach().requires_grad_() if p else None for p in ctx.present]
+        out, new_state = eager(*leaves, dt_softplus=ctx.dt_softplus)
+        cots = [torch.zeros_like(o) if g is None else g
+                for o, g in ((out, dout), (new_state, dstate))]
+        grads = iter(torch.autograd.grad((out, new_state), [t for t in leaves if t is not None],
+                                         cots, allow_unused=True))
+    return (*[next(grads) if p else None for p in ctx.present], None, None)
+
+
+_update.register_autograd(_update_backward, setup_context=_update_setup)

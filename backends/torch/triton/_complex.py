@@ -1,0 +1,195 @@
+"""selective_scan with complex A on the Triton kernels (mamba's complex selective_scan_ref).
+
+The custom ops see real tensors only: complex A, constant B / C and the states are passed as
+torch.view_as_real views (d, n, 2) / (b, d, n, 2) (the conversions to the compute dtype and the
+views are ordinary differentiable torch ops, so real inputs get real gradients); input-dependent
+B / C are already real, (b, n, 2 l) or (b, g, n, 2 l) with (re, im) interleaved along time.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _complex_kernels as K
+from ._common import CONFIG, check_device, describe, dummy, next_pow2
+from ._selective import _block_d, _check, _compute, _or
+
+_CPLX = (torch.complex64, torch.complex128)
+
+
+def _strides(X, n, l):
+    """Real-element strides (sb, sg, sn, sl) of an input-dependent B / C, l time steps."""
+    if X.dim() == 3:  # (b, n, 2 l)
+        return (2 * n * l, 0, 2 * l, 2)
+    return (X.shape[1] * 2 * n * l, 2 * n * l, 2 * l, 2)  # (b, g, n, 2 l)
+
+
+@torch.library.custom_op("liquidssm::selective_scan_complex_fwd", mutates_args=())
+def _fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+         C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+         delta_bias: torch.Tensor | None, initial_state: torch.Tensor | None,
+         delta_softplus: bool, const_b: bool, const_c: bool, gsb: int, gsc: int, chunk: int,
+         block_d: int, save: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    b, d, l = u.shape
+    n = A.shape[1]
+    cdt, tcd = _compute(u.dtype)
+    nchunk = -(-l // chunk)
+    out = torch.empty_like(u)
+    hlast = torch.empty((b, d, n, 2), dtype=cdt, device=u.device)
+    ck = torch.empty((b, d, nchunk, n, 2) if save else (1,), dtype=cdt, device=u.device)
+    sb = (0, 2 * n, 2, 0) if const_b else _strides(B, n, l)
+    sc = (0, 2 * n, 2, 0) if const_c else _strides(C, n, l)
+    ph = dummy(u)
+    K.complex_fwd_kernel[K.grid(b, d, block_d)](
+        u, delta, A, B, C, _or(D, ph), _or(z, ph), _or(delta_bias, ph), _or(initial_state, ph),
+        out, hlast, ck, l, d, n, gsb, gsc, nchunk, *sb, *sc,
+        BD=block_d, NP=next_pow2(n), T=chunk, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        HAS_H0=initial_state is not None, SAVE_CK=save, CD=tcd,
+    )
+    return out, hlast, ck
+
+
+@_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, const_b, const_c,
+      gsb, gsc, chunk, block_d, save):
+    b, d, l = u.shape
+    n = A.shape[1]
+    cdt, _ = _compute(u.dtype)
+    nchunk = -(-l // chunk)
+    return (torch.empty_like(u), u.new_empty((b, d, n, 2), dtype=cdt),
+            u.new_empty((b, d, nchunk, n, 2) if save else (1,), dtype=cdt))
+
+
+@torch.library.custom_op("liquidssm::selective_scan_complex_bwd", mutates_args=())
+def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+         C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+         delta_bias: torch.Tensor | None, ck: torch.Tensor, dout: torch.Tensor,
+         dlast: torch.Tensor | None, delta_softplus: bool, const_b: bool, const_c: bool,
+         gsb: int, gsc: int, chunk: int, block_d: int) -> list[torch.Tensor]:
+    """[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state] (real layouts, compute
+    dtype; dD / dz / ddelta_bias empty when the argument is absent)."""
+    b, d, l = u.shape
+    n = A.shape[1]
+    cdt, tcd = _compute(u.dtype)
+    nchunk = ck.shape[2]
+    nblk = d // block_d
+    new = lambda *s: torch.empty(s, dtype=cdt, device=u.device)  # noqa: E731
+    du, ddt, dz = new(b, d, l), new(b, d, l), new(b, d, l) if z is not None else new(0)
+    dA, dh0, dD, dbias = new(b, d, n, 2), new(b, d, n, 2), new(b, d), new(b, d)
+    dBp = new(b, d, n, 2) if const_b else new(b, nblk, n, 2 * l)
+    dCp = new(b, d, n, 2) if const_c else new(b, nblk, n, 2 * l)
+    sb = (0, 2 * n, 2, 0) if const_b else _strides(B, n, l)
+    sc = (0, 2 * n, 2, 0) if const_c else _strides(C, n, l)
+    ph = dummy(u)
+    K.complex_bwd_kernel[K.grid(b, d, block_d)](
+        u, delta, A, B, C, _or(D, ph), _or(z, ph), _or(delta_bias, ph), ck, dout.contiguous(),
+        _or(dlast, ph), du, ddt, dz if z is not None else ph, dA, dBp, dCp, dD, dbias, dh0,
+        l, d, n, gsb, gsc, nchunk, nblk, *sb, *sc,
+        BD=block_d, NP=next_pow2(n), T=chunk, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_DLAST=dlast is not None,
+        VAR_B=not const_b, VAR_C=not const_c, CD=tcd,
+    )
+    return [du, ddt, dA.sum(0), _reduce(dBp, B, const_b), _reduce(dCp, C, const_c),
+            dD.sum(0) if D is not None else new(0), dz,
+            dbias.sum(0) if delta_bias is not None else new(0), dh0]
+
+
+@_bwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, ck, dout, dlast, delta_softplus, const_b, const_c,
+      gsb, gsc, chunk, block_d):
+    b, d, l = u.shape
+    n = A.shape[1]
+    cdt, _ = _compute(u.dtype)
+    new = lambda *s: u.new_empty(s, dtype=cdt)  # noqa: E731
+    return [new(b, d, l), new(b, d, l), new(d, n, 2), B.new_empty(B.shape, dtype=cdt),
+            C.new_empty(C.shape, dtype=cdt), new(d) if D is not None else new(0),
+            new(b, d, l) if z is not None else new(0),
+            new(d) if delta_bias is not None else new(0), new(b, d, n, 2)]
+
+
+def _reduce(part, X, const):
+    """Fixed-order sum of the per-program partials into X's (real) layout."""
+    if const:
+        return part.sum(0)
+    b, nblk, n, l2 = part.shape
+    g = 1 if X.dim() == 3 else X.shape[1]
+    red = part.reshape(b, g, nblk // g, n, l2).sum(2)
+    return red[:, 0] if X.dim() == 3 else red
+
+
+def _setup(ctx, inputs, output):
+    (u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, const_b, const_c,
+     gsb, gsc, chunk, block_d, save) = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
+    ctx.cfg = (delta_softplus, const_b, const_c, gsb, gsc, chunk, block_d)
+    ctx.has_h0 = initial_state is not None
+    ctx.dtypes = [None if x is None else x.dtype for x in inputs[:9]]
+
+
+def _backward(ctx, dout, dlast, dck):
+    u, delta, A, B, C, D, z, delta_bias, ck = ctx.saved_tensors
+    if ck.dim() != 5:
+        raise RuntimeError("selective_scan: the forward ran without saving checkpoints "
+                           "(no input required grad at call time)")
+    if dout is None:
+        dout = torch.zeros_like(u)
+    if dlast is not None:
+        dlast = dlast.contiguous()  # e.g. the stride-0 expand of a sum's gradient
+    grads = _bwd(u, delta, A, B, C, D, z, delta_bias, ck, dout, dlast, *ctx.cfg)
+    grads[8] = grads[8] if ctx.has_h0 else None
+    out = [None if (gr is None or dt is None) else gr.to(dt) for gr, dt in zip(grads, ctx.dtypes)]
+    return (*out, None, None, None, None, None, None, None, None)
+
+
+_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+def _bc(name, X, b, d, n, l, cdt):
+    """Validate a B / C for complex A; return (real tensor, group size, form)."""
+    forms = (f"(d, n) = ({d}, {n}), (batch, n, 2 length) = ({b}, {n}, {2 * l}) or "
+             f"(batch, groups, n, 2 length) = ({b}, g, {n}, {2 * l}) with g dividing d")
+    nd = X.dim() if isinstance(X, torch.Tensor) else -1
+    if nd == 2 and tuple(X.shape) == (d, n):
+        if X.dtype not in _CPLX:
+            _check(name, X, (d, n))
+        return torch.view_as_real(X.to(cdt)).contiguous(), 1, "const"
+    if nd in (3, 4) and X.is_complex():
+        raise TypeError(f"{name}: expected a real floating dtype (input-dependent {name} is "
+                        f"(re, im) interleaved along time), got {describe(X)}")
+    if nd == 3 and tuple(X.shape) == (b, n, 2 * l):
+        return _check(name, X, X.shape).contiguous(), d, "var"
+    if nd == 4 and X.shape[0] == b and tuple(X.shape[2:]) == (n, 2 * l) and X.shape[1] >= 1 \
+            and d % X.shape[1] == 0:
+        return _check(name, X, X.shape).contiguous(), d // X.shape[1], "group"
+    raise ValueError(f"{name}: expected shape {forms}, got {describe(X)}")
+
+
+def selective_scan_complex(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                           return_last_state):
+    """The complex-A path of selective_scan (u, delta already checked; A complex (d, n))."""
+    b, d, l = u.shape
+    n = A.shape[1]
+    wdt, _ = _compute(u.dtype)
+    cdt = torch.complex128 if wdt == torch.float64 else torch.complex64
+    Ar = torch.view_as_real(A.to(cdt)).contiguous()
+    B, gsb, fb = _bc("B", B, b, d, n, l, cdt)
+    C, gsc, fc = _bc("C", C, b, d, n, l, cdt)
+    _check("D", D, (d,), optional=True)
+    _check("z", z, (b, d, l), optional=True)
+    _check("delta_bias", delta_bias, (d,), optional=True)
+    h0 = initial_state
+    if h0 is not None:
+        if not (isinstance(h0, torch.Tensor) and h0.dtype in _CPLX):
+            _check("initial_state", h0, (b, d, n))
+        elif tuple(h0.shape) != (b, d, n):
+            raise ValueError(f"initial_state: expected shape {(b, d, n)}, got {describe(h0)}")
+        h0 = torch.view_as_real(h0.to(cdt)).contiguous()
+    check_device(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias,
+                 initial_state=h0)
+    args = [x if x is None else x.contiguous()
+            for x in (u, delta, Ar, B, C, D, z, delta_bias, h0)]
+    save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in args)
+    out, last, _ = _fwd(*args, delta_softplus, fb == "const", fc == "const", gsb, gsc,
+                        CONFIG["chunk"], _block_d(d, gsb, fb, gsc, fc), save)
+    return (out, torch.view_as_complex(last)) if return_last_state else out
