@@ -1,4 +1,5 @@
-"""Clean-environment sessions: `nox` runs lint, the spec's tests and every backend's conformance.
+"""Clean-environment sessions: `nox` runs lint, the spec's tests, every backend's conformance and
+the benchmark smoke run (the main job in quick mode).
 
 Adding a backend is one line in CONFORMANCE: its pip extras and environment variables.
 Every install is constrained by .ci/constraints.txt (pinned torch, jax, triton).
@@ -6,7 +7,7 @@ Every install is constrained by .ci/constraints.txt (pinned torch, jax, triton).
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "conformance"]
+nox.options.sessions = ["lint", "tests", "conformance", "bench"]
 nox.options.reuse_existing_virtualenvs = True
 
 CONSTRAINTS = ".ci/constraints.txt"
@@ -67,3 +68,13 @@ def fixtures(session):
     """Regenerate the conformance fixtures from the spec (commit the result)."""
     install(session, "test")
     session.run("python", "-m", "liquidssm.conformance.fixtures")
+
+
+@nox.session
+def bench(session):
+    """The main job, `liquidssm bench --quick`: every installed backend and peer on the smoke
+    sweep, rows + tables + plots in bench-quick/ (a smoke run: no timing is asserted)."""
+    install(session, "all")
+    session.run("liquidssm", "info")
+    session.run("liquidssm", "bench", "--quick", "--no-progress", "--out", "bench-quick",
+                *session.posargs)

@@ -124,8 +124,6 @@ class NumpyAdapter(Adapter):
                 "numpy has no autodiff; its gradients are the spec's vjp functions, which exist "
                 "for selective_scan and liquid_selective_scan only"
             )
-        if case.config.get("complex"):
-            raise Unsupported("the spec's selective_scan_vjp needs real A")
         from .fixtures import spec_vjp
 
         # every array argument of a selective scan is differentiated, so `arrays` holds them all
@@ -273,6 +271,7 @@ class JaxAdapter(Adapter):
         self.jax.config.update("jax_enable_x64", True)
         self.jnp = importlib.import_module("jax.numpy")
         self.module = importlib.import_module("liquidssm.jax")
+        self._jitted = {}
         platform = {"cuda": "gpu"}.get(device, device)
         self._device = self.jax.devices(platform)[0]
 
@@ -280,17 +279,32 @@ class JaxAdapter(Adapter):
         return self.module
 
     def variant(self, name):
+        """The variant module with forward / step / kernel jitted (made once per name)."""
         import types
 
-        mod = getattr(self.module, name)
-        jitted = types.SimpleNamespace(**vars(mod))
-        for fname in ("forward", "step", "kernel"):
-            if hasattr(mod, fname):
-                setattr(jitted, fname, _jit(self.jax, getattr(mod, fname)))
-        return jitted
+        if ("variant", name) not in self._jitted:
+            mod = getattr(self.module, name)
+            jitted = types.SimpleNamespace(**vars(mod))
+            for fname in ("forward", "step", "kernel"):
+                if hasattr(mod, fname):
+                    setattr(jitted, fname, _jit(self.jax, getattr(mod, fname)))
+            self._jitted[("variant", name)] = jitted
+        return self._jitted[("variant", name)]
 
     def primitive(self, name):
-        return _jit(self.jax, getattr(self.module, name))
+        if ("primitive", name) not in self._jitted:
+            self._jitted[("primitive", name)] = _jit(self.jax, getattr(self.module, name))
+        return self._jitted[("primitive", name)]
+
+    def time_slice(self, x, axis, start, stop):
+        """x[start:stop] along axis by lax.dynamic_slice with a traced start: one compilation
+        per slice length (eager basic slicing compiles once per offset: minutes for L = 300)."""
+        if not hasattr(self, "_slice"):
+            from jax import lax
+
+            self._slice = self.jax.jit(lambda x, s, n, a: lax.dynamic_slice_in_dim(x, s, n, a),
+                                       static_argnums=(2, 3))
+        return self._slice(x, start, stop - start, axis)
 
     def _dtype(self, dtype, cplx):
         jnp = self.jnp

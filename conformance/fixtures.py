@@ -212,7 +212,7 @@ def _gradients(case: Case, arrays: dict, rng) -> dict:
         res.update({f"grad/dir{j}/{k}": x for k, x in v.items()})
         dd.append(directional_derivative(case, arrays, cots, v))
     res["grad/dd"] = np.array(dd)
-    if case.target in runner.SELECTIVE and not case.config.get("complex"):
+    if case.target in runner.SELECTIVE:
         res.update({f"vjp/in/{k}": g for k, g in spec_vjp(case, arrays, cots).items()})
     return res
 

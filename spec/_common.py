@@ -18,6 +18,7 @@ __all__ = [
     "check_array",
     "check_int",
     "check_float",
+    "check_bool",
     "check_choice",
     "complex_dtype",
     "to_complex",
@@ -82,6 +83,13 @@ def check_float(name: str, value, *, positive: bool = False) -> float:
     if positive and value <= 0:
         raise ValueError(f"{name}: expected a number > 0, got {value!r}")
     return float(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """A Python bool (1, 0, None, numpy bools and other truthy values are refused)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+    return value
 
 
 def check_choice(name: str, value, choices: Sequence) -> object:

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ._common import check_array, check_int
+from ._common import check_array, check_bool, check_int
 from .nn import gelu, glu, layer_norm, linear
 
 __all__ = ["init", "feedforward", "residual", "forward", "with_prefix", "strip_prefix"]
@@ -46,6 +46,7 @@ def _get(params, name, shape):
 
 def feedforward(params: dict, z, *, approximate_gelu: bool = False):
     """GLU(Linear(GELU(z))): z (..., H) -> (..., H)."""
+    check_bool("approximate_gelu", approximate_gelu)
     H = z.shape[-1]
     W = _get(params, "output_linear.weight", (2 * H, H))
     b = _get(params, "output_linear.bias", (2 * H,))
@@ -62,6 +63,7 @@ def residual(params: dict, u, sublayer, *, prenorm: bool = True, eps: float = 1e
 
     `sublayer` maps (..., H) -> (..., H), or to a tuple (y, *extra) (e.g. a state); the extra
     items are returned after the output: y or (y, *extra)."""
+    check_bool("prenorm", prenorm)
     check_array("u", u, (None,) * (len(getattr(u, "shape", ())) - 1) + (None,))
     H = u.shape[-1]
     w, b = _get(params, "norm.weight", (H,)), _get(params, "norm.bias", (H,))
@@ -73,6 +75,8 @@ def residual(params: dict, u, sublayer, *, prenorm: bool = True, eps: float = 1e
 def forward(params: dict, u, mixer, *, prenorm: bool = True, approximate_gelu: bool = False):
     """The S4 block: residual(u, FF o mixer). `mixer` as residual's `sublayer`, e.g.
     lambda x: s4d.forward(cfg, strip_prefix(params, "ssm."), x, state=st, return_state=True)."""
+    check_bool("prenorm", prenorm)
+    check_bool("approximate_gelu", approximate_gelu)
 
     def sublayer(x):
         z, extra = _split(mixer(x))

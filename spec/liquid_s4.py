@@ -72,6 +72,9 @@ class Config:
         for name in ("allcombs", "tied"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
+        # the s4 base's fields are validated whatever the base (base_config drops them for s4d)
+        check_int("rank", self.rank)
+        check_int("l_max", self.l_max)
         if self.liquid_kernel == "scan" and self.base != "s4d":
             raise ValueError(
                 f"base: liquid_kernel='scan' needs the diagonal base 's4d', got {self.base!r}"

@@ -99,7 +99,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False, timest
     applied to Lambdabar, Bbar and BbarL alike.
     """
     s5._check_config(config, Config)
-    s5._check_params(params, param_shapes(config))
+    params = s5._check_params(params, param_shapes(config))
     s5._check_stream(config, state, return_state)
     xp, p, dirs = s5._setup(config, params, u, timesteps)
     deg = config.liquid_degree

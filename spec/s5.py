@@ -237,6 +237,9 @@ def initial_state(config: Config, batch: int) -> dict[str, np.ndarray]:
 
 
 def _check_params(params, shapes):
+    """Check that params has every key of `shapes`, each a real floating array of its shape;
+    return the dict of those entries. Other keys are ignored (as S4 and mamba do: a layer or
+    liquid model passes its whole dict), so they never reach the compute code."""
     if not isinstance(params, dict):
         raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
     missing = [k for k in shapes if k not in params]
@@ -244,6 +247,7 @@ def _check_params(params, shapes):
         raise ValueError(f"params: expected keys {sorted(shapes)}, missing {missing}")
     for name, shape in shapes.items():
         check_array(f"params[{name!r}]", params[name], shape)
+    return {k: params[k] for k in shapes}
 
 
 def _check_stream(config, state, return_state):
@@ -257,8 +261,12 @@ def _check_stream(config, state, return_state):
 
 def _state_x(state, shape, xp, cdt):
     """state["x"] checked against `shape` and cast to the complex dtype."""
-    if not isinstance(state, dict) or "x" not in state:
-        raise TypeError(f"state: expected a dict with key 'x' of shape {shape}, got {state!r}")
+    if not isinstance(state, dict):
+        raise TypeError(f"state: expected a dict with key 'x' of shape {shape}, got "
+                        f"{type(state).__name__}")
+    if "x" not in state:
+        raise ValueError(f"state: expected a dict with key 'x' of shape {shape}, got keys "
+                         f"{sorted(map(str, state))}")
     return xp.astype(check_array("state['x']", state["x"], shape, complex_ok=True), cdt)
 
 
@@ -321,7 +329,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False, timest
     y_k = 2 Re(Ctilde x_k) + D u_k. timesteps tau (batch, L): dt_k = dt * tau_k (module doc).
     """
     _check_config(config, Config)
-    _check_params(params, param_shapes(config))
+    params = _check_params(params, param_shapes(config))
     _check_stream(config, state, return_state)
     xp, p, dirs = _setup(config, params, u, timesteps)
     Pp = config.n_modes

@@ -13,7 +13,8 @@ Liquid (real A): c_t = Delta_t phi(BL_t u_t), levels m = 0..p-1:
     h0_t = Abar_t h0_t-1 + Delta_t B_t u_t,   hm_t = Abar_t hm_t-1 + c_t h(m-1)_t-1,
     y_t = sum_n C_t sum_m hm_t.
 Compute dtype: float64 for float64 u, else float32 (complex128 / complex64 for complex A);
-out has u's dtype, states have the compute dtype. The vjp functions compute in float64.
+out has u's dtype, states have the compute dtype. The vjp functions compute in float64
+(complex128 for complex A; the liquid vjp, like the liquid scan, takes real A only).
 """
 
 from __future__ import annotations
@@ -279,18 +280,20 @@ def _vjp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, dou
          p, BL, phi, liquid):
     a = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, liquid=liquid, BL=BL,
                  force64=True)
-    if a["cplx"]:
-        raise NotImplementedError(
-            f"A: selective_scan_vjp supports real A only, got {_describe(A)} (complex A has no "
-            "reference gradient yet)")
     xp, b, d, l, n, f64 = a["xp"], a["b"], a["d"], a["l"], a["n"], a["wdt"]
     u64, dt, A64, raw = a["u"], a["dt"], a["A"], a["raw"]
     B4, C4, BL4 = a["B4"], a["C4"], a["BL4"]
+    # complex A (plain scan only): gradients of complex x = p + i q are dL/dp + i dL/dq, so
+    # w = v x gives dL/dx = conj(v) dL/dw and a real s gets Re(conj(dL/dw) dw/ds)
+    cplx = a["cplx"]
+    sdt = a["cdt"] if cplx else f64
+    cj = xp.conj if cplx else (lambda x: x)
+    re = xp.real if cplx else (lambda x: x)
     g = xp.astype(check_array("dout", dout, (b, d, l)), f64)
-    lam_next = [xp.zeros((b, d, n), dtype=f64)] * p
+    lam_next = [xp.zeros((b, d, n), dtype=sdt)] * p
     if dlast_state is not None:
         shape = (b, p, d, n) if liquid else (b, d, n)
-        dls = xp.astype(check_array("dlast_state", dlast_state, shape), f64)
+        dls = xp.astype(check_array("dlast_state", dlast_state, shape, complex_ok=cplx), sdt)
         lam_next = [dls[:, m, ...] for m in range(p)] if liquid else [dls]
 
     # forward, keeping every level: hs[t + 1] = levels after step t, hs[0] = initial levels
@@ -308,24 +311,25 @@ def _vjp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, dou
     if a["D"] is not None:
         grads["D"] = xp.sum(g * u64, axis=(0, 2))
 
-    dA = xp.zeros((d, n), dtype=f64)
+    dA = xp.zeros((d, n), dtype=sdt)
     ddt, du, dB, dC, dBL = [None] * l, [None] * l, [None] * l, [None] * l, [None] * l
     for t in reversed(range(l)):
         dtt, ut, gt = dt[:, :, t, None], u64[:, :, t, None], g[:, :, t, None]
         Bt, Ct, BLt = _at(B4, t), _at(C4, t), _at(BL4, t)
         Abar = xp.exp(dtt * A64)
-        lam = [Ct * gt + lam_next[m] for m in range(p)]
+        gy = 2 * gt if cplx else gt  # y = 2 Re(C h) for complex A
+        lam = [cj(Ct) * gy + lam_next[m] for m in range(p)]
         prev, cur = hs[t], hs[t + 1]
-        dAbar = lam[0] * prev[0]
+        dAbar = lam[0] * cj(prev[0])
         total = cur[0]
         for m in range(1, p):
-            dAbar = dAbar + lam[m] * prev[m]
+            dAbar = dAbar + lam[m] * cj(prev[m])
             total = total + cur[m]
-        dA = dA + xp.sum(dAbar * dtt * Abar, axis=0)
-        dC[t] = gt * total
+        dA = dA + xp.sum(dAbar * dtt * cj(Abar), axis=0)
+        dC[t] = gy * cj(total)
         dB[t] = lam[0] * dtt * ut
-        ddt_t = xp.sum(dAbar * A64 * Abar + lam[0] * Bt * ut, axis=-1)
-        du_t = xp.sum(lam[0] * dtt * Bt, axis=-1)
+        ddt_t = re(xp.sum(dAbar * cj(A64) * cj(Abar) + lam[0] * cj(Bt) * ut, axis=-1))
+        du_t = re(xp.sum(lam[0] * dtt * cj(Bt), axis=-1))
         dBL[t] = xp.zeros_like(dB[t])
         c = 0.0
         if p > 1:
@@ -340,7 +344,19 @@ def _vjp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, dou
             dBL[t] = dpre * ut
             du_t = du_t + xp.sum(dpre * BLt, axis=-1)
         ddt[t], du[t] = ddt_t, du_t
-        lam_next = [Abar * lam[m] + (c * lam[m + 1] if m + 1 < p else 0.0) for m in range(p)]
+        lam_next = [cj(Abar) * lam[m] + (c * lam[m + 1] if m + 1 < p else 0.0)
+                    for m in range(p)]
+
+    def as_given(G, X, form):
+        """The gradient in the form of argument X: complex A takes Re for a real (d, n) X and
+        interleaves (Re, Im) along the last axis for input-dependent X, as the forward reads it."""
+        G = _reduce(G, form, xp) if form is not None else G
+        if not cplx:
+            return G
+        if form is not None and form[0] != "const":
+            G = xp.stack([xp.real(G), xp.imag(G)], axis=-1)
+            return xp.reshape(G, G.shape[:-2] + (2 * G.shape[-2],))
+        return G if xp.isdtype(X.dtype, "complex floating") else xp.real(G)
 
     bform, cform, blform = a["forms"]
     dB_full, dBL_full = xp.stack(dB, axis=3), xp.stack(dBL, axis=3)
@@ -352,23 +368,30 @@ def _vjp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, dou
     if delta_softplus:
         dnet = dnet * xp.where(raw > 20.0, xp.ones_like(raw), sigmoid(raw))
     grads.update(u=du_direct + xp.stack(du, axis=2), delta=dnet, A=dA,
-                 B=_reduce(dB_full, bform, xp), C=_reduce(xp.stack(dC, axis=3), cform, xp))
+                 B=as_given(dB_full, B, bform), C=as_given(xp.stack(dC, axis=3), C, cform))
     if delta_bias is not None:
         grads["delta_bias"] = xp.sum(dnet, axis=(0, 2))
     if initial_state is not None:
-        grads["initial_state"] = xp.stack(lam_next, axis=1) if liquid else lam_next[0]
+        h0 = xp.stack(lam_next, axis=1) if liquid else lam_next[0]
+        grads["initial_state"] = as_given(h0, initial_state, None)
     return grads
 
 
 def selective_scan_vjp(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                        initial_state=None, *, dout, dlast_state=None):
-    """Reference gradients of selective_scan (real A), float64, by the adjoint reverse scan.
+    """Reference gradients of selective_scan, float64, by the adjoint reverse scan.
 
     With g = dout * silu(z) and lambda_t = dL/dh_t:
         lambda_t = C_t g_t + Abar_{t+1} lambda_{t+1},   lambda_{l-1} = C g + dlast_state
         dA = sum lambda_t Delta_t Abar_t h_{t-1};  dDelta_t = sum_n lambda_t (A Abar_t h_{t-1}
         + B_t u_t);  dB_t = lambda_t Delta_t u_t;  dC_t = g_t h_t;  du = D g + sum_n lambda
         Delta B; d initial_state = Abar_0 lambda_0; ddelta = dDelta softplus'(delta + bias).
+    Complex A: the gradient of a complex x = p + i q is dL/dp + i dL/dq (torch's convention);
+    the same recurrences with g -> 2 g (y = 2 Re(C h)), each coefficient conjugated
+    (lambda_t = 2 conj(C_t) g_t + conj(Abar_{t+1}) lambda_{t+1}, dA = sum lambda Delta
+    conj(Abar h_{t-1}), dC_t = 2 g_t conj(h_t), ...) and Re of the sums for the real arguments;
+    input-dependent B/C get (Re, Im) interleaved as they were given, real arguments real
+    gradients. dlast_state is then complex (b, d, n) (a real one is cast).
     dout (b, d, l); dlast_state (b, d, n) or None. Returns {name: gradient} for every array
     argument given (u, delta, A, B, C and D, z, delta_bias, initial_state when not None).
     """

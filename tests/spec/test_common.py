@@ -8,6 +8,7 @@ from liquidssm.spec import nn
 from liquidssm.spec._common import (
     causal_fft_conv,
     check_array,
+    check_bool,
     check_choice,
     check_float,
     check_int,
@@ -76,6 +77,10 @@ def test_checks_name_the_argument():
         check_float("dt_min", float("nan"))
     with pytest.raises(ValueError, match="mode: expected one of"):
         check_choice("mode", "fft", ["conv", "recurrent"])
+    assert check_bool("prenorm", False) is False
+    for bad in (0, 1, None, np.True_, "True"):
+        with pytest.raises(TypeError, match="prenorm: expected a bool, got"):
+            check_bool("prenorm", bad)
 
 
 def test_discretize_zoh_and_bilinear_scalar():

@@ -239,6 +239,13 @@ def test_whole_sequence_kernels_refuse_streaming():
         ({"base": "s4", "liquid_kernel": "pb", "discretization": "zoh"}, ValueError,
          "discretization"),
         ({"d_state": 3}, ValueError, "d_state"),
+        # the s4 base's fields are checked with the s4d base too
+        ({"rank": 0}, ValueError, "rank: expected an int >= 1, got 0"),
+        ({"l_max": -1}, ValueError, "l_max: expected an int >= 1, got -1"),
+        ({"rank": 1.5}, TypeError, "rank: expected an int"),
+        ({"l_max": True}, TypeError, "l_max: expected an int"),
+        ({"base": "s4", "liquid_kernel": "pb", "rank": 0}, ValueError, "rank"),
+        ({"base": "s4", "liquid_kernel": "kb", "l_max": 0}, ValueError, "l_max"),
     ],
 )
 def test_config_validation(kwargs, err, match):
@@ -267,3 +274,28 @@ def test_array_api_strict_matches_numpy(kind, base):
     ps = {k: xps.asarray(v) for k, v in p.items()}
     np.testing.assert_allclose(np.asarray(ls.forward(cfg, ps, xps.asarray(u))),
                                ls.forward(cfg, p, u), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_array_api_strict_step_matches_numpy(tied):
+    cfg = ls.Config(H, N, liquid_degree=3, lcontract="tanh", tied=tied)
+    p = _params(cfg)
+    ps = {k: xps.asarray(v) for k, v in p.items()}
+    u = np.random.default_rng(9).normal(size=(B, 3, H))
+    x0 = 0.3 * np.random.default_rng(10).normal(size=(B, 3, H, N // 2)) + 0.1j
+    st, sts = {"x": x0}, {"x": xps.asarray(x0)}
+    for t in range(3):
+        y, st = ls.step(cfg, p, st, u[:, t])
+        ys, sts = ls.step(cfg, ps, sts, xps.asarray(u[:, t]))
+        assert type(ys) is type(sts["x"]) is type(ps["D"])  # strict arrays throughout
+        np.testing.assert_allclose(np.asarray(ys), y, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(sts["x"]), st["x"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("base,length", [("s4d", 7), ("s4", 5), ("s4", 12)])
+def test_array_api_strict_kernel_matches_numpy(base, length):
+    cfg = ls.Config(H, N, base=base, liquid_kernel="kb", l_max=7)
+    p = _params(cfg)
+    ps = {k: xps.asarray(v) for k, v in p.items()}
+    np.testing.assert_allclose(np.asarray(ls.kernel(cfg, ps, length)),
+                               ls.kernel(cfg, p, length), rtol=0, atol=1e-12)

@@ -136,7 +136,8 @@ def test_degree_one_is_s5(kw):
     tau = np.random.default_rng(4).uniform(0.5, 2.0, u.shape[:2])
     for t in (None, tau):
         y = liquid_s5.forward(cfg, p, u, timesteps=t)
-        np.testing.assert_allclose(y, s5.forward(_s5cfg(cfg), p, u, timesteps=t), atol=1e-12)
+        np.testing.assert_allclose(y, s5.forward(_s5cfg(cfg), p, u, timesteps=t),
+                                   rtol=0, atol=1e-12)
 
 
 def test_zero_untied_BL_is_s5_at_any_degree():
@@ -144,7 +145,7 @@ def test_zero_untied_BL_is_s5_at_any_degree():
     p = liquid_s5.init(cfg, seed=2)
     u = _u()
     np.testing.assert_allclose(
-        liquid_s5.forward(cfg, p, u), s5.forward(_s5cfg(cfg), p, u), atol=1e-12
+        liquid_s5.forward(cfg, p, u), s5.forward(_s5cfg(cfg), p, u), rtol=0, atol=1e-12
     )
 
 
@@ -216,7 +217,7 @@ def test_conj_sym_output_is_the_real_full_system():
             full[k] = np.concatenate([v, -v if k.endswith("_im") else v], axis=0)
     cfg_full = _cfg(liquid_degree=3, lcontract="tanh", conj_sym=False)
     np.testing.assert_allclose(
-        liquid_s5.forward(cfg_full, full, u), liquid_s5.forward(cfg, p, u), atol=1e-12
+        liquid_s5.forward(cfg_full, full, u), liquid_s5.forward(cfg, p, u), rtol=0, atol=1e-12
     )
     _, st = liquid_s5.forward(cfg_full, full, u, return_state=True)
     z = st["x"] @ (full["C_re"] + 1j * full["C_im"]).T  # every level's output is real
@@ -255,6 +256,8 @@ def test_errors():
         liquid_s5.forward(cfg, {k: v for k, v in p.items() if k != "BL_im"}, u)
     with pytest.raises(ValueError, match=r"state\['x'\]: expected shape \(2, 2, 2\)"):
         liquid_s5.forward(cfg, p, u, state=s5.initial_state(_s5cfg(cfg), 2))
+    with pytest.raises(ValueError, match=r"state: expected a dict with key 'x' of shape"):
+        liquid_s5.forward(cfg, p, u, state={"levels": np.zeros((2, 2, 2), complex)})
     bcfg = _cfg(bidirectional=True)
     with pytest.raises(ValueError, match="bidirectional"):
         liquid_s5.step(bcfg, liquid_s5.init(bcfg), liquid_s5.initial_state(bcfg, 2), u[:, 0])

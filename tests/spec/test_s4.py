@@ -147,3 +147,21 @@ def test_array_api_strict_matches_numpy(mode):
     ps = {k: xps.asarray(v) for k, v in p.items()}
     np.testing.assert_allclose(np.asarray(s4.forward(cfg, ps, xps.asarray(u))),
                                s4.forward(cfg, p, u), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("length", [5, 14])  # below and above l_max (the J > 1 path)
+def test_array_api_strict_step_and_kernel_match_numpy(length):
+    cfg = s4.Config(H, N, rank=2, l_max=6)
+    p = _params(cfg)
+    ps = {k: xps.asarray(v) for k, v in p.items()}
+    np.testing.assert_allclose(np.asarray(s4.kernel(cfg, ps, length)),
+                               s4.kernel(cfg, p, length), rtol=0, atol=1e-12)
+    u = np.random.default_rng(4).normal(size=(B, 3, H))
+    x0 = np.random.default_rng(5).normal(size=(B, H, N // 2)) + 0.5j
+    st, sts = {"x": x0}, {"x": xps.asarray(x0)}
+    for t in range(3):
+        y, st = s4.step(cfg, p, st, u[:, t])
+        ys, sts = s4.step(cfg, ps, sts, xps.asarray(u[:, t]))
+        assert type(ys) is type(sts["x"]) is type(ps["D"])  # strict arrays throughout
+        np.testing.assert_allclose(np.asarray(ys), y, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(sts["x"]), st["x"], rtol=0, atol=1e-12)

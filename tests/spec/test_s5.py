@@ -206,27 +206,49 @@ def test_clip_eigs_clips_unstable_modes():
     assert np.abs(y_noclip - y_ref).max() > 1e-6
 
 
-def test_conj_sym_equals_full_system_with_conjugate_modes():
-    cfg = _cfg()
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_conj_sym_equals_full_system_with_conjugate_modes(bidirectional):
+    cfg = _cfg(bidirectional=bidirectional)
     p = _random_params(cfg)
     u = _u()
+    Pp = cfg.n_modes
+
+    def pair_c(part, sign):  # (H, P') -> (H, 2P'): the modes and their conjugates
+        return np.concatenate([part, sign * part], axis=1)
+
+    def full_c(name, sign):  # bidirectional C = [C_fwd | C_bwd]: each half gets its conjugates
+        v = p[name]
+        halves = [v[:, :Pp], v[:, Pp:]] if bidirectional else [v]
+        return np.concatenate([pair_c(h, sign) for h in halves], axis=1)
+
     full = {
         "Lambda_re": np.concatenate([p["Lambda_re"]] * 2),
         "Lambda_im": np.concatenate([p["Lambda_im"], -p["Lambda_im"]]),
         "B_re": np.concatenate([p["B_re"]] * 2),
         "B_im": np.concatenate([p["B_im"], -p["B_im"]]),
-        "C_re": np.concatenate([p["C_re"]] * 2, axis=1),
-        "C_im": np.concatenate([p["C_im"], -p["C_im"]], axis=1),
+        "C_re": full_c("C_re", 1),
+        "C_im": full_c("C_im", -1),
         "D": p["D"],
         "log_step": np.concatenate([p["log_step"]] * 2),
     }
-    cfg_full = _cfg(conj_sym=False)
+    cfg_full = _cfg(conj_sym=False, bidirectional=bidirectional)
     y_half = s5.forward(cfg, p, u)
     np.testing.assert_allclose(s5.forward(cfg_full, full, u), y_half, rtol=1e-12, atol=1e-12)
-    # and the full system's complex output has no imaginary part
-    _, xs = s5.forward(cfg_full, full, u[:, :1], return_state=True)
-    z = xs["x"] @ (full["C_re"] + 1j * full["C_im"]).T
-    assert np.abs(z.imag).max() < 1e-12
+
+    # and the full system's complex output C x has no imaginary part, in both directions:
+    # Im(C x) = Re(-i C x) is the real readout of C' = C_im - i C_re with D = 0
+    def imag_part(params):
+        return s5.forward(cfg_full, {**params, "C_re": params["C_im"], "C_im": -params["C_re"],
+                                     "D": np.zeros_like(params["D"])}, u)
+
+    assert np.abs(imag_part(full)).max() < 1e-12
+    # (the check can fail: without the conjugate pairing of C the output is not real)
+    broken = {**full, "C_im": np.concatenate([p["C_im"]] * 2, axis=1)}
+    assert np.abs(imag_part(broken)).max() > 1e-3
+    if not bidirectional:
+        _, xs = s5.forward(cfg_full, full, u[:, :1], return_state=True)
+        z = xs["x"] @ (full["C_re"] + 1j * full["C_im"]).T
+        assert np.abs(z.imag).max() < 1e-12
 
 
 # ---------------------------------------------------------------------------------- timesteps
@@ -330,10 +352,33 @@ def test_bad_inputs_name_the_argument():
         s5.forward(cfg, p, u, state={"x": np.zeros((2, 3), complex)})
     with pytest.raises(TypeError, match="state: expected a dict"):
         s5.forward(cfg, p, u, state=np.zeros((2, 4)))
+    # a dict without 'x' is a bad value (ValueError, as S4), not a bad type
+    with pytest.raises(ValueError, match=r"state: expected a dict with key 'x' .*got keys \['h'\]"):
+        s5.forward(cfg, p, u, state={"h": np.zeros((2, 4), complex)})
+    with pytest.raises(ValueError, match=r"state: expected a dict with key 'x'"):
+        s5.step(cfg, p, {}, u[:, 0])
+    # a non-array parameter is named, with what was expected
+    with pytest.raises(TypeError, match=r"params\['D'\]: expected an array of shape \(3,\), got an"
+                                        " object of type list"):
+        s5.forward(cfg, {**p, "D": [0.0, 0.0, 0.0]}, u)
+    with pytest.raises(TypeError, match=r"params: expected a dict of arrays, got list"):
+        s5.forward(cfg, list(p.values()), u)
     with pytest.raises(ValueError, match=r"u_t: expected shape \(\*, 3\)"):
         s5.step(cfg, p, s5.initial_state(cfg, 2), u)
     with pytest.raises(TypeError, match="config: expected"):
         s5.forward("cfg", p, u)
+
+
+def test_extra_params_keys_are_ignored():
+    # as S4 and mamba: a layer or liquid model passes its whole dict; only the SSM's keys are read
+    cfg = _cfg()
+    p, u = _random_params(cfg), _u()
+    y = s5.forward(cfg, p, u)
+    extra = {**p, "note": "not an array", 3: None, "norm_weight": np.ones(3)}
+    np.testing.assert_array_equal(s5.forward(cfg, extra, u), y)
+    st = s5.initial_state(cfg, 2)
+    np.testing.assert_array_equal(s5.step(cfg, extra, st, u[:, 0])[0],
+                                  s5.step(cfg, p, st, u[:, 0])[0])
 
 
 # ---------------------------------------------------------------------------------- array API

@@ -196,13 +196,17 @@ def test_state_update_repeated_equals_scan(form):
 
 
 def _fd_check(fn, grads, args, eps=1e-6):
-    """Central differences of the scalar fn(args) against grads, every entry of every array."""
+    """Central differences of the scalar fn(args) against grads, every entry of every array.
+
+    A complex entry x = p + i q is differenced along p and along q: dL/dp + i dL/dq."""
     for name, v in args.items():
         fd = np.zeros_like(v)
         for i in np.ndindex(v.shape):
-            e = np.zeros_like(v)
-            e[i] = eps
-            fd[i] = (fn({**args, name: v + e}) - fn({**args, name: v - e})) / (2 * eps)
+            for unit in (1, 1j) if np.iscomplexobj(v) else (1,):
+                e = np.zeros_like(v)
+                e[i] = eps * unit
+                fd[i] += unit * (fn({**args, name: v + e}) - fn({**args, name: v - e})) / (2 * eps)
+        assert np.asarray(grads[name]).dtype == v.dtype, name
         # central differences at eps 1e-6 on O(1) values: truncation ~1e-12, rounding ~1e-10
         np.testing.assert_allclose(grads[name], fd, rtol=1e-6, atol=1e-7, err_msg=name)
 
@@ -252,10 +256,31 @@ def test_liquid_vjp_matches_finite_differences(tied, phi):
     _fd_check(loss, grads, args)
 
 
-def test_vjp_complex_a_not_implemented():
-    args = make_args(rng(9), cplx=True)
-    with pytest.raises(NotImplementedError, match="A: .*real A only"):
-        selective_scan_vjp(**args, dout=np.ones((b, d, l)))
+@pytest.mark.parametrize("bform,cform", [("var", "const"), ("const", "g2"), ("g2", "var"),
+                                         ("real_const", "var")])
+def test_complex_vjp_matches_finite_differences(bform, cform):
+    r = rng(9)
+    bb, L = 1, 3
+    args = make_args(r, bform.replace("real_", ""), cform, cplx=True, length=L, batch=bb)
+    if bform == "real_const":  # a real constant B with complex A: a real gradient
+        args["B"] = args["B"].real.copy()
+    h0 = r.standard_normal((bb, d, n)) + 1j * r.standard_normal((bb, d, n))
+    args.update(D=r.standard_normal(d), z=r.standard_normal((bb, d, L)),
+                delta_bias=0.3 * r.standard_normal(d), initial_state=h0)
+    dout = r.standard_normal((bb, d, L))
+    dlast = r.standard_normal((bb, d, n)) + 1j * r.standard_normal((bb, d, n))
+
+    def loss(a):  # <dout, out> + <dlast, last>, <a, b> = sum Re(conj(a) b)
+        out, last = selective_scan(**a, delta_softplus=True, return_last_state=True)
+        return float(np.sum(out * dout) + np.sum(np.real(np.conj(dlast) * last)))
+
+    grads = selective_scan_vjp(**args, delta_softplus=True, dout=dout, dlast_state=dlast)
+    assert set(grads) == set(args)
+    _fd_check(loss, grads, args)
+    # a real initial state (cast to complex) gets a real gradient; dlast_state None
+    base = {k: args[k] for k in ("u", "delta", "A", "B", "C")} | {"initial_state": h0.real.copy()}
+    g = selective_scan_vjp(**base, dout=dout)
+    _fd_check(lambda a: float(np.sum(selective_scan(**a) * dout)), g, base)
 
 
 # ---- liquid selective scan ------------------------------------------------------------------
@@ -436,6 +461,20 @@ def test_scan_errors(change, exc, pattern):
     args = make_args(rng(16)) | change
     with pytest.raises(exc, match=pattern):
         selective_scan(**args)
+
+
+@pytest.mark.parametrize("bad", [0, 1, None, np.True_])
+def test_flags_must_be_real_bools(bad):
+    args = make_args(rng(18))
+    for flag in ("delta_softplus", "return_last_state"):
+        with pytest.raises(TypeError, match=f"{flag}: expected a bool, got"):
+            selective_scan(**args, **{flag: bad})
+        with pytest.raises(TypeError, match=f"{flag}: expected a bool, got"):
+            liquid_selective_scan(**args, **{flag: bad})
+    st = np.zeros((b, d, n))
+    with pytest.raises(TypeError, match="dt_softplus: expected a bool, got"):
+        selective_state_update(st, st[..., 0], st[..., 0], args["A"], np.zeros((b, n)),
+                               np.zeros((b, n)), dt_softplus=bad)
 
 
 def test_complex_and_liquid_errors():
