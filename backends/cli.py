@@ -111,6 +111,8 @@ def cmd_check(args) -> int:
                "--report-dir", str(report_dir), *args.pytest_args]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
+        if args.device != "cpu":  # compiled kernels on the GPU, not the interpreter
+            env = {k: v for k, v in env.items() if k != "TRITON_INTERPRET"}
         rc = subprocess.run(cmd, env={**os.environ, **env},
                             stdout=None if args.verbose else subprocess.DEVNULL).returncode
         print(f"== {name}: exit {rc} in {time.perf_counter() - t0:.0f} s", flush=True)

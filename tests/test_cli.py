@@ -22,7 +22,7 @@ def test_check_runs_the_suite_and_prints_the_matrix(tmp_path, capsys):
                    "-k", "test_outputs and s4d-lin-zoh-conv-L7"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "| s4d |" in out.replace("  ", " ") or "s4d" in out
+    assert "numpy" in out and "s4d" in out  # the matrix, printed
     table = json.loads((tmp_path / "report.json").read_text())["numpy"]["table"]
     assert table["s4d"]["outputs"]["status"] == "pass"
 

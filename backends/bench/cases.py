@@ -55,7 +55,8 @@ class Case:
 @dataclass(frozen=True)
 class Sweep:
     """Lengths per kind (ops; layer forward and step; layer forward + backward) at the base shape
-    (batch, channels, state); ops also at other batch / channel / state values at `length_at`.
+    (batch, channels, state); ops and layer forwards also at other batch / channel / state
+    values at `length_at`.
     float32 everywhere; bfloat16 too at `bf16_lengths` (length axis)."""
 
     op_lengths: tuple[int, ...]
@@ -106,7 +107,7 @@ def sweep(name: str, targets=None, modes=None) -> list[Case]:
     others += [("state", s.batch, s.length_at, s.channels, n) for n in s.states]
     plan = [(op, "op", "fwd", s.op_lengths, others) for op in OPS]
     for v in VARIANTS:
-        plan += [(v, "layer", "fwd", s.layer_lengths, []),
+        plan += [(v, "layer", "fwd", s.layer_lengths, others),
                  (v, "layer", "fwd+bwd", s.grad_lengths, []),
                  (v, "layer", "step", s.layer_lengths[:1], [])]  # a step does not depend on L
     cases = []
@@ -165,9 +166,10 @@ def bytes_moved(case: Case) -> int | None:
     if case.target == "diag_scan":
         return 3 * big * e
     if case.target == "liquid_scan":
-        return 4 * big * e + 2 * B * H * N * 4
+        return 4 * big * e + 2 * B * H * N * e  # a, b, c in, y out; h_last (B, 2, H, N)
     if case.target in ("selective_scan", "liquid_selective_scan"):
-        return (4 * B * H * L + 2 * B * N * L) * e + 4 * H * N * 4
+        # u, delta, z, out (B, H, L) and B, C (B, N, L); A (H, N), D, delta_bias in float32
+        return (4 * B * H * L + 2 * B * N * L) * e + (H * N + 2 * H) * 4
     if case.target in ("s4d_kernel", "s4_kernel"):
         return H * L * e
     if case.target == "fft_conv":

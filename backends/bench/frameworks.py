@@ -172,7 +172,8 @@ class JaxFramework:
         self.jax = jax
         self.impl = impl
         platform = "gpu" if device.startswith("cuda") else device
-        self.device = jax.devices(platform)[0]
+        index = int(device.split(":", 1)[1]) if ":" in device else 0  # cuda:i -> GPU i
+        self.device = jax.devices(platform)[index]
         self.module = importlib.import_module("liquidssm.jax")
 
     def unsupported(self, case) -> str | None:

@@ -69,8 +69,8 @@ def wall_samples(fn: Callable, sync: Callable, budget: Budget) -> list[float]:
 
 
 def cuda_samples(fn: Callable, budget: Budget) -> list[float]:
-    """ms per call of a torch CUDA callable: triton.testing.do_bench's quantiles when triton is
-    installed (it flushes L2 between calls), else CUDA events around each call."""
+    """ms per call of a torch CUDA callable: every time triton.testing.do_bench measured when
+    triton is installed (it flushes L2 between calls), else CUDA events around each call."""
     import torch
 
     try:
@@ -78,9 +78,9 @@ def cuda_samples(fn: Callable, budget: Budget) -> list[float]:
     except ImportError:
         do_bench = None
     if do_bench is not None:
-        q = do_bench(fn, warmup=25, rep=max(50, int(budget.min_seconds * 1e3)),
-                     quantiles=[0.2, 0.5, 0.8])
-        return [float(v) for v in q]
+        times = do_bench(fn, warmup=25, rep=max(50, int(budget.min_seconds * 1e3)),
+                         return_mode="all")
+        return [float(v) for v in times]
     for _ in range(budget.warmup):
         fn()
     torch.cuda.synchronize()
