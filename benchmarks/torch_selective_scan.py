@@ -2,7 +2,7 @@
 forward + backward time side by side with mambapy's parallel scan (pure PyTorch, PyPI `mambapy`).
 
     python benchmarks/torch_selective_scan.py memory [--b 2 --d 64 --n 16 --l 8192]
-    python benchmarks/torch_selective_scan.py speed  [--b 2 --d 128 --n 16 --l 2048 --reps 5]
+    python benchmarks/torch_selective_scan.py speed  [--b 2 --d 128 --n 16 --l 2048 --reps 15]
 
 memory: the bytes allocated by forward + backward beyond the inputs (liquidssm.torch._memory
 PeakMemory, op by op), next to the size of one (b, l, d, n) float32 tensor.
@@ -61,14 +61,16 @@ def mambapy_job(x):
     return run, leaves, lambda y: y.transpose(1, 2)
 
 
-def _time(fn, reps):
-    fn()  # warm-up
-    ts = []
+def _time_pair(f, g, reps):
+    """Times (ms) of f and g called alternately, so that drift of a shared machine hits both."""
+    f(), g()  # warm-up
+    tf, tg = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3, min(ts) * 1e3
+        for fn, ts in ((f, tf), (g, tg)):
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
+    return tf, tg
 
 
 def memory(a):
@@ -104,12 +106,13 @@ def speed(a):
 
     print(f"torch {torch.__version__} on {torch.get_num_threads()} CPU threads, b={a.b} d={a.d} "
           f"n={a.n} l={a.l}, float32, forward + backward; outputs agree to {err:.1e}")
-    m_ours, n_ours = _time(fwd_bwd_ours, a.reps)
-    m_peer, n_peer = _time(fwd_bwd_peer, a.reps)
-    print(f"{'implementation':34s} {'median ms':>10s} {'min ms':>9s}")
-    print(f"{'liquidssm.torch (eager, chunked)':34s} {m_ours:10.1f} {n_ours:9.1f}")
-    print(f"{'mambapy (pscan)':34s} {m_peer:10.1f} {n_peer:9.1f}")
-    print(f"mambapy / liquidssm (median): {m_peer / m_ours:.2f}x")
+    t_ours, t_peer = _time_pair(fwd_bwd_ours, fwd_bwd_peer, a.reps)
+    print(f"{'implementation':34s} {'median ms':>10s} {'min ms':>9s}  ({a.reps} alternating reps)")
+    for label, ts in (("liquidssm.torch (eager, chunked)", t_ours), ("mambapy (pscan)", t_peer)):
+        print(f"{label:34s} {statistics.median(ts):10.1f} {min(ts):9.1f}")
+    ratios = [p / o for o, p in zip(t_ours, t_peer)]
+    print(f"mambapy / liquidssm: {statistics.median(ratios):.2f}x median of per-rep ratios, "
+          f"{min(t_peer) / min(t_ours):.2f}x of the minima")
 
 
 def main():
@@ -119,7 +122,7 @@ def main():
     p.add_argument("--d", type=int, default=None)
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--l", type=int, default=None)
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=15)
     a = p.parse_args()
     a.d = a.d or (64 if a.what == "memory" else 128)
     a.l = a.l or (8192 if a.what == "memory" else 2048)

@@ -112,8 +112,8 @@ def _contract(G, Xc):
     if Xc.dim() == 2:
         return (G * Xc).sum(-1)
     T, b, d, n = G.shape
-    g = Xc.shape[2]
-    return (G.reshape(T, b, g, d // g, n) * Xc[:, :, :, None, :]).sum(-1).reshape(T, b, d)
+    g = Xc.shape[2]  # a batched matrix-vector product: no (T, b, d, n) temporary
+    return torch.matmul(G.reshape(T, b, g, d // g, n), Xc[..., None]).reshape(T, b, d)
 
 
 def _reduce(G, w, Xc):
@@ -123,9 +123,9 @@ def _reduce(G, w, Xc):
     if Xc.dim() == 2:
         return torch.einsum("tbdn,tbd->dn", G, w)
     T, b, d, n = G.shape
-    g = Xc.shape[2]
-    return torch.einsum("tbgkn,tbgk->bgnt", G.reshape(T, b, g, d // g, n),
-                        w.reshape(T, b, g, d // g))
+    g = Xc.shape[2]  # (T, b, g, 1, k) @ (T, b, g, k, n): batched, no copy of G
+    out = torch.matmul(w.reshape(T, b, g, 1, d // g), G.reshape(T, b, g, d // g, n))
+    return out[:, :, :, 0].permute(1, 2, 3, 0)
 
 
 def _chunk_states(sp, u, delta, A, B, BL, bias, h, s, e):
@@ -205,17 +205,28 @@ class _Selective(torch.autograd.Function):
             # the recurrence: e_t = dL/dh_t from the readout, Lam = dL/dH
             Lam, K = levels_backward(a, c, _outer(k * g, Cc.conj()), K)
             hsum = H[:, 0] if sp.p == 1 else H.sum(1)
-            Hprev = torch.cat([h[None], H[:-1]]).conj()
             _put(gC, _reduce(hsum.conj(), k * g, Cc), s, e, sp)
-            w = (Lam * Hprev).sum(1) * a.conj()  # dL/d(Delta A)
-            gA += torch.einsum("tbdn,tbd->dn", w, dt.to(w.dtype))
-            g_dt = torch.einsum("tbdn,dn->tbd", w, A.conj()).real
+            # dL/d(Delta A) = sum_m Lam_m[t] conj(H_m[t-1]) conj(a_t), H[-1] = h
+            if sp.p == 1:
+                w = torch.empty_like(Lam[:, 0])
+                torch.mul(Lam[1:, 0], H[:-1, 0].conj(), out=w[1:])
+                torch.mul(Lam[0, 0], h[0].conj(), out=w[0])
+            else:
+                Hprev = torch.cat([h[None], H[:-1]]).conj()
+                w = (Lam * Hprev).sum(1)
+            w *= a.conj()
+            # gA[d, n] = sum_tb w dt and g_dt[t, b, d] = sum_n w conj(A): two bmm over d
+            T, nb = w.shape[0], w.shape[1]
+            wd = w.permute(2, 0, 1, 3).reshape(w.shape[2], T * nb, -1)
+            gA += torch.bmm(dt.to(w.dtype).permute(2, 0, 1).reshape(-1, 1, T * nb), wd)[:, 0]
+            g_dt = torch.bmm(wd, A.conj()[:, :, None])[..., 0].reshape(-1, T, nb)
+            g_dt = g_dt.permute(1, 2, 0).real
             q = _contract(Lam[:, 0], Bc.conj()).real  # dL/d(Delta u)
             g_u = g_u + dt * q
             g_dt += uc * q
             _put(gB, _reduce(Lam[:, 0], dt * uc, Bc), s, e, sp)
             if sp.p > 1:
-                BLc = _chunk(BL, s, e, sp)
+                BLc = _chunk(BL, s, e, sp)  # Hprev was made above for p > 1
                 pre = _outer(uc, BLc)
                 gc = (Lam[:, 1:] * Hprev[:, :-1]).sum(1)  # dL/dc (real: liquid A is real)
                 g_dt += (gc * _phi(pre, sp.phi)).sum(-1)
