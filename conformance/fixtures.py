@@ -250,6 +250,19 @@ def _keeps_precision(key: str) -> bool:
     return key.startswith(("state/", "init/")) or key.endswith("initial_state")
 
 
+def round_to(x, dtype: str) -> np.ndarray:
+    """x rounded to `dtype` ("bfloat16" or "float16", nearest even) and back to float64.
+    bfloat16 is the upper half of a float32: round the lower 16 bits away (no ml_dtypes)."""
+    if dtype == "float16":
+        return np.asarray(x).astype(np.float16).astype(np.float64)
+    if dtype != "bfloat16":
+        raise ValueError(f"dtype: expected 'bfloat16' or 'float16', got {dtype!r}")
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    bits = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) \
+        & np.uint32(0xFFFF0000)
+    return bits.view(np.float32).astype(np.float64)
+
+
 def rounded(case: Case, fx: dict, dtype: str) -> dict:
     """The fixture of `case` for a low-precision dtype: its inputs rounded to `dtype` (states
     excepted) and the outputs and reference gradients recomputed by the spec in float64 at the
@@ -257,14 +270,11 @@ def rounded(case: Case, fx: dict, dtype: str) -> dict:
     (float32 compute and output rounding), not the model's sensitivity to rounded inputs."""
     if dtype in ("float64", "float32"):
         return fx
-    import ml_dtypes
-
-    low = getattr(ml_dtypes, dtype)
     arrays = {}
     for k, v in fx.items():
         if k.split("/")[0] in ("param", "in", "state", "init"):
             if v.dtype.kind == "f" and not _keeps_precision(k):
-                v = v.astype(low).astype(np.float64)
+                v = round_to(v, dtype)
             arrays[k] = v
     new = dict(fx)
     out = runner.forward(case, runner.SPEC, arrays)

@@ -110,3 +110,13 @@ def test_fixture_comparison_sees_a_change():
     new["out/0"] = old["out/0"] * (1 + 1e-9)
     assert fixtures.compare(new, old)
     assert not fixtures.compare(dict(old), old)
+
+
+def test_bfloat16_rounding_is_nearest_even():
+    """fixtures.round_to: bfloat16 keeps 8 significant bits; ties go to the even neighbour."""
+    ulp = 2.0**-7  # spacing of bfloat16 in [1, 2)
+    x = np.array([1.0, 1 + ulp / 2, 1 + 1.5 * ulp, 1 + 0.51 * ulp, -3.0e-30, 65504.0])
+    got = fixtures.round_to(x, "bfloat16")
+    np.testing.assert_array_equal(got[:4], [1.0, 1.0, 1 + 2 * ulp, 1 + ulp])
+    assert abs(got[4] / x[4] - 1) < 2**-8 and got[5] == 65536.0
+    np.testing.assert_array_equal(fixtures.round_to(x, "float16")[:1], [1.0])
