@@ -44,7 +44,7 @@ def lint(session):
 def tests(session):
     """The specification's own tests (NumPy and array-api-strict), the front package, the
     conformance suite's own tests and the command line (everything outside tests/<backend>/)."""
-    install(session, "test")
+    install(session, "test,bench")
     ignore = [f"--ignore={d}" for d in sorted(set(BACKEND_TESTS.values()))]
     session.run("pytest", "-q", "tests", *ignore, *session.posargs)
 

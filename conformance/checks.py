@@ -129,7 +129,7 @@ def _variant_step(adapter, case, fx, arrays, tol):
     for t in range(case.length):
         tau = inputs.get("timesteps")
         kw = {"timesteps": take(tau, 1, t, t + 1)[:, 0]} if tau is not None else {}
-        y_t, state = mod.step(cfg, params, state, take(inputs["u"], 1, t, t + 1)[:, 0], **kw)
+        y_t, state = mod.step(cfg, params, state, take(inputs["u"], 1, t, t + 1)[:, 0, ...], **kw)
         ys.append(adapter.to_numpy(y_t))
     assert_close("step outputs", np.stack(ys, axis=1), fx["out/y"], tol, case.length)
     for k, v in runner.prefixed(fx, "out/state").items():
