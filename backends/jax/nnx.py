@@ -54,11 +54,12 @@ def _type_name(t) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
-def _check_config(config, types):
-    """config must be exactly one of `types` (a liquid_s5.Config is not an s5.Config here)."""
+def _check_config(config, types, name: str = "config"):
+    """config (the argument `name`) must be exactly one of `types` (a liquid_s5.Config is not
+    an s5.Config here)."""
     if type(config) not in types:
         expected = " or ".join(_type_name(t) for t in types)
-        raise TypeError(f"config: expected {expected}, got {_type_name(type(config))}")
+        raise TypeError(f"{name}: expected {expected}, got {_type_name(type(config))}")
     return config
 
 
@@ -252,7 +253,7 @@ class S4BlockConfig:
     approximate_gelu: bool = False
 
     def __post_init__(self):
-        _check_config(self.ssm, tuple(_S4_SSMS))
+        _check_config(self.ssm, tuple(_S4_SSMS), "ssm")
         for name in ("prenorm", "approximate_gelu"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
@@ -324,7 +325,7 @@ class MambaBlockConfig:
     norm_epsilon: float = 1e-5
 
     def __post_init__(self):
-        _check_config(self.mixer, (_mamba.Config,))
+        _check_config(self.mixer, (_mamba.Config,), "mixer")
         check_float("norm_epsilon", self.norm_epsilon, positive=True)
 
 
