@@ -63,8 +63,9 @@ class _Spec:
 
 
 def _tm(x, s, e, dtype):
-    """(b, d, l) -> time-major chunk (T, b, d) in dtype; None stays None."""
-    return None if x is None else x[..., s:e].permute(2, 0, 1).to(dtype).contiguous()
+    """(b, d, l) -> time-major chunk (T, b, d) in dtype, a strided view when the dtype matches
+    (elementwise ops read it in place: a transposing copy per chunk costs more); None stays None."""
+    return None if x is None else x[..., s:e].permute(2, 0, 1).to(dtype)
 
 
 def _chunk(X, s, e, sp):
