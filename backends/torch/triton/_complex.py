@@ -191,5 +191,5 @@ def selective_scan_complex(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
             for x in (u, delta, Ar, B, C, D, z, delta_bias, h0)]
     save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in args)
     out, last, _ = _fwd(*args, delta_softplus, fb == "const", fc == "const", gsb, gsc,
-                        CONFIG["chunk"], _block_d(d, gsb, fb, gsc, fc), save)
+                        CONFIG["chunk"], _block_d(d, (gsb, fb), (gsc, fc)), save)
     return (out, torch.view_as_complex(last)) if return_last_state else out

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from . import _liquid_kernels as K
-from ._common import CONFIG, check_device, describe, dummy, next_pow2, pow2_divisor
-from ._selective import _bc, _check, _compute, _or, _reduce_bc, _strides
+from ._common import CONFIG, check_device, describe, dummy, next_pow2
+from ._selective import _bc, _block_d, _check, _compute, _or, _reduce_bc, _strides
 
 _PHI = {"none": 0, "tanh": 1, "lecun": 2}
 
 
-def _block_d(d, forms):
-    m = d
-    for gs, form in forms:
-        if form != "const":
-            m = math.gcd(m, gs)
-    return pow2_divisor(m, CONFIG["block_d"])
 
 
 @torch.library.custom_op("liquidssm::liquid_selective_scan_fwd", mutates_args=())
@@ -179,5 +171,5 @@ def liquid_selective_scan_p(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
             for x in (u, delta, A, B, C, BL, D, z, delta_bias, initial_state)]
     save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in args)
     out, last, _ = _fwd(*args, delta_softplus, degree, lcontract, gsb, gsc, gsl,
-                        CONFIG["chunk"], _block_d(d, ((gsb, fb), (gsc, fc), (gsl, fl))), save)
+                        CONFIG["chunk"], _block_d(d, (gsb, fb), (gsc, fc), (gsl, fl)), save)
     return (out, last) if return_last_state else out

@@ -53,10 +53,11 @@ def _bc(name, X, b, d, n, l, grouped_ok=True):
     raise ValueError(f"{name}: expected shape {forms}, got {describe(X)}")
 
 
-def _block_d(d, gsb, fb, gsc, fc):
-    """Channels per program: a power of two dividing d and every input-dependent group size."""
+def _block_d(d, *forms):
+    """Channels per program: a power of two dividing d and the group size of every
+    input-dependent B / C / BL; forms are (group size, form) pairs from _bc."""
     m = d
-    for gs, form in ((gsb, fb), (gsc, fc)):
+    for gs, form in forms:
         if form != "const":
             m = math.gcd(m, gs)
     return pow2_divisor(m, CONFIG["block_d"])
@@ -247,7 +248,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
             for x in (u, delta, A, B, C, D, z, delta_bias, initial_state)]
     save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in args)
     out, last, _ = _fwd(*args, delta_softplus, gsb, gsc, CONFIG["chunk"],
-                        _block_d(d, gsb, fb, gsc, fc), save)
+                        _block_d(d, (gsb, fb), (gsc, fc)), save)
     return (out, last) if return_last_state else out
 
 
