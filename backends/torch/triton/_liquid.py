@@ -11,8 +11,6 @@ from ._selective import _bc, _block_d, _check, _compute, _or, _reduce_bc, _strid
 _PHI = {"none": 0, "tanh": 1, "lecun": 2}
 
 
-
-
 @torch.library.custom_op("liquidssm::liquid_selective_scan_fwd", mutates_args=())
 def _fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
          C: torch.Tensor, BL: torch.Tensor | None, D: torch.Tensor | None,
