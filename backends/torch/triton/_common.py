@@ -85,3 +85,34 @@ def first_order(a1, b1, a2, b2):
 def dummy(like: torch.Tensor) -> torch.Tensor:
     """A 1-element placeholder passed for absent optional pointers (never read)."""
     return torch.zeros(1, dtype=torch.float32, device=like.device)
+
+
+def register_scan_autograd(fwd, bwd, n_tensors: int, ck_dim: int, name: str) -> None:
+    """The autograd formula of a chunked scan custom op, shared by the real, complex and liquid
+    selective scans.
+
+    fwd(*tensors, *flags, save) -> (out, last_state, checkpoints): n_tensors tensor inputs, the
+    last of them initial_state; checkpoints have ck_dim dims when saved (save=True).
+    bwd(*tensors[:-1], checkpoints, dout, dlast, *flags) -> one gradient per tensor input."""
+
+    def setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:n_tensors - 1], output[2])
+        ctx.flags = inputs[n_tensors:-1]
+        ctx.has_h0 = inputs[n_tensors - 1] is not None
+        ctx.dtypes = [None if x is None else x.dtype for x in inputs[:n_tensors]]
+
+    def backward(ctx, dout, dlast, dck):
+        *saved, ck = ctx.saved_tensors
+        if ck.dim() != ck_dim:
+            raise RuntimeError(f"{name}: the forward ran without saving checkpoints "
+                               "(no input required grad at call time)")
+        if dout is None:
+            dout = torch.zeros_like(saved[0])
+        if dlast is not None:
+            dlast = dlast.contiguous()  # e.g. the stride-0 expand of a sum's gradient
+        grads = bwd(*saved, ck, dout, dlast, *ctx.flags)
+        grads[n_tensors - 1] = grads[n_tensors - 1] if ctx.has_h0 else None
+        out = [None if (g is None or dt is None) else g.to(dt) for g, dt in zip(grads, ctx.dtypes)]
+        return (*out, *([None] * (len(ctx.flags) + 1)))
+
+    fwd.register_autograd(backward, setup_context=setup)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import _complex_kernels as K
-from ._common import CONFIG, check_device, describe, dummy, next_pow2
+from ._common import CONFIG, check_device, describe, dummy, next_pow2, register_scan_autograd
 from ._selective import _block_d, _check, _compute, _or
 
 _CPLX = (torch.complex64, torch.complex128)
@@ -118,31 +118,7 @@ def _reduce(part, X, const):
     return red[:, 0] if X.dim() == 3 else red
 
 
-def _setup(ctx, inputs, output):
-    (u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, const_b, const_c,
-     gsb, gsc, chunk, block_d, save) = inputs
-    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
-    ctx.cfg = (delta_softplus, const_b, const_c, gsb, gsc, chunk, block_d)
-    ctx.has_h0 = initial_state is not None
-    ctx.dtypes = [None if x is None else x.dtype for x in inputs[:9]]
-
-
-def _backward(ctx, dout, dlast, dck):
-    u, delta, A, B, C, D, z, delta_bias, ck = ctx.saved_tensors
-    if ck.dim() != 5:
-        raise RuntimeError("selective_scan: the forward ran without saving checkpoints "
-                           "(no input required grad at call time)")
-    if dout is None:
-        dout = torch.zeros_like(u)
-    if dlast is not None:
-        dlast = dlast.contiguous()  # e.g. the stride-0 expand of a sum's gradient
-    grads = _bwd(u, delta, A, B, C, D, z, delta_bias, ck, dout, dlast, *ctx.cfg)
-    grads[8] = grads[8] if ctx.has_h0 else None
-    out = [None if (gr is None or dt is None) else gr.to(dt) for gr, dt in zip(grads, ctx.dtypes)]
-    return (*out, None, None, None, None, None, None, None, None)
-
-
-_fwd.register_autograd(_backward, setup_context=_setup)
+register_scan_autograd(_fwd, _bwd, 9, 5, "selective_scan")
 
 
 def _bc(name, X, b, d, n, l, cdt):

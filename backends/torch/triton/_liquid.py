@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import _liquid_kernels as K
-from ._common import CONFIG, check_device, describe, dummy, next_pow2
+from ._common import CONFIG, check_device, describe, dummy, next_pow2, register_scan_autograd
 from ._selective import _bc, _block_d, _check, _compute, _or, _reduce_bc, _strides
 
 _PHI = {"none": 0, "tanh": 1, "lecun": 2}
@@ -105,32 +105,8 @@ def _(u, delta, A, B, C, BL, D, z, delta_bias, ck, dout, dlast, delta_softplus, 
             new(d) if delta_bias is not None else new(0), new(b, degree, d, n)]
 
 
-_NIN = 10  # tensor inputs of _fwd: u, delta, A, B, C, BL, D, z, delta_bias, initial_state
-
-
-def _setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:9], output[2])
-    ctx.cfg = inputs[_NIN:_NIN + 9]  # delta_softplus, degree, lcontract, gsb, gsc, gsl, ...
-    ctx.has_h0 = inputs[9] is not None
-    ctx.dtypes = [None if x is None else x.dtype for x in inputs[:_NIN]]
-
-
-def _backward(ctx, dout, dlast, dck):
-    u, delta, A, B, C, BL, D, z, delta_bias, ck = ctx.saved_tensors
-    if ck.dim() != 5:
-        raise RuntimeError("liquid_selective_scan: the forward ran without saving checkpoints "
-                           "(no input required grad at call time)")
-    if dout is None:
-        dout = torch.zeros_like(u)
-    if dlast is not None:
-        dlast = dlast.contiguous()  # e.g. the stride-0 expand of a sum's gradient
-    grads = _bwd(u, delta, A, B, C, BL, D, z, delta_bias, ck, dout, dlast, *ctx.cfg[:8])
-    grads[9] = grads[9] if ctx.has_h0 else None
-    out = [None if (gr is None or dt is None) else gr.to(dt) for gr, dt in zip(grads, ctx.dtypes)]
-    return (*out, *([None] * 9))
-
-
-_fwd.register_autograd(_backward, setup_context=_setup)
+# 10 tensor inputs: u, delta, A, B, C, BL, D, z, delta_bias, initial_state
+register_scan_autograd(_fwd, _bwd, 10, 5, "liquid_selective_scan")
 
 
 def liquid_selective_scan_p(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,

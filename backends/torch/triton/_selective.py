@@ -7,7 +7,15 @@ import math
 import torch
 
 from . import _selective_kernels as K
-from ._common import CONFIG, check_device, describe, dummy, next_pow2, pow2_divisor
+from ._common import (
+    CONFIG,
+    check_device,
+    describe,
+    dummy,
+    next_pow2,
+    pow2_divisor,
+    register_scan_autograd,
+)
 
 _REAL = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -173,31 +181,7 @@ def _or(x, default):
     return default if x is None else x
 
 
-def _setup(ctx, inputs, output):
-    (u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, gsb, gsc, chunk,
-     block_d, save) = inputs
-    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
-    ctx.cfg = (delta_softplus, gsb, gsc, chunk, block_d)
-    ctx.has_h0 = initial_state is not None
-    ctx.dtypes = [None if x is None else x.dtype for x in inputs[:9]]
-
-
-def _backward(ctx, dout, dlast, dck):
-    u, delta, A, B, C, D, z, delta_bias, ck = ctx.saved_tensors
-    if ck.dim() != 4:
-        raise RuntimeError("selective_scan: the forward ran without saving checkpoints "
-                           "(no input required grad at call time)")
-    if dout is None:
-        dout = torch.zeros_like(u)
-    if dlast is not None:
-        dlast = dlast.contiguous()  # e.g. the stride-0 expand of a sum's gradient
-    grads = _bwd(u, delta, A, B, C, D, z, delta_bias, ck, dout, dlast, *ctx.cfg)
-    grads[8] = grads[8] if ctx.has_h0 else None
-    out = [None if (gr is None or dt is None) else gr.to(dt) for gr, dt in zip(grads, ctx.dtypes)]
-    return (*out, None, None, None, None, None, None)
-
-
-_fwd.register_autograd(_backward, setup_context=_setup)
+register_scan_autograd(_fwd, _bwd, 9, 4, "selective_scan")
 
 
 # ------------------------------------------------------------------------------------------------
