@@ -296,15 +296,6 @@ class JaxAdapter(Adapter):
             self._jitted[("primitive", name)] = _jit(self.jax, getattr(self.module, name))
         return self._jitted[("primitive", name)]
 
-    def time_slice(self, x, axis, start, stop):
-        """x[start:stop] along axis by lax.dynamic_slice with a traced start: one compilation
-        per slice length (eager basic slicing compiles once per offset: minutes for L = 300)."""
-        if not hasattr(self, "_slice"):
-            from jax import lax
-
-            self._slice = self.jax.jit(lambda x, s, n, a: lax.dynamic_slice_in_dim(x, s, n, a),
-                                       static_argnums=(2, 3))
-        return self._slice(x, start, stop - start, axis)
 
     def _dtype(self, dtype, cplx):
         jnp = self.jnp

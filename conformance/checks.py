@@ -125,11 +125,9 @@ def _variant_step(adapter, case, fx, arrays, tol):
     state = runner.prefixed(arrays, "state") or runner.prefixed(arrays, "init")
     params, inputs = runner.prefixed(arrays, "param"), runner.prefixed(arrays, "in")
     ys = []
-    take = getattr(adapter, "time_slice", runner.basic_slice)
     for t in range(case.length):
-        tau = inputs.get("timesteps")
-        kw = {"timesteps": take(tau, 1, t, t + 1)[:, 0]} if tau is not None else {}
-        y_t, state = mod.step(cfg, params, state, take(inputs["u"], 1, t, t + 1)[:, 0, ...], **kw)
+        kw = {"timesteps": inputs["timesteps"][:, t]} if "timesteps" in inputs else {}
+        y_t, state = mod.step(cfg, params, state, inputs["u"][:, t, :], **kw)
         ys.append(adapter.to_numpy(y_t))
     assert_close("step outputs", np.stack(ys, axis=1), fx["out/y"], tol, case.length)
     for k, v in runner.prefixed(fx, "out/state").items():
@@ -148,15 +146,10 @@ def _selective_step(adapter, case, fx, arrays, tol):
         state = adapter.asarray(np.zeros((b, d, n)), _state_dtype(arrays))
     outs = []
     update = adapter.primitive("selective_state_update")
-    take = getattr(adapter, "time_slice", runner.basic_slice)
-
-    def at(x, t):  # x[..., t]
-        return take(x, len(x.shape) - 1, t, t + 1)[..., 0]
-
     for t in range(case.length):
         out_t, state = update(
-            state, at(a["u"], t), at(a["delta"], t), a["A"], at(a["B"], t), at(a["C"], t),
-            D=a.get("D"), z=None if "z" not in a else at(a["z"], t),
+            state, a["u"][:, :, t], a["delta"][:, :, t], a["A"], a["B"][..., t], a["C"][..., t],
+            D=a.get("D"), z=None if "z" not in a else a["z"][:, :, t],
             dt_bias=a.get("delta_bias"), dt_softplus=kw.get("delta_softplus", False),
         )
         outs.append(adapter.to_numpy(out_t))

@@ -88,30 +88,22 @@ def loss_outputs(case: Case, api, arrays: dict) -> tuple:
     return tuple(out[k] for k in sorted(out)) if case.kind == "primitive" else (out["y"],)
 
 
-def basic_slice(x, axis: int, start: int, stop: int):
-    """x[start:stop] along `axis` (the default of an api's `time_slice`)."""
-    idx = [slice(None)] * len(x.shape)
-    idx[axis] = slice(start, stop)
-    return x[tuple(idx)]
-
-
-def time_slices(case: Case, arrays: dict, start: int, stop: int, api=None) -> dict:
+def time_slices(case: Case, arrays: dict, start: int, stop: int) -> dict:
     """The inputs of time steps [start, stop) (time axis 1 for diag/liquid scans and variants,
     the last axis for the selective scans, where complex A makes B/C interleave 2 entries per
-    step). Cut by `api.time_slice(x, axis, start, stop)` where the api has one."""
-    take = getattr(api, "time_slice", basic_slice)
+    step)."""
     out = {}
     for key, x in arrays.items():
         name = key.split("/", 1)[1]
         if case.kind == "variant":
             timed = key in ("in/u", "in/timesteps")
-            out[key] = take(x, 1, start, stop) if timed else x
+            out[key] = x[:, start:stop, ...] if timed else x
         elif case.target in ("diag_scan", "liquid_scan"):
-            out[key] = take(x, 1, start, stop) if name in ("a", "b", "c") else x
+            out[key] = x[:, start:stop, ...] if name in ("a", "b", "c") else x
         else:
             if name in ("u", "delta", "z") or (name in ("B", "C", "BL") and len(x.shape) >= 3):
                 k = 2 if name in ("B", "C", "BL") and case.config.get("complex") else 1
-                out[key] = take(x, len(x.shape) - 1, k * start, k * stop)
+                out[key] = x[..., k * start : k * stop]
             else:
                 out[key] = x
     return out
@@ -134,7 +126,7 @@ def chunked(case: Case, api, arrays: dict, pieces: int) -> dict:
         state = prefixed(arrays, "state") or None
         parts = []
         for a, b in bounds:
-            sl = time_slices(case, arrays, a, b, api)
+            sl = time_slices(case, arrays, a, b)
             sl = {k: v for k, v in sl.items() if not k.startswith("state/")}
             if state is not None:
                 sl.update({f"state/{k}": v for k, v in state.items()})
@@ -149,7 +141,7 @@ def chunked(case: Case, api, arrays: dict, pieces: int) -> dict:
     carry = arrays.get(f"in/{carry_key}")
     parts = {}
     for a, b in order:
-        sl = time_slices(case, arrays, a, b, api)
+        sl = time_slices(case, arrays, a, b)
         sl.pop(f"in/{carry_key}", None)
         if carry is not None:
             sl[f"in/{carry_key}"] = carry
