@@ -42,7 +42,7 @@ def test_quick_numpy_rows_tables_and_plots(tmp_path):
     ok = [r for r in rows if r["status"] == "ok"]
     assert ok, rows
     for r in ok:
-        assert set(report.COLUMNS) <= set(r) | {c for c in report.COLUMNS if c not in r}
+        assert set(report.COLUMNS) - {"rel_err"} <= set(r)  # rel_err: peer rows only
         assert 0 < r["p20_ms"] <= r["p50_ms"] <= r["p80_ms"]
         assert r["backend"] == "numpy" and r["device"] == "cpu"
     assert {r["mode"] for r in ok if r["variant"] == "s4d"} >= {"fwd", "step"}
