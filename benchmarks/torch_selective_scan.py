@@ -6,9 +6,10 @@ forward + backward time side by side with mambapy's parallel scan (pure PyTorch,
 
 memory: the bytes allocated by forward + backward beyond the inputs (liquidssm.torch._memory
 PeakMemory, op by op), next to the size of one (b, l, d, n) float32 tensor.
-speed: jobs on the same float32 inputs, softplus(delta + bias) and the silu(z) gate inside the
-timed call for both; the outputs are checked equal to 1e-4 of their scale first. mambapy's
-selective scan is (b, l, d) time-major: the layout change is made outside the timed region.
+speed: both on the same float32 inputs, softplus(delta + bias) and the silu(z) gate inside the
+timed call for both, called alternately; the outputs are checked equal to 1e-4 of their scale
+first. mambapy's selective scan is (b, l, d) time-major: the layout change is made outside the
+timed region.
 """
 
 from __future__ import annotations
@@ -88,7 +89,6 @@ def memory(a):
 
 
 def speed(a):
-    torch.set_num_threads(torch.get_num_threads())
     x = inputs(a.b, a.d, a.n, a.l)
     run, leaves, back = mambapy_job(x)
     with torch.no_grad():
