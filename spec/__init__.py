@@ -1,7 +1,9 @@
 """liquidssm.spec: the NumPy / array-API reference that defines every variant's mathematics.
 
 Variants are modules (`liquidssm.spec.s4d`, ...), each with Config, init, forward, step,
-initial_state (and kernel for the convolutional ones). Primitives are functions:
+initial_state (and kernel for the convolutional ones); so are the blocks around them
+(s4_block, s5_layer, mamba_block; liquid_mamba is its own block) and the models
+(sequence_model, mamba_lm). Primitives are functions:
 diag_scan, liquid_scan (scan.py); selective_scan, selective_state_update, selective_scan_vjp,
 liquid_selective_scan (selective.py). See spec/README.md for the equations.
 """
@@ -11,6 +13,10 @@ import importlib
 SPEC_VERSION = "0.1.0"
 
 VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba")
+#: the composition layer: blocks around the variants and whole models, with the variant
+#: interface (Config, param_shapes, init, initial_state, forward, step)
+BLOCKS = ("s4_block", "s5_layer", "mamba_block")
+MODELS = ("sequence_model", "mamba_lm")
 
 _PRIMITIVES = {
     "diag_scan": "scan",
@@ -22,11 +28,12 @@ _PRIMITIVES = {
     "liquid_selective_scan_vjp": "selective",
 }
 
-__all__ = ["SPEC_VERSION", "VARIANTS", *VARIANTS, *_PRIMITIVES]
+__all__ = ["SPEC_VERSION", "VARIANTS", "BLOCKS", "MODELS", *VARIANTS, *BLOCKS, *MODELS,
+           *_PRIMITIVES]
 
 
 def __getattr__(name):
-    if name in VARIANTS:
+    if name in VARIANTS or name in BLOCKS or name in MODELS:
         return importlib.import_module(f"{__name__}.{name}")
     if name in _PRIMITIVES:
         return getattr(importlib.import_module(f"{__name__}.{_PRIMITIVES[name]}"), name)

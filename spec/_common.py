@@ -24,6 +24,12 @@ __all__ = [
     "to_complex",
     "discretize",
     "causal_fft_conv",
+    "check_seed",
+    "child_seed",
+    "with_prefix",
+    "strip_prefix",
+    "check_config",
+    "shapes_of",
 ]
 
 
@@ -96,6 +102,48 @@ def check_choice(name: str, value, choices: Sequence) -> object:
     if value not in choices:
         raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
     return value
+
+
+def check_seed(seed) -> int:
+    """A seed: a Python int >= 0 (None, bools, floats and negative ints are refused, so that a
+    seed always names one set of weights)."""
+    return check_int("seed", seed, minimum=0)
+
+
+def child_seed(seed: int, k: int) -> int:
+    """The seed of part k of a composite (a block's own layers, a model's layer k):
+    SeedSequence([seed, k]).generate_state(1)[0], an int independent of every other k."""
+    import numpy as np  # init-time only: compute code never calls NumPy
+
+    return int(np.random.SeedSequence([check_seed(seed), k]).generate_state(1)[0])
+
+
+def with_prefix(params: dict, prefix: str) -> dict:
+    """{prefix + name: value} (a submodule's parameters or state inside its parent's dict)."""
+    return {prefix + k: v for k, v in params.items()}
+
+
+def strip_prefix(params: dict, prefix: str) -> dict:
+    """The entries whose name starts with `prefix`, with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def check_config(config, types, name: str = "config"):
+    """config must be an instance of exactly one of `types` (a liquid_s5.Config is not an
+    s5.Config here); a TypeError naming `name` and the expected classes otherwise."""
+    types = types if isinstance(types, tuple) else (types,)
+    if type(config) not in types:
+        expected = " or ".join(f"{t.__module__}.{t.__qualname__}" for t in types)
+        raise TypeError(f"{name}: expected {expected}, got {type(config).__module__}."
+                        f"{type(config).__qualname__} ({config!r})")
+    return config
+
+
+def shapes_of(module, config) -> dict:
+    """{name: shape} of module's parameters for config: its param_shapes, or init's shapes."""
+    if hasattr(module, "param_shapes"):
+        return dict(module.param_shapes(config))
+    return {k: tuple(v.shape) for k, v in module.init(config, 0).items()}
 
 
 def complex_dtype(xp, real_dtype):

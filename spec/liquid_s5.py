@@ -25,7 +25,6 @@ import numpy as np
 
 from . import nn, s5
 from ._common import check_choice, check_int
-from .s5 import LayerConfig
 from .scan import liquid_scan
 
 __all__ = [
@@ -35,9 +34,6 @@ __all__ = [
     "initial_state",
     "step",
     "param_shapes",
-    "LayerConfig",
-    "layer_init",
-    "layer_forward",
 ]
 
 LCONTRACTS = ("none", "tanh", "lecun")
@@ -128,16 +124,3 @@ def step(config: Config, params, state, u_t, *, timesteps=None):
     if state is None:
         raise TypeError("state: expected a dict from initial_state or forward, got None")
     return s5._step_via_forward(forward, config, params, state, u_t, timesteps)
-
-
-def layer_init(config: LayerConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """As s5.layer_init, with the Liquid-S5 SSM parameters."""
-    s5._check_layer(config, Config)
-    return s5._layer_init(config, init, seed)
-
-
-def layer_forward(config: LayerConfig, params, u, *, state=None, return_state=False,
-                  timesteps=None):
-    """The S5 layer (s5.layer_forward) around the Liquid-S5 SSM."""
-    s5._check_layer(config, Config)
-    return s5._layer_forward(config, forward, params, u, state, return_state, timesteps)

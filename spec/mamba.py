@@ -1,4 +1,5 @@
-"""The Mamba (S6) mixer, its residual model and a Mamba language model (state-spaces/mamba).
+"""The Mamba (S6) mixer (state-spaces/mamba mamba_simple.Mamba); its residual block is
+spec/mamba_block.py and the language model spec/mamba_lm.py.
 
 Mixer, for u (batch, L, d_model), d = d_inner = expand d_model, N = d_state, r = dt_rank,
 K = d_conv, layout (b, d, L) inside:
@@ -10,31 +11,22 @@ K = d_conv, layout (b, d, L) inside:
     out      = out_proj(y)
 x[t] for t < 0 comes from the cache: conv_state (b, d, K) holds the last K pre-conv inputs x
 (zeros at the start), ssm_state (b, d, N) the scan's state h.
-
-Residual model (mamba_ssm MixerModel with rms_norm=True, d_intermediate=0), on hidden states:
-    x_0 = u;  x_{i+1} = x_i + mixer_i(rms_norm(x_i, layers.i.norm.weight));
-    out = rms_norm(x_n, norm_f.weight)
-(mamba's Add -> RMSNorm -> Mixer block ordering computes exactly this sum.)
-Language model: u = embedding[tokens]; logits = model(u) @ W^T, W = lm_head.weight if given,
-else the embedding (tied). Parameter names are mamba_ssm's state_dict names.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import array_api_compat
 import numpy as np
 
 from ._common import check_array, check_choice, check_float, check_int, namespace
-from .nn import linear, rms_norm, silu
+from .nn import linear, silu
 from .selective import selective_scan, selective_state_update
 
 __all__ = [
     "Config", "param_shapes", "init", "initial_state", "forward", "step",
-    "LMConfig", "model_param_shapes", "model_initial_state", "model_forward", "model_step",
-    "lm_init", "lm_forward", "lm_step",
 ]
 
 
@@ -292,174 +284,3 @@ def step(config: Config, params, state, u_t):
         C[..., 0], params["D"], z=z[..., 0], dt_bias=params["dt_proj.bias"], dt_softplus=True)
     out = linear(y, params["out_proj.weight"], params.get("out_proj.bias"))
     return out, {"conv_state": conv_state, "ssm_state": h}
-
-
-# --------------------------------------------------------------------------------------------
-# Residual model and language model
-
-
-@dataclass(frozen=True)
-class LMConfig:
-    """A Mamba LM as mamba_ssm's MambaConfig with rms_norm=True, d_intermediate=0,
-    tie_embeddings=True: the vocabulary is padded up to a multiple of pad_vocab_size_multiple;
-    ssm_cfg holds the mixer's Config fields other than d_model."""
-
-    d_model: int
-    n_layer: int
-    vocab_size: int
-    ssm_cfg: dict = field(default_factory=dict)
-    norm_epsilon: float = 1e-5
-    pad_vocab_size_multiple: int = 8
-
-    def __post_init__(self):
-        check_int("n_layer", self.n_layer)
-        check_int("vocab_size", self.vocab_size)
-        check_int("pad_vocab_size_multiple", self.pad_vocab_size_multiple)
-        check_float("norm_epsilon", self.norm_epsilon, positive=True)
-        fields = set(Config.__dataclass_fields__) - {"d_model"}
-        if not isinstance(self.ssm_cfg, dict) or not set(self.ssm_cfg) <= fields:
-            raise ValueError(f"ssm_cfg: expected a dict with keys among {sorted(fields)}, "
-                             f"got {self.ssm_cfg!r}")
-        _ = self.mixer  # validates d_model and the ssm_cfg values
-
-    @property
-    def mixer(self) -> Config:
-        return Config(d_model=self.d_model, **self.ssm_cfg)
-
-    @property
-    def padded_vocab_size(self) -> int:
-        m = self.pad_vocab_size_multiple
-        return -(-self.vocab_size // m) * m
-
-
-def model_param_shapes(config: LMConfig) -> dict[str, tuple[int, ...]]:
-    """layers.{i}.mixer.<mixer names>, layers.{i}.norm.weight, norm_f.weight (MixerModel)."""
-    _check_config(config, LMConfig)
-    shapes, mixer = {}, param_shapes(config.mixer)
-    for i in range(config.n_layer):
-        shapes.update({f"layers.{i}.mixer.{k}": s for k, s in mixer.items()})
-        shapes[f"layers.{i}.norm.weight"] = (config.d_model,)
-    shapes["norm_f.weight"] = (config.d_model,)
-    return shapes
-
-
-def model_initial_state(config: LMConfig, batch: int) -> dict[str, np.ndarray]:
-    """layers.{i}.conv_state, layers.{i}.ssm_state: each layer's mixer cache (zeros)."""
-    _check_config(config, LMConfig)
-    one = initial_state(config.mixer, batch)
-    return {f"layers.{i}.{k}": v.copy() for i in range(config.n_layer) for k, v in one.items()}
-
-
-def _layer_state(state, i):
-    return None if state is None else {k: state[f"layers.{i}.{k}"]
-                                       for k in ("conv_state", "ssm_state")}
-
-
-def _check_model_state(config, state, batch):
-    if state is not None:
-        m = config.mixer
-        shapes = {}
-        for i in range(config.n_layer):
-            shapes[f"layers.{i}.conv_state"] = (batch, m.d_inner, m.d_conv)
-            shapes[f"layers.{i}.ssm_state"] = (batch, m.d_inner, m.d_state)
-        _check_state(state, shapes)
-
-
-def model_forward(config: LMConfig, params, u, *, state=None, return_state=False):
-    """Residual stack on hidden states u (batch, L, d_model) -> rms_norm(x_n, norm_f.weight)
-    (module docstring), and the per-layer caches if return_state."""
-    _check_config(config, LMConfig)
-    check_array("u", u, ("batch", "length", config.d_model))
-    _check_params(params, model_param_shapes(config))
-    _check_model_state(config, state, u.shape[0])
-    mixer, eps, x, new = config.mixer, config.norm_epsilon, u, {}
-    for i in range(config.n_layer):
-        h = rms_norm(x, params[f"layers.{i}.norm.weight"], eps)
-        res = forward(mixer, _sub(params, f"layers.{i}.mixer."), h,
-                      state=_layer_state(state, i), return_state=return_state)
-        if return_state:
-            res, s = res
-            new.update({f"layers.{i}.{k}": v for k, v in s.items()})
-        x = x + res
-    out = rms_norm(x, params["norm_f.weight"], eps)
-    return (out, new) if return_state else out
-
-
-def model_step(config: LMConfig, params, state, u_t):
-    """One position of model_forward: u_t (batch, d_model) -> (y_t, new_state)."""
-    _check_config(config, LMConfig)
-    check_array("u_t", u_t, ("batch", config.d_model))
-    _check_params(params, model_param_shapes(config))
-    _check_model_state(config, state, u_t.shape[0])
-    mixer, eps, x, new = config.mixer, config.norm_epsilon, u_t, {}
-    for i in range(config.n_layer):
-        h = rms_norm(x, params[f"layers.{i}.norm.weight"], eps)
-        y, s = step(mixer, _sub(params, f"layers.{i}.mixer."), _layer_state(state, i), h)
-        new.update({f"layers.{i}.{k}": v for k, v in s.items()})
-        x = x + y
-    return rms_norm(x, params["norm_f.weight"], eps), new
-
-
-def lm_init(config: LMConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """MambaLMHeadModel's parameters under its names with the "backbone." prefix (no lm_head:
-    tied). As published: mixers as `init`, then Linear biases zero except dt_proj.bias,
-    out_proj.weight U(+-1/sqrt(d_inner)) / sqrt(n_layer), embedding N(0, 0.02^2), norms 1."""
-    _check_config(config, LMConfig)
-    rng, mixer = _rng(seed), config.mixer
-    p = {"backbone.embedding.weight": rng.normal(0.0, 0.02, (config.padded_vocab_size,
-                                                             config.d_model))}
-    for i in range(config.n_layer):
-        layer = _init_mixer(mixer, rng)
-        for k in ("in_proj.bias", "out_proj.bias"):
-            if k in layer:
-                layer[k] = np.zeros_like(layer[k])
-        layer["out_proj.weight"] = layer["out_proj.weight"] / math.sqrt(config.n_layer)
-        p.update({f"backbone.layers.{i}.mixer.{k}": v for k, v in layer.items()})
-        p[f"backbone.layers.{i}.norm.weight"] = np.ones(config.d_model)
-    p["backbone.norm_f.weight"] = np.ones(config.d_model)
-    return p
-
-
-def _embed(config, params, tokens, name):
-    if not hasattr(tokens, "shape") or not hasattr(tokens, "dtype"):
-        raise TypeError(f"{name}: expected an integer array, got {type(tokens).__name__}")
-    xp = namespace(tokens)
-    if not xp.isdtype(tokens.dtype, "integral"):
-        raise TypeError(f"{name}: expected an integer dtype, got {tokens.dtype}")
-    check_array("params['backbone.embedding.weight']", params.get(
-        "backbone.embedding.weight"), (config.padded_vocab_size, config.d_model))
-    E = params["backbone.embedding.weight"]
-    flat = xp.take(E, xp.reshape(tokens, (-1,)), axis=0)
-    return xp.reshape(flat, tuple(tokens.shape) + (config.d_model,))
-
-
-def _logits(config, params, h):
-    W = params.get("lm_head.weight", params["backbone.embedding.weight"])
-    check_array("params['lm_head.weight']", W, (config.padded_vocab_size, config.d_model))
-    return linear(h, W)
-
-
-def lm_forward(config: LMConfig, params, tokens, *, state=None, return_state=False):
-    """tokens (batch, L) integers in [0, padded_vocab_size) -> logits (batch, L,
-    padded_vocab_size); the cache (model_forward's) if return_state."""
-    if len(getattr(tokens, "shape", ())) != 2:
-        raise ValueError(f"tokens: expected an integer array of shape (batch, length), got "
-                         f"{getattr(tokens, 'shape', type(tokens).__name__)}")
-    _check_config(config, LMConfig)
-    u = _embed(config, params, tokens, "tokens")
-    res = model_forward(config, _sub(params, "backbone."), u, state=state,
-                        return_state=return_state)
-    if return_state:
-        return _logits(config, params, res[0]), res[1]
-    return _logits(config, params, res)
-
-
-def lm_step(config: LMConfig, params, state, token):
-    """token (batch,) integers -> (logits (batch, padded_vocab_size), new_state)."""
-    if len(getattr(token, "shape", ())) != 1:
-        raise ValueError(f"token: expected an integer array of shape (batch,), got "
-                         f"{getattr(token, 'shape', type(token).__name__)}")
-    _check_config(config, LMConfig)
-    h, new = model_step(config, _sub(params, "backbone."), state,
-                        _embed(config, params, token, "token"))
-    return _logits(config, params, h), new

@@ -1,4 +1,4 @@
-"""S5: a MIMO diagonal state space layer (lindermanlab/S5), and the S5 sequence layer.
+"""S5: a MIMO diagonal state space layer (lindermanlab/S5); its sequence layer is spec/s5_layer.py.
 
 One complex diagonal state of P' modes is shared by all H channels (P' = P/2 with conj_sym,
 P' = P without). With Lambda = Lambda_re + i Lambda_im (P',), Btilde (P', H), Ctilde (H, P'):
@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import nn
 from ._common import (
     check_array,
     check_choice,
@@ -51,18 +50,10 @@ __all__ = [
     "step",
     "param_shapes",
     "hippo_n",
-    "LayerConfig",
-    "layer_init",
-    "layer_forward",
 ]
 
 C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
 DISCRETIZATIONS = ("zoh", "bilinear")
-ACTIVATIONS = ("full_glu", "half_glu1", "half_glu2", "gelu")
-NORMS = ("batch", "layer")
-#: epsilons of flax's nn.LayerNorm and nn.BatchNorm (the published layer)
-LAYER_NORM_EPS = 1e-6
-BATCH_NORM_EPS = 1e-5
 #: jax.nn.initializers.truncated_normal: N(0, 1) truncated to [-2, 2], rescaled to unit variance
 _TRUNC_STD = 0.87962566103423978
 
@@ -370,113 +361,3 @@ def step(config: Config, params, state, u_t, *, timesteps=None):
     if state is None:
         raise TypeError("state: expected a dict from initial_state or forward, got None")
     return _step_via_forward(forward, config, params, state, u_t, timesteps)
-
-
-# ----------------------------------------------------------------------------------------------
-# the S5 sequence layer (lindermanlab/S5 layers.py SequenceLayer, inference form)
-
-
-@dataclass(frozen=True)
-class LayerConfig:
-    """S5 layer: ssm is an s5.Config (or liquid_s5.Config, used with liquid_s5.layer_forward).
-    Defaults from run_train.py: half_glu1, prenorm, BatchNorm; flax's tanh-approximate GELU."""
-
-    ssm: Config
-    activation: str = "half_glu1"
-    prenorm: bool = True
-    norm: str = "batch"
-    approximate_gelu: bool = True
-
-    def __post_init__(self):
-        if not isinstance(self.ssm, Config):
-            raise TypeError(f"ssm: expected an s5 or liquid_s5 Config, got {self.ssm!r}")
-        check_choice("activation", self.activation, ACTIVATIONS)
-        check_choice("norm", self.norm, NORMS)
-        _check_bool("prenorm", self.prenorm)
-        _check_bool("approximate_gelu", self.approximate_gelu)
-
-
-def _layer_shapes(config: LayerConfig) -> dict[str, tuple[int, ...]]:
-    H = config.ssm.d_model
-    shapes = {"norm_weight": (H,), "norm_bias": (H,)}
-    if config.norm == "batch":
-        shapes.update(norm_mean=(H,), norm_var=(H,))
-    if config.activation == "full_glu":
-        shapes.update(out1_weight=(H, H), out1_bias=(H,))
-    if config.activation != "gelu":
-        shapes.update(out2_weight=(H, H), out2_bias=(H,))
-    return shapes
-
-
-def _layer_init(config: LayerConfig, ssm_init, seed: int) -> dict[str, np.ndarray]:
-    params = ssm_init(config.ssm, seed)
-    rng = np.random.default_rng([seed, 1])
-    H = config.ssm.d_model
-    for name, shape in _layer_shapes(config).items():
-        if name.endswith("_weight") and name.startswith("out"):  # flax Dense: lecun, (out, in)
-            params[name] = _lecun(rng, (H, H)).T
-        elif name in ("norm_weight", "norm_var"):
-            params[name] = np.ones(shape)
-        else:
-            params[name] = np.zeros(shape)
-    return params
-
-
-def _layer_forward(config, ssm_forward, params, u, state, return_state, timesteps):
-    """skip = u; [norm]; SSM; activation; + skip; [norm if not prenorm]. Dropout = identity.
-
-    full_glu:  g = gelu(x); x = out1(g) * sigmoid(out2(g))
-    half_glu1: g = gelu(x); x = g * sigmoid(out2(g))
-    half_glu2: x = x * sigmoid(out2(gelu(x)))
-    gelu:      x = gelu(x)
-    """
-    _check_params(params, _layer_shapes(config))
-
-    def norm(x):
-        if config.norm == "layer":
-            return nn.layer_norm(x, params["norm_weight"], params["norm_bias"], LAYER_NORM_EPS)
-        return nn.batch_norm(
-            x, params["norm_mean"], params["norm_var"], params["norm_weight"],
-            params["norm_bias"], BATCH_NORM_EPS,
-        )
-
-    x = norm(u) if config.prenorm else u
-    out = ssm_forward(
-        config.ssm, params, x, state=state, return_state=return_state, timesteps=timesteps
-    )
-    x, new_state = out if return_state else (out, None)
-    g = nn.gelu(x, approximate=config.approximate_gelu)
-    if config.activation == "full_glu":
-        x = nn.linear(g, params["out1_weight"], params["out1_bias"]) * nn.sigmoid(
-            nn.linear(g, params["out2_weight"], params["out2_bias"])
-        )
-    elif config.activation == "half_glu1":
-        x = g * nn.sigmoid(nn.linear(g, params["out2_weight"], params["out2_bias"]))
-    elif config.activation == "half_glu2":
-        x = x * nn.sigmoid(nn.linear(g, params["out2_weight"], params["out2_bias"]))
-    else:
-        x = g
-    x = u + x
-    if not config.prenorm:
-        x = norm(x)
-    return (x, new_state) if return_state else x
-
-
-def _check_layer(config, ssm_cls):
-    if not isinstance(config, LayerConfig):
-        raise TypeError(f"config: expected an s5.LayerConfig, got {type(config).__name__}")
-    _check_config(config.ssm, ssm_cls)
-
-
-def layer_init(config: LayerConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """SSM params (init) + norm_weight/bias (ones/zeros), norm_mean/var (zeros/ones, batch norm),
-    out1/out2 weight (H, H) lecun-normal, bias zeros, as the activation needs."""
-    _check_layer(config, Config)
-    return _layer_init(config, init, seed)
-
-
-def layer_forward(config: LayerConfig, params, u, *, state=None, return_state=False,
-                  timesteps=None):
-    """The S5 layer on u (batch, L, H) -> (batch, L, H); state/timesteps go to the SSM."""
-    _check_layer(config, Config)
-    return _layer_forward(config, forward, params, u, state, return_state, timesteps)
