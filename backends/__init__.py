@@ -23,6 +23,9 @@ BACKENDS = {
 
 #: the public names every backend exports (checked by the conformance suite)
 VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba")
+#: the composition layer (spec/README.md): blocks around the variants, and whole models
+BLOCKS = ("s4_block", "s5_layer", "mamba_block")
+MODELS = ("sequence_model", "mamba_lm")
 PRIMITIVES = (
     "diag_scan",
     "liquid_scan",
@@ -61,6 +64,6 @@ def backend() -> str:
 def __getattr__(name):
     if name in BACKENDS:
         return importlib.import_module(BACKENDS[name][0])
-    if name in VARIANTS or name in PRIMITIVES:
+    if name in VARIANTS or name in BLOCKS or name in MODELS or name in PRIMITIVES:
         return getattr(importlib.import_module(BACKENDS[backend()][0]), name)
     raise AttributeError(f"module 'liquidssm' has no attribute {name!r}")

@@ -11,11 +11,16 @@ from liquidssm.spec import (  # noqa: F401
     liquid_scan,
     liquid_selective_scan,
     mamba,
+    mamba_block,
+    mamba_lm,
     s4,
+    s4_block,
     s4d,
     s5,
+    s5_layer,
     selective_scan,
     selective_state_update,
+    sequence_model,
 )
 
 name = "numpy"

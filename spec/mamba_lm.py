@@ -29,7 +29,7 @@ from ._common import check_bool, check_float, check_int, check_seed, with_prefix
 from .s4_block import check_params
 
 __all__ = ["Config", "param_shapes", "init", "initial_state", "forward", "step",
-           "sequence_config", "sequence_names", "published_names"]
+           "sequence_config", "sequence_names", "published_names", "takes_tokens"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,11 @@ def _check(config):
     if not isinstance(config, Config):
         raise TypeError(f"config: expected a liquidssm.spec.mamba_lm.Config, got "
                         f"{type(config).__name__} ({config!r})")
+
+
+def takes_tokens(config: Config) -> bool:
+    """Always True: the input is token ids."""
+    return True
 
 
 def sequence_config(config: Config) -> sequence_model.Config:

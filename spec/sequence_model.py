@@ -54,7 +54,7 @@ from .nn import layer_norm, linear, rms_norm
 from .s4_block import check_params
 
 __all__ = ["Config", "LAYERS", "param_shapes", "init", "initial_state", "forward", "step",
-           "layer_config", "layer_module", "embed"]
+           "layer_config", "layer_module", "embed", "takes_tokens"]
 
 #: variant -> the spec module of its residual layer
 LAYERS = {"s4d": "s4_block", "s4": "s4_block", "liquid_s4": "s4_block", "s5": "s5_layer",
@@ -139,6 +139,12 @@ def _check(config):
     if not isinstance(config, Config):
         raise TypeError(f"config: expected a liquidssm.spec.sequence_model.Config, got "
                         f"{type(config).__name__} ({config!r})")
+
+
+def takes_tokens(config: Config) -> bool:
+    """True when the input is integer tokens (vocab_size given), False for real features."""
+    _check(config)
+    return config.tokens
 
 
 def layer_module(config: Config):

@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 
 import jax.scipy.special
-from liquidssm._bind import bind_variant, map_arrays
+from liquidssm import BLOCKS, MODELS
+from liquidssm._bind import bind, map_arrays
 from liquidssm.spec import _dispatch
 from liquidssm.spec import selective as _spec_selective
 
@@ -57,8 +58,8 @@ def params_to_spec(params):
 
 def __getattr__(attr):
     """Variant modules are bound on first access (the spec modules are imported then)."""
-    if attr in VARIANTS:
-        mod = bind_variant(importlib.import_module(f"liquidssm.spec.{attr}"), fw, __name__)
+    if attr in VARIANTS or attr in BLOCKS or attr in MODELS:
+        mod = bind(importlib.import_module(f"liquidssm.spec.{attr}"), fw, __name__)
         globals()[attr] = mod
         return mod
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

@@ -24,6 +24,8 @@ def _complex_of(real_dtype):
 
 class JaxFramework:
     name = "jax"
+    array_type = jax.Array  # tracers under jit / grad are jax.Array instances too
+    array_type_name = "jax.Array"
 
     def from_numpy(self, x, *, dtype=None, device=None):
         """x as a jax array; floating x in `dtype` (default float32; complex x in the complex

@@ -13,10 +13,9 @@ import importlib
 
 import torch
 
-from .. import VARIANTS
-from .._bind import bind_variant
+from .. import BLOCKS, MODELS, VARIANTS
+from .._bind import bind
 from ..spec import _dispatch
-from . import modules as nn  # noqa: F401  (nn.Module classes: liquidssm.torch.nn.S4D, ...)
 from . import scans as _scans
 from . import selective as _selective
 from ._framework import FRAMEWORK, TorchFramework, from_params, to_params
@@ -36,25 +35,20 @@ for _name in ("diag_scan", "liquid_scan", "selective_scan", "selective_state_upd
 _dispatch.register("torch", "erf", torch.special.erf)
 
 
-def _bind(variant):
-    """liquidssm.torch.<variant>, or None while the spec module does not exist yet."""
-    try:
-        spec_module = importlib.import_module(f"liquidssm.spec.{variant}")
-    except ModuleNotFoundError as err:
-        if err.name != f"liquidssm.spec.{variant}":
-            raise
-        return None
-    return bind_variant(spec_module, FRAMEWORK, __name__)
-
-
-for _variant in VARIANTS:
-    _module = _bind(_variant)
-    if _module is not None:
-        globals()[_variant] = _module
+for _name in (*VARIANTS, *BLOCKS, *MODELS):
+    globals()[_name] = bind(importlib.import_module(f"liquidssm.spec.{_name}"), FRAMEWORK,
+                            __name__)
 
 __all__ = [
     "name", "TorchFramework", "FRAMEWORK", "to_params", "from_params", "implementation",
     "diag_scan", "liquid_scan", "selective_scan", "selective_state_update",
     "liquid_selective_scan",
-    *[v for v in VARIANTS if v in globals()],
+    *VARIANTS, *BLOCKS, *MODELS,
 ]
+
+
+def __getattr__(attr):
+    """liquidssm.torch.nn (the nn.Module classes) is imported on first use."""
+    if attr == "nn":
+        return importlib.import_module(f"{__name__}.nn")
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

@@ -21,6 +21,8 @@ class TorchFramework:
     """`Framework` (liquidssm._bind) for torch tensors."""
 
     name = "torch"
+    array_type = torch.Tensor
+    array_type_name = "torch.Tensor"
 
     def from_numpy(self, x, *, dtype=None, device=None):
         """Tensor from a NumPy array: real floating -> `dtype` (default float32), complex -> the
