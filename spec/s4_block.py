@@ -124,6 +124,7 @@ def check_params(params, shapes: dict) -> dict:
 
 def feedforward(params: dict, z, *, approximate_gelu: bool = False):
     """GLU(Linear(GELU(z))): z (..., H) -> (..., H)."""
+    check_bool("approximate_gelu", approximate_gelu)
     W, b = params["output_linear.weight"], params["output_linear.bias"]
     return glu(linear(gelu(z, approximate=approximate_gelu), W, b))
 
@@ -132,6 +133,7 @@ def residual(params: dict, u, sublayer, *, prenorm: bool = True, eps: float = LA
     """u + sublayer(LN(u)) (prenorm) or LN(u + sublayer(u)) (postnorm); u (..., H); LN with
     params "norm.weight", "norm.bias". `sublayer` returns an array or (array, state); the
     result is y or (y, state) accordingly."""
+    check_bool("prenorm", prenorm)
     w, b = params["norm.weight"], params["norm.bias"]
     out = sublayer(layer_norm(u, w, b, eps) if prenorm else u)
     z, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())

@@ -26,8 +26,9 @@ default_rng(child_seed(seed, n_layers)): the embedding ~ N(0, 0.02^2) (mamba_ssm
 the encoder's weight then bias ~ U(+-1/sqrt(d_input)); then the decoder's weight then bias
 ~ U(+-1/sqrt(d_model)), or the untied lm_head ~ U(+-1/sqrt(d_model)) (torch.nn.Linear's
 default); norm_f weight 1, bias 0.
-State (heads "sequence" and "lm" stream; "pool" sees the whole sequence): {"layers.{i}.<key>":
-layer i's state}.
+State (heads "sequence" and "lm" stream; "pool" sees the whole sequence, and so do the
+non-causal liquid_s4 kernels pb / kb and bidirectional S5 layers): {"layers.{i}.<key>": layer
+i's state}; a state passed in must hold exactly those keys.
 """
 
 from __future__ import annotations
@@ -152,10 +153,20 @@ def layer_module(config: Config):
     return _spec(LAYERS[config.layer])
 
 
+def _check_fields(name, given, cls, exclude):
+    fields = set(cls.__dataclass_fields__) - set(exclude)
+    if not set(given) <= fields:
+        raise ValueError(f"{name}: expected a dict with keys among {sorted(fields)} (the fields "
+                         f"of {cls.__module__}.{cls.__qualname__} it sets), got {given!r}")
+
+
 def layer_config(config: Config):
     """The Config of every layer: the block's Config around the variant's."""
-    variant = _spec(config.layer).Config(d_model=config.d_model, **config.ssm)
-    name = LAYERS[config.layer]
+    name, cls = LAYERS[config.layer], _spec(config.layer).Config
+    _check_fields("ssm", config.ssm, cls, ("d_model",))
+    if name != "liquid_mamba":
+        _check_fields("block", config.block, _spec(name).Config, ("ssm", "mixer"))
+    variant = cls(d_model=config.d_model, **config.ssm)
     if name == "s4_block":
         return _spec(name).Config(ssm=variant, **config.block)
     if name == "s5_layer":
@@ -235,6 +246,28 @@ def _check_streams(config, what):
     if not config.streams:
         raise ValueError(f"{what}: head='pool' averages over the whole sequence and has no "
                          "recurrent state; expected head 'sequence' or 'lm'")
+    variant = layer_config(config)
+    variant = getattr(variant, "ssm", variant)  # the S4 block's / S5 layer's variant
+    if getattr(variant, "liquid_kernel", "scan") != "scan":
+        raise ValueError(f"{what}: layer={config.layer!r} with liquid_kernel="
+                         f"{variant.liquid_kernel!r} is a whole-sequence (non-causal) kernel "
+                         "with no recurrent state; use liquid_kernel='scan' to stream")
+    if getattr(variant, "bidirectional", False):
+        raise ValueError(f"{what}: a bidirectional {config.layer} layer cannot stream (its "
+                         "reverse recursion needs the whole sequence)")
+
+
+def _check_state(config, state):
+    """state must be a dict with exactly initial_state's keys (missing and unexpected named);
+    the layers check the shapes."""
+    keys = set(initial_state(config, 1))
+    if not isinstance(state, dict):
+        raise TypeError(f"state: expected a dict with the keys {sorted(keys)}, got "
+                        f"{type(state).__name__}")
+    missing, extra = sorted(keys - set(state)), sorted(set(state) - keys)
+    if missing or extra:
+        raise ValueError(f"state: expected exactly the keys of initial_state(config, batch), "
+                         f"got missing {missing} and unexpected {extra}")
 
 
 def embed(config: Config, params, tokens, name: str, ndim: int):
@@ -279,7 +312,9 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     _check(config)
     check_bool("return_state", return_state)
     if state is not None or return_state:
-        _check_streams(config, "state")
+        _check_streams(config, "state" if state is not None else "return_state")
+    if state is not None:
+        _check_state(config, state)
     check_params(params, param_shapes(config))
     x = _input(config, params, u, "tokens" if config.tokens else "u", 2 if config.tokens else 3)
     module, lcfg, new = layer_module(config), layer_config(config), {}
@@ -301,9 +336,7 @@ def step(config: Config, params, state, u_t):
     _check(config)
     _check_streams(config, "step")
     check_params(params, param_shapes(config))
-    if not isinstance(state, dict):
-        raise TypeError(f"state: expected a dict (initial_state's keys), got "
-                        f"{type(state).__name__}")
+    _check_state(config, state)
     x = _input(config, params, u_t, "token" if config.tokens else "u_t", 1 if config.tokens else 2)
     module, lcfg, new = layer_module(config), layer_config(config), {}
     for i in range(config.n_layers):

@@ -1,4 +1,5 @@
-"""Liquid-S5 specification: p = 1 is S5, levels = brute-force expansion, streaming, layer."""
+"""Liquid-S5 specification: p = 1 is S5, levels = brute-force expansion, streaming
+(the S5 layer: test_s5_layer.py)."""
 
 import itertools
 import math
@@ -278,15 +279,3 @@ def test_forward_under_array_api_strict():
     )
     ref = liquid_s5.forward(cfg, p, u, timesteps=tau)
     np.testing.assert_allclose(np.asarray(y), ref, atol=1e-13)
-
-
-def test_layer_wraps_liquid_ssm():
-    lc = s5.LayerConfig(_cfg(liquid_degree=2), activation="half_glu2", norm="layer")
-    p = liquid_s5.layer_init(lc, seed=1)
-    u = _u()
-    y = liquid_s5.layer_forward(lc, p, u)
-    g = liquid_s5.forward(lc.ssm, p, s5.nn.layer_norm(u, eps=1e-6))
-    gate = s5.nn.gelu(g, approximate=True) @ p["out2_weight"].T + p["out2_bias"]
-    np.testing.assert_allclose(y, u + g / (1 + np.exp(-gate)), rtol=1e-12, atol=1e-12)
-    with pytest.raises(TypeError, match="config: expected liquidssm.spec.s5.Config"):
-        s5.layer_forward(lc, p, u)

@@ -1,4 +1,5 @@
-"""Tests of the Mamba mixer, its residual model and the Mamba LM (liquidssm.spec.mamba)."""
+"""Tests of the Mamba mixer (liquidssm.spec.mamba); its block and LM: test_mamba_block.py,
+test_mamba_lm.py."""
 
 import math
 
@@ -170,83 +171,3 @@ def test_bad_inputs_name_the_argument():
         mamba.step(CFG, p, mamba.initial_state(CFG, B), u)
     with pytest.raises(TypeError, match="config: expected a liquidssm.spec.mamba.Config"):
         mamba.forward({"d_model": 4}, p, u)
-
-
-# ---------------------------------------------------------------------------------------------
-# Residual model and language model
-
-LMC = mamba.LMConfig(d_model=M, n_layer=2, vocab_size=11, ssm_cfg={"d_state": 3})
-
-
-def test_lm_config():
-    assert LMC.padded_vocab_size == 16 and LMC.mixer == mamba.Config(d_model=M, d_state=3)
-    assert mamba.LMConfig(d_model=768, n_layer=24, vocab_size=50277).padded_vocab_size == 50280
-    with pytest.raises(ValueError, match="ssm_cfg: expected a dict with keys among"):
-        mamba.LMConfig(d_model=4, n_layer=1, vocab_size=5, ssm_cfg={"d_stat": 3})
-    with pytest.raises(ValueError, match="d_state"):
-        mamba.LMConfig(d_model=4, n_layer=1, vocab_size=5, ssm_cfg={"d_state": 0})
-
-
-def test_lm_init_names_and_published_rescaling():
-    p = mamba.lm_init(LMC, seed=1)
-    shapes = {"backbone." + k: s for k, s in mamba.model_param_shapes(LMC).items()}
-    shapes["backbone.embedding.weight"] = (16, M)
-    assert {k: v.shape for k, v in p.items()} == shapes
-    assert "backbone.layers.1.mixer.A_log" in p and "backbone.norm_f.weight" in p
-    assert np.abs(p["backbone.layers.0.mixer.out_proj.weight"]).max() <= 8**-0.5 / math.sqrt(2)
-    biased = mamba.LMConfig(d_model=M, n_layer=1, vocab_size=4, ssm_cfg={"bias": True})
-    q = mamba.lm_init(biased)
-    np.testing.assert_array_equal(q["backbone.layers.0.mixer.in_proj.bias"], 0.0)
-    assert np.all(q["backbone.layers.0.mixer.dt_proj.bias"] != 0)
-
-
-def _lm_oracle(config, p, tokens):
-    """MixerModel's Add -> RMSNorm -> Mixer ordering, then norm_f and the tied head."""
-    def norm(x, w):
-        return x / np.sqrt(np.mean(x * x, -1, keepdims=True) + 1e-5) * w
-
-    E = p["backbone.embedding.weight"]
-    hidden, residual = E[tokens], None
-    for i in range(config.n_layer):
-        pre = f"backbone.layers.{i}."
-        residual = hidden if residual is None else hidden + residual
-        mix = {k[len(pre + "mixer."):]: v for k, v in p.items() if k.startswith(pre + "mixer.")}
-        hidden = mamba.forward(config.mixer, mix, norm(residual, p[pre + "norm.weight"]))
-    return norm(hidden + residual, p["backbone.norm_f.weight"]) @ E.T
-
-
-def test_lm_forward_matches_mixer_model_and_steps():
-    p = mamba.lm_init(LMC, seed=2)
-    tokens = np.array([[1, 5, 10, 0, 3, 3, 7], [2, 2, 9, 4, 6, 1, 0]])
-    logits, final = mamba.lm_forward(LMC, p, tokens, return_state=True)
-    assert logits.shape == (2, 7, 16)
-    np.testing.assert_allclose(logits, _lm_oracle(LMC, p, tokens), rtol=1e-12, atol=1e-14)
-    _, state = mamba.lm_forward(LMC, p, tokens[:, :3], return_state=True)
-    steps = []
-    for t in range(3, 7):
-        lt, state = mamba.lm_step(LMC, p, state, tokens[:, t])
-        steps.append(lt)
-    np.testing.assert_allclose(np.stack(steps, 1), logits[:, 3:], rtol=1e-12, atol=1e-13)
-    for k in final:
-        np.testing.assert_allclose(state[k], final[k], rtol=1e-12, atol=1e-14)
-    head = np.random.default_rng(0).normal(size=(16, M))
-    untied = mamba.lm_forward(LMC, {**p, "lm_head.weight": head}, tokens)
-    hidden = np.linalg.lstsq(p["backbone.embedding.weight"], logits[0].T, rcond=None)[0].T
-    np.testing.assert_allclose(untied[0], hidden @ head.T, rtol=1e-8, atol=1e-10)
-
-
-def test_model_chunked_and_errors():
-    p = {k[len("backbone."):]: v for k, v in mamba.lm_init(LMC).items()}
-    u = _u(seed=3, length=5)
-    y = mamba.model_forward(LMC, p, u)
-    y1, s = mamba.model_forward(LMC, p, u[:, :2], state=mamba.model_initial_state(LMC, B),
-                                return_state=True)
-    y2 = mamba.model_forward(LMC, p, u[:, 2:], state=s)
-    np.testing.assert_allclose(np.concatenate([y1, y2], 1), y, rtol=1e-12, atol=1e-14)
-    lp = mamba.lm_init(LMC)
-    with pytest.raises(TypeError, match="tokens: expected an integer dtype"):
-        mamba.lm_forward(LMC, lp, np.zeros((1, 3)))
-    with pytest.raises(ValueError, match=r"tokens: expected an integer array of shape"):
-        mamba.lm_forward(LMC, lp, np.zeros(3, dtype=np.int64))
-    with pytest.raises(ValueError, match="state: expected a key 'layers.1.conv_state'"):
-        mamba.model_forward(LMC, p, u, state={k: v for k, v in s.items() if "1.conv" not in k})

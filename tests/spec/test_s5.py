@@ -1,4 +1,5 @@
-"""S5 specification: init, forward against an explicit loop, timesteps, streaming, layer."""
+"""S5 specification: init, forward against an explicit loop, timesteps, streaming
+(the S5 layer: test_s5_layer.py)."""
 
 import math
 
@@ -404,71 +405,3 @@ def test_forward_float32_stays_float32():
     assert y.dtype == np.float32
     # float32 round-off over 6 steps of a (3 x 4) system: measured ~2e-6 relative
     np.testing.assert_allclose(y, s5.forward(cfg, p, u), rtol=1e-4, atol=1e-4)
-
-
-# ---------------------------------------------------------------------------------- layer
-
-
-def _gelu_tanh(x):
-    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
-
-
-def _sig(x):
-    return 1 / (1 + np.exp(-x))
-
-
-def _layer_reference(lc, p, u):
-    def norm(x):
-        if lc.norm == "layer":
-            m = x.mean(-1, keepdims=True)
-            v = ((x - m) ** 2).mean(-1, keepdims=True)
-            return (x - m) / np.sqrt(v + 1e-6) * p["norm_weight"] + p["norm_bias"]
-        return (x - p["norm_mean"]) / np.sqrt(p["norm_var"] + 1e-5) * p["norm_weight"] + p[
-            "norm_bias"
-        ]
-
-    x = norm(u) if lc.prenorm else u
-    x, _ = reference(lc.ssm, p, x)
-    g = _gelu_tanh(x)
-    if lc.activation == "full_glu":
-        gate = _sig(g @ p["out2_weight"].T + p["out2_bias"])
-        x = (g @ p["out1_weight"].T + p["out1_bias"]) * gate
-    elif lc.activation == "half_glu1":
-        x = g * _sig(g @ p["out2_weight"].T + p["out2_bias"])
-    elif lc.activation == "half_glu2":
-        x = x * _sig(g @ p["out2_weight"].T + p["out2_bias"])
-    else:
-        x = g
-    x = u + x
-    return x if lc.prenorm else norm(x)
-
-
-@pytest.mark.parametrize("activation", s5.ACTIVATIONS)
-@pytest.mark.parametrize("norm, prenorm", [("batch", True), ("layer", True), ("layer", False)])
-def test_layer_matches_composition(activation, norm, prenorm):
-    lc = s5.LayerConfig(_cfg(), activation=activation, norm=norm, prenorm=prenorm)
-    p = s5.layer_init(lc, seed=2)
-    rng = np.random.default_rng(7)
-    p = {k: v + 0.2 * rng.standard_normal(v.shape) for k, v in p.items()}
-    p["norm_var"] = np.abs(p.get("norm_var", np.ones(3))) + 0.5
-    p["Lambda_re"] = -np.abs(p["Lambda_re"])
-    u = _u()
-    np.testing.assert_allclose(
-        s5.layer_forward(lc, p, u), _layer_reference(lc, p, u), rtol=1e-11, atol=1e-11
-    )
-
-
-def test_layer_init_and_streaming():
-    lc = s5.LayerConfig(_cfg(), activation="full_glu", norm="layer")
-    p = s5.layer_init(lc)
-    assert p["out1_weight"].shape == (3, 3) and not p["out2_bias"].any()
-    assert "norm_mean" not in p and np.all(p["norm_weight"] == 1)
-    u = _u()
-    y = s5.layer_forward(lc, p, u)
-    y1, st = s5.layer_forward(lc, p, u[:, :2], return_state=True)
-    y2 = s5.layer_forward(lc, p, u[:, 2:], state=st)
-    np.testing.assert_allclose(np.concatenate([y1, y2], 1), y, rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match="activation"):
-        s5.LayerConfig(_cfg(), activation="relu")
-    with pytest.raises(ValueError, match="norm_bias"):
-        s5.layer_forward(lc, {k: v for k, v in p.items() if k != "norm_bias"}, u)
