@@ -206,10 +206,10 @@ def save(path, config, params: dict, *, dtype=np.float32) -> Path:
     arrays = {k: _to_numpy(f"params[{k!r}]", v) for k, v in params.items()}
     _check_tensors(lambda k: "params", arrays, shapes_of(module, config),
                    f"param_shapes({type(config).__module__}.Config)")
+    text = json.dumps({VERSION_KEY: FORMAT_VERSION, **config_to_dict(config)}, indent=2)
     save_file = _safetensors().numpy.save_file
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({VERSION_KEY: FORMAT_VERSION, **config_to_dict(config)}, indent=2)
     (path / CONFIG_FILE).write_text(text + "\n")
     save_file({k: np.ascontiguousarray(v, dtype=dt) for k, v in arrays.items()},
               str(path / WEIGHTS_FILE), metadata={VERSION_KEY: str(FORMAT_VERSION)})
@@ -238,7 +238,7 @@ def load(path, *, dtype=np.float64):
         raise ValueError(f"{cfg_file}: expected a JSON object, got {type(raw).__name__}")
     if MODULE_KEY in raw:
         config, tensors, source = _load_liquidssm(path, cfg_file, raw)
-        hint = f"{cfg_file}"
+        hint = str(cfg_file)
     elif "model_type" in raw:
         config, tensors, source = _load_transformers(path, cfg_file, raw)
         hint = f"{cfg_file} (transformers MambaForCausalLM)"
