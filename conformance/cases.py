@@ -114,6 +114,12 @@ def _variant_cases() -> list[Case]:
         _v("liquid_s4", "kb-s4-p3-lecun-L7-b1", 1, 7,
            {**s4, "base": "s4", "liquid_kernel": "kb", "liquid_degree": 3, "lcontract": "lecun",
             "allcombs": False}, 8, streaming=False),
+        # pb with the s4 base (its true C from the dense system), the published kb product
+        _v("liquid_s4", "pb-s4-p2-L16-b1", 1, 16,
+           {**s4, "base": "s4", "liquid_kernel": "pb", "liquid_degree": 2}, 8, streaming=False),
+        _v("liquid_s4", "kb-s4d-p2-published-L16-b2", 2, 16,
+           {**s4d, "base": "s4d", "liquid_kernel": "kb", "liquid_degree": 2,
+            "kb_convolution": "published"}, 12, streaming=False),
         # S5: conj_sym on/off, bidirectional (whole-sequence), irregular timesteps
         _v("s5", "zoh-L1-b1", 1, 1, s5, 12),
         _v("s5", "zoh-L7-b2", 2, 7, s5, 12, state=True),

@@ -12,14 +12,20 @@ scan (causal, S4D base): the exact truncation at degree p, levels m = 0..p-1 (`l
 pb, kb (the published whole-sequence kernels, S4 or S4D base): y = base(u) + sum_{q=2..p} term_q,
     s = 2 Re sum_n BbarL_n  (the sum over all N conjugate-expanded modes, real)
     v_q = input products (below), w_q = flip_time(phi(v_q))
-    pb: term_q[t] = 2 Re(sum_n C_n Bbar_n) s^(2^(q-1) - 1) w_q[t]
-    kb: term_q = (s^(q-1) K) * w_q  (causal linear convolution with the base kernel K)
+    pb: term_q[t] = 2 Re(sum_n conj(C_n) Bbar_n) s^(2^(q-1) - 1) w_q[t]
+    kb: term_q = (s^(q-1) K) * w_q, K the base kernel (H, L), "*" per kb_convolution:
+        linear:    the causal linear convolution, (K * w)[t] = sum_{j<=t} K[j] w[t-j]
+        published: irfft(rfft(w, 2L) fft(K, L+1), 2L)[:L]  (two frequency grids, as published)
+C is the C of y = 2 Re(C x) + D u: the C parameter for the s4d base, and for the s4 base the
+first half of s4.dense's C_full = Ct_full (I - Abar^M)^-1 (not the stored C-tilde). The conj
+is the published convention: its liquid term reads the layer's C, the conjugate of its kernel's.
 Input products: allcombs=False: v_2[t] = u[t] u[t-1], v_q[t] = v_{q-1}[t] v_{q-1}[t-1] (u[-1] = 0);
 allcombs=True: n_q = the smallest n with C(n, q) >= L (n_q = L if none), the q-subsets of the
 positions L-n_q..L-1 in lexicographic order, the last L of them; v_q[j] = prod_{i in subset j} u[i],
 zero-padded at the end when fewer than L subsets exist. These kernels are not causal (the time
-flip): `step` and states are refused for them. For the s4 base C is the C-tilde parameter and
-Bbar uses the diagonal part Lambda only (as the published code).
+flip): `step` and states are refused for them. For the s4 base Bbar, BbarL use the diagonal
+part Lambda only (bilinear, as the published code), and init does not clip B (base_config sets
+s4.Config.B_clip = None, as raminmh/liquid-s4's `nplr`).
 """
 
 from __future__ import annotations
@@ -31,14 +37,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import s4, s4d
-from ._common import check_choice, check_int, discretize, namespace
+from ._common import check_choice, check_int, complex_dtype, discretize, namespace
 from .nn import lcontract as _lcontract
 from .s4d import check_input, check_step_input, get_param, get_state
 from .scan import liquid_scan
 
 __all__ = [
     "Config", "init", "forward", "step", "initial_state", "kernel", "base_config",
-    "input_products", "allcombs_indices",
+    "input_products", "allcombs_indices", "published_kb_product",
 ]
 
 
@@ -46,7 +52,7 @@ __all__ = [
 class Config:
     """Base model fields (init / discretization None: the base's default), liquid fields:
     base (s4 | s4d), liquid_kernel (pb | kb | scan), liquid_degree p >= 1, lcontract
-    (none | tanh | lecun), allcombs, tied."""
+    (none | tanh | lecun), allcombs, tied, kb_convolution (linear | published; kb only)."""
 
     d_model: int
     d_state: int = 64
@@ -56,6 +62,7 @@ class Config:
     lcontract: str = "none"
     allcombs: bool = True
     tied: bool = True
+    kb_convolution: str = "linear"
     init: str | None = None
     discretization: str | None = None
     dt_min: float = 1e-3
@@ -69,6 +76,7 @@ class Config:
         check_choice("liquid_kernel", self.liquid_kernel, ("pb", "kb", "scan"))
         check_int("liquid_degree", self.liquid_degree)
         check_choice("lcontract", self.lcontract, ("none", "tanh", "lecun"))
+        check_choice("kb_convolution", self.kb_convolution, ("linear", "published"))
         for name in ("allcombs", "tied"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
@@ -90,8 +98,8 @@ def base_config(config: Config):
         kw["init"] = config.init
     if config.discretization is not None:
         kw["discretization"] = config.discretization
-    if config.base == "s4":
-        return s4.Config(rank=config.rank, l_max=config.l_max, **kw)
+    if config.base == "s4":  # no B clip: raminmh/liquid-s4's nplr has none
+        return s4.Config(rank=config.rank, l_max=config.l_max, B_clip=None, **kw)
     return s4d.Config(**kw)
 
 
@@ -100,8 +108,9 @@ def _module(config):
 
 
 def init(config: Config, seed: int = 0) -> dict:
-    """The base model's parameters; untied adds BL_re, BL_im (H, n), initialised as copies of
-    B_re, B_im (so an untied model starts equal to the tied one)."""
+    """The base model's parameters (the s4 base without the B clip: base_config sets
+    B_clip=None, as raminmh/liquid-s4); untied adds BL_re, BL_im (H, n), initialised as copies
+    of B_re, B_im (so an untied model starts equal to the tied one)."""
     params = _module(config).init(base_config(config), seed)
     if not config.tied:
         params["BL_re"], params["BL_im"] = params["B_re"].copy(), params["B_im"].copy()
@@ -115,16 +124,18 @@ def kernel(config: Config, params: dict, length: int):
 
 def _liquid_coefficients(config, params, dtype):
     """(Abar, Bbar, BbarL, C) (H, n) complex; Abar is None for the s4 base (not diagonal), whose
-    Bbar, BbarL use the diagonal part Lambda only (bilinear)."""
+    Bbar, BbarL use the diagonal part Lambda only (bilinear) and whose C is the true C (the first
+    half of s4.dense's C_full = Ct_full (I - Abar^M)^-1), not the stored C-tilde."""
     H, n = config.d_model, config.d_state // 2
     cfg = base_config(config)
     if config.base == "s4d":
         dt, A, B, C, _ = s4d.continuous(cfg, params, dtype)
         Abar, Bbar = discretize(A, B, dt, cfg.discretization)
     else:
-        dt, A, _, B, C, _ = s4._params(cfg, params, dtype)
+        dt, A, _, B, _, _ = s4._params(cfg, params, dtype)
         dt = dt[:, None]
         Abar, Bbar = None, discretize(A, B, dt, cfg.discretization)[1]
+        C = s4.dense(cfg, params, dtype)[2][:, : n]
     if config.tied:
         return Abar, Bbar, Bbar, C
     xp = namespace(C)
@@ -205,15 +216,32 @@ def forward(config: Config, params: dict, u, *, state=None, return_state=False):
     if config.liquid_kernel == "kb":
         K = xp.astype(module.kernel(cfg, params, u.shape[1]), u.dtype)
     else:
-        cb = 2 * xp.real(xp.sum(C * Bbar, axis=-1))  # (H,)
+        cb = 2 * xp.real(xp.sum(xp.conj(C) * Bbar, axis=-1))  # (H,)
     extra = xp.zeros_like(uT)
     for q in range(2, p + 1):
         w = xp.flip(_lcontract(input_products(uT, q, config.allcombs), config.lcontract), axis=-1)
         if config.liquid_kernel == "pb":
             extra = extra + (cb * s ** (2 ** (q - 1) - 1))[:, None] * w
-        else:
+        elif config.kb_convolution == "linear":
             extra = extra + s4d.causal_fft_conv(w, s[:, None] ** (q - 1) * K)
+        else:
+            extra = extra + published_kb_product(w, s[:, None] ** (q - 1) * K)
     return y + xp.permute_dims(extra, (0, 2, 1))
+
+
+def published_kb_product(w, K):
+    """The published kb frequency-grid product (kb_convolution="published"): w (..., H, L) real,
+    K (H, L) real -> irfft(rfft(w, n=2L) * fft(K, n=L+1), n=2L)[..., :L].
+    The L+1 bins of rfft(w, 2L) lie at frequencies k / (2L), those of the complex fft of K at
+    k / (L+1): their product is no convolution of w and K; irfft reads it as the half spectrum of
+    a real signal (the imaginary parts of bins 0 and L are dropped). This is the published
+    `irfft(rfft(u_corr, n=L_kernel+L) * fft(k_b, n=(L_kernel+L)//2+1), n=L_kernel+L)[..., :L]`
+    with L_kernel = L."""
+    xp = namespace(w, K)
+    L = w.shape[-1]
+    cdt = complex_dtype(xp, w.dtype)
+    Kf = xp.fft.fft(xp.astype(K, cdt), n=L + 1)
+    return xp.fft.irfft(xp.fft.rfft(w, n=2 * L) * Kf, n=2 * L)[..., :L]
 
 
 def step(config: Config, params: dict, state: dict, u_t):

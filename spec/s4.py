@@ -50,7 +50,8 @@ __all__ = ["Config", "init", "forward", "step", "initial_state", "kernel", "dens
 
 @dataclass(frozen=True)
 class Config:
-    """As s4d.Config plus rank (of P) and l_max (the length M that C-tilde refers to).
+    """As s4d.Config plus rank (of P), l_max (the length M that C-tilde refers to) and B_clip
+    (init: Im B clipped to [-B_clip, B_clip]; 2.0 as state-spaces/s4, None: no clip).
     S4 is HiPPO-LegS initialised (init="legs") and bilinear (discretization="bilinear")."""
 
     d_model: int
@@ -62,6 +63,7 @@ class Config:
     mode: str = "conv"
     rank: int = 1
     l_max: int = 1024
+    B_clip: float | None = 2.0
 
     def __post_init__(self):
         check_int("d_model", self.d_model)
@@ -72,6 +74,7 @@ class Config:
         check_dt_range(self.dt_min, self.dt_max)
         check_int("rank", self.rank)
         check_int("l_max", self.l_max)
+        hippo.check_b_clip(self.B_clip)
 
 
 def _shapes(H, n, r):
@@ -248,12 +251,13 @@ def step(config: Config, params: dict, state: dict, u_t):
 
 
 def init(config: Config, seed: int = 0) -> dict:
-    """HiPPO-LegS NPLR (hippo.nplr): Lambda, P = V^* P_legs, B = V^* B_legs, tiled over H;
-    log dt ~ U[log dt_min, log dt_max]; C complex standard normal, stored as C-tilde =
-    C (I - Abar^M) (the published code converts C the same way before its first kernel);
-    D ~ N(0, 1)."""
+    """HiPPO-LegS NPLR (hippo.nplr): Lambda, P = V^* P_legs, B = V^* B_legs with Im B clipped
+    to [-config.B_clip, config.B_clip] (2.0, as state-spaces/s4; None: no clip, as
+    raminmh/liquid-s4), tiled over H; log dt ~ U[log dt_min, log dt_max]; C complex standard
+    normal, stored as C-tilde = C (I - Abar^M) (the published code converts C the same way
+    before its first kernel); D ~ N(0, 1)."""
     H, n, r = config.d_model, config.d_state // 2, config.rank
-    Lam, P, B, _ = hippo.nplr(config.d_state, r)
+    Lam, P, B, _ = hippo.nplr(config.d_state, r, B_clip=config.B_clip)
     rng = np.random.default_rng(seed)
     log_dt = init_log_dt(rng, H, config.dt_min, config.dt_max)
     C = rng.normal(0.0, math.sqrt(0.5), (2, H, n))

@@ -45,3 +45,25 @@ def test_nplr_extra_ranks_are_zero():
 def test_nplr_odd_state_size_is_refused():
     with pytest.raises(ValueError, match="d_state"):
         hippo.nplr(5)
+
+
+def test_nplr_b_clip_clips_the_imaginary_part_of_the_transformed_b():
+    # state-spaces/s4 nplr(..., B_clip=2.0): B = V^* B, then Im B clamped to [-2, 2]
+    Lam, Pt, Bt, V = hippo.nplr(8)
+    _, B, _ = hippo.legs(8)
+    np.testing.assert_allclose(Bt, V.conj().T @ B, atol=1e-12)  # default: no clip
+    np.testing.assert_allclose(Bt[0].imag, -5.154, atol=5e-4)
+    Lc, Pc, Bc, Vc = hippo.nplr(8, B_clip=2.0)
+    np.testing.assert_array_equal(Bc.real, Bt.real)
+    np.testing.assert_array_equal(Bc.imag, np.clip(Bt.imag, -2.0, 2.0))
+    assert Bc[0].imag == -2.0 and np.sum(np.abs(Bt.imag) > 2) == 1  # only B[0] is clipped
+    for a, b in ((Lc, Lam), (Pc, Pt), (Vc, V)):
+        np.testing.assert_array_equal(a, b)  # Lambda, P and V are not clipped
+    np.testing.assert_array_equal(hippo.nplr(8, B_clip=0.0)[2].imag, 0.0)
+
+
+@pytest.mark.parametrize("clip,err", [(-1.0, ValueError), (float("nan"), ValueError),
+                                      ("2", TypeError), (True, TypeError)])
+def test_nplr_bad_b_clip(clip, err):
+    with pytest.raises(err, match="B_clip: expected None or a float >= 0"):
+        hippo.nplr(8, B_clip=clip)

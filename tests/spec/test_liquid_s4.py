@@ -4,8 +4,8 @@ import math
 import array_api_strict as xps
 import numpy as np
 import pytest
+from liquidssm.spec import hippo, s4, s4d
 from liquidssm.spec import liquid_s4 as ls
-from liquidssm.spec import s4, s4d
 
 H, N, B = 2, 4, 2
 
@@ -141,51 +141,133 @@ def _published_products(u, q, allcombs):
     return np.pad(v, [(0, 0), (0, 0), (0, L - v.shape[-1])])
 
 
-def _published_liquid(cfg, p, u):
-    """The published PB/KB additions (dB outer-product iteration over conjugate-expanded modes,
-    time flip), with the liquid coefficient s taken from BbarL and KB as a direct convolution."""
+def _published_layer(cfg, p, seed=11):
+    """The published layer (raminmh/liquid-s4 `SSKernel`) behind the spec parameters p: its
+    construction-time tensors (dt (H,), w, B, C (H, n)) and the parameters p' of the same model.
+    diag: the layer keeps C; its kernel's C parameter is conj(C) (`_resolve_conj`) = the spec's C.
+    nplr: the layer keeps a C0 (drawn here); the kernel holds conj(C0), which `_setup_C` rewrites
+    in place to conj(C0)_full (I - dA^L) (first half), L = l_max: p' stores that C-tilde."""
+    dt = np.exp(p["log_dt"])
     if cfg.base == "s4d":
-        _, Bbar, BbarL, C = _diag_system(cfg, p)
-    else:
-        Lam = -np.exp(p["log_Lambda_real"]) + 1j * p["Lambda_imag"]
-        dt = np.exp(p["log_dt"])[:, None]
-        Bbar = dt * (p["B_re"] + 1j * p["B_im"]) / (1 - dt * Lam / 2)
-        BbarL = Bbar if cfg.tied else dt * (p["BL_re"] + 1j * p["BL_im"]) / (1 - dt * Lam / 2)
-        C = p["C_re"] + 1j * p["C_im"]
+        w = -np.exp(p["log_A_real"]) + 1j * p["A_imag"]
+        return (dt, w, p["B_re"] + 1j * p["B_im"], np.conj(p["C_re"] + 1j * p["C_im"])), p
+    w = -np.exp(p["log_Lambda_real"]) + 1j * p["Lambda_imag"]
+    Bw = p["B_re"] + 1j * p["B_im"]
+    rng = np.random.default_rng(seed)
+    C0 = rng.normal(size=(H, N // 2)) + 1j * rng.normal(size=(H, N // 2))
     full = lambda x: np.concatenate([x, x.conj()], -1)  # noqa: E731
-    dB, dBL, dC = full(Bbar), full(BbarL), full(C)
-    uT = u.transpose(0, 2, 1)
+    P = p["P_re"] + 1j * p["P_im"]  # (r, H, n)
+    Ct = np.zeros_like(C0)
+    for h in range(H):  # the dense bilinear dA of diag(w) - P P^*, by plain matrix algebra
+        Pf = full(P[:, h])  # (r, N)
+        A = np.diag(full(w[h])) - Pf.T @ Pf.conj()
+        I = np.eye(N)
+        dA = np.linalg.solve(I - dt[h] / 2 * A, I + dt[h] / 2 * A)
+        c = full(np.conj(C0[h]))
+        Ct[h] = (c - c @ np.linalg.matrix_power(dA, cfg.l_max))[: N // 2]
+    return (dt, w, Bw, C0), {**p, "C_re": Ct.real, "C_im": Ct.imag}
+
+
+def _published_output(cfg, p, layer, u):
+    """The published S4.forward (liquid part and the D skip, no output layers) as written in
+    raminmh/liquid-s4 `src/models/sequence/ss/s4.py`, in NumPy, with L_kernel = L: kb adds
+    rfft(u_corr, 2L) * fft(k_b, L + 1) to the spectrum before the one irfft(., 2L); polyb adds
+    Re(dCB) * u_corr after it. The liquid coefficient of an untied model (no published
+    counterpart) replaces sum(dB) by sum(dBL)."""
+    dt, w, Bw, Cw = layer
+    full = lambda x: np.concatenate([x, x.conj()], -1)  # noqa: E731
+    uT = u.transpose(0, 2, 1)  # (B, H, L)
     L = uT.shape[-1]
-    K = ls.kernel(cfg, p, L)
-    kb, extra = K.astype(complex), np.zeros_like(uT)
+
+    def bilinear_B(b):  # dB = dt * diag_embed(1 / (1 - dt w / 2)) @ B over the full modes
+        diag = np.stack([np.diag(1 / (1 - 0.5 * dt[h] * full(w)[h])) for h in range(H)])
+        return dt[:, None] * np.einsum("hab,hb->ha", diag, full(b))
+
+    dB = bilinear_B(Bw)
+    dBL = dB if cfg.tied else bilinear_B(p["BL_re"] + 1j * p["BL_im"])
+    k = ls.kernel(cfg, p, L)[None]  # (channels = 1, H, L)
+    y_sum = np.fft.rfft(uT, n=2 * L) * np.fft.rfft(k, n=2 * L)
+    k_b, kb_linear = k, 0
     for q in range(2, cfg.liquid_degree + 1):
-        w = np.flip(_phi(_published_products(uT, q, cfg.allcombs), cfg.lcontract), -1)
-        if cfg.liquid_kernel == "pb":
-            # published: dB <- (dB[:, :, None] * dB[:, None, :]).sum(2) = dB * sum(dB)
-            sL = np.sum(dBL, -1, keepdims=True)
-            dB, dBL = dB * sL, dBL * sL
-            extra += w * np.sum(dC * dB, -1).real[:, None]
-        else:
-            kb = kb * np.sum(full(BbarL), -1)[:, None]
-            extra += np.stack([[np.convolve(w[b, h], kb[h].real)[:L] for h in range(H)]
-                               for b in range(B)])
-    return extra.transpose(0, 2, 1)
+        if cfg.liquid_kernel != "kb":
+            break
+        k_b = np.sum(k_b[:, :, None, :] * dBL[None, :, :, None], axis=2)  # Kbar times sum(dB)
+        u_corr = np.flip(_phi(_published_products(uT, q, cfg.allcombs), cfg.lcontract), -1)
+        if cfg.kb_convolution == "published":
+            y_sum = y_sum + np.fft.rfft(u_corr, n=2 * L) * np.fft.fft(k_b, n=(2 * L) // 2 + 1)
+        else:  # the spec's deliberate fix: a direct causal convolution
+            kb_linear = kb_linear + np.stack([[np.convolve(u_corr[b, h], k_b[0, h].real)[:L]
+                                               for h in range(H)] for b in range(B)])
+    y = np.fft.irfft(y_sum, n=2 * L)[..., :L] + kb_linear + p["D"][:, None] * uT
+    if cfg.liquid_kernel == "pb":
+        dC = full(Cw)
+        for q in range(2, cfg.liquid_degree + 1):
+            u_corr = np.flip(_phi(_published_products(uT, q, cfg.allcombs), cfg.lcontract), -1)
+            sL = np.sum(dBL, -1)  # the published (dB[:, :, None] * dB[:, None, :]).sum(2)
+            dB, dBL = dB * sL[:, None], dBL * sL[:, None]
+            dCB = np.sum(dC * dB, -1)  # contract("abc,bc->ab", dC, dB), channels = 1
+            y = y + (u_corr * dCB[:, None]).real  # .float() of a complex tensor: its real part
+    return y.transpose(0, 2, 1)
 
 
 @pytest.mark.parametrize("base", ["s4d", "s4"])
-@pytest.mark.parametrize("kind", ["pb", "kb"])
+@pytest.mark.parametrize("kind,conv", [("pb", "linear"), ("kb", "linear"), ("kb", "published")])
 @pytest.mark.parametrize("allcombs,tied,lcontract", [(True, True, "none"), (False, True, "tanh"),
                                                      (True, False, "lecun")])
-def test_pb_kb_reproduce_published_semantics(base, kind, allcombs, tied, lcontract):
+def test_pb_kb_reproduce_the_published_layer(base, kind, conv, allcombs, tied, lcontract):
     L = 8
+    # bilinear: the published liquid coefficients always use the bilinear dB (difference 4)
     cfg = ls.Config(H, N, base=base, liquid_kernel=kind, liquid_degree=3, allcombs=allcombs,
-                    tied=tied, lcontract=lcontract, l_max=L)
-    p = _params(cfg)
+                    tied=tied, lcontract=lcontract, l_max=L, kb_convolution=conv,
+                    discretization="bilinear")
+    layer, p = _published_layer(cfg, _params(cfg))
     u = np.random.default_rng(6).normal(size=(B, L, H))
+    want = _published_output(cfg, p, layer, u)
     base_y = (s4 if base == "s4" else s4d).forward(ls.base_config(cfg), p, u)
-    extra = _published_liquid(cfg, p, u)
-    assert np.max(np.abs(extra)) > 1e-3
-    np.testing.assert_allclose(ls.forward(cfg, p, u), base_y + extra, rtol=0, atol=1e-12)
+    assert np.max(np.abs(want - base_y)) > 1e-2  # the liquid terms are visible
+    np.testing.assert_allclose(ls.forward(cfg, p, u), want, rtol=0, atol=1e-12)
+
+
+def test_pb_coefficient_is_conjugate_and_true_c():
+    """The PB coefficient 2 Re sum conj(C) Bbar with the s4 base's true C (not C-tilde), against
+    the alternatives the spec used to compute, so that the test fails if either comes back."""
+    L = 8
+    u = np.random.default_rng(12).normal(size=(B, L, H))
+    for base in ("s4d", "s4"):
+        cfg = ls.Config(H, N, base=base, liquid_kernel="pb", liquid_degree=2, l_max=L,
+                        discretization="bilinear")
+        layer, p = _published_layer(cfg, _params(cfg))
+        extra = ls.forward(cfg, p, u) - s4d.forward(ls.base_config(cfg), p, u) if base == "s4d" \
+            else ls.forward(cfg, p, u) - s4.forward(ls.base_config(cfg), p, u)
+        dt, w, Bw, Cw = layer
+        Bbar = dt[:, None] * Bw / (1 - dt[:, None] * w / 2)
+        s = 2 * np.sum(Bbar, -1).real
+        w2 = np.flip(_published_products(u.transpose(0, 2, 1), 2, True), -1)
+        Cp = p["C_re"] + 1j * p["C_im"]  # the kernel's C (s4d) / C-tilde (s4) parameter
+        wrong = [Cp] if base == "s4d" else [Cp, np.conj(Cp), np.conj(Cw)]
+        for C, ok in [(Cw, True)] + [(c, False) for c in wrong]:
+            cb = 2 * np.sum(C * Bbar, -1).real * s
+            err = np.max(np.abs(extra - (cb[:, None] * w2).transpose(0, 2, 1)))
+            assert (err < 1e-12) if ok else (err > 1e-3), (base, ok, err)
+
+
+def test_kb_convolutions_differ_and_linear_is_causal():
+    """"published" is not a convolution: it differs from "linear" and leaks the future of w
+    into the past; published_kb_product equals its FFT formula."""
+    rng = np.random.default_rng(13)
+    L = 6
+    w, K = rng.normal(size=(B, H, L)), rng.normal(size=(H, L))
+    direct = np.stack([[np.convolve(w[b, h], K[h])[:L] for h in range(H)] for b in range(B)])
+    np.testing.assert_allclose(s4d.causal_fft_conv(w, K), direct, rtol=0, atol=1e-12)
+    pub = ls.published_kb_product(w, K)
+    want = np.fft.irfft(np.fft.rfft(w, 2 * L) * np.fft.fft(K.astype(complex), L + 1), 2 * L)
+    np.testing.assert_allclose(pub, want[..., :L], rtol=0, atol=1e-12)
+    assert np.max(np.abs(pub - direct)) > 1e-2
+    w2 = w.copy()
+    w2[..., -1] += 1.0  # a change at the last step moves every earlier output of "published"
+    assert np.all(np.abs(ls.published_kb_product(w2, K) - pub)[..., :-1] > 1e-6)
+    np.testing.assert_allclose(s4d.causal_fft_conv(w2, K)[..., :-1], direct[..., :-1], rtol=0,
+                               atol=1e-12)
 
 
 @pytest.mark.parametrize("base", ["s4d", "s4"])
@@ -235,6 +317,8 @@ def test_whole_sequence_kernels_refuse_streaming():
         ({"lcontract": "relu"}, ValueError, "lcontract"),
         ({"tied": 1}, TypeError, "tied"),
         ({"allcombs": "yes"}, TypeError, "allcombs"),
+        ({"kb_convolution": "circular"}, ValueError, "kb_convolution"),
+        ({"liquid_kernel": "kb", "kb_convolution": None}, ValueError, "kb_convolution"),
         ({"base": "s5"}, ValueError, "base"),
         ({"base": "s4", "liquid_kernel": "pb", "discretization": "zoh"}, ValueError,
          "discretization"),
@@ -253,6 +337,18 @@ def test_config_validation(kwargs, err, match):
         ls.Config(H, **kwargs)
 
 
+def test_s4_base_init_does_not_clip_b():
+    """raminmh/liquid-s4's nplr has no B_clip: the s4 base's B is hippo.nplr's unclipped V^* B
+    (at N = 8, Im B[0] = -5.154), while s4.init clips it to [-2, 2]."""
+    cfg = ls.Config(H, 8, base="s4", liquid_kernel="pb")
+    p = ls.init(cfg)
+    _, _, Bt, _ = hippo.nplr(8)
+    np.testing.assert_allclose(p["B_re"] + 1j * p["B_im"], np.tile(Bt, (H, 1)), rtol=0,
+                               atol=1e-14)
+    assert np.min(p["B_im"]) < -5 and ls.base_config(cfg).B_clip is None
+    assert np.min(s4.init(s4.Config(H, 8))["B_im"]) == -2.0
+
+
 def test_untied_parameters_and_bad_state():
     cfg = ls.Config(H, N, tied=False)
     p = ls.init(cfg)
@@ -265,10 +361,11 @@ def test_untied_parameters_and_bad_state():
         ls.forward(cfg, p, u, state={"x": np.zeros((B, H, N // 2), complex)})
 
 
-@pytest.mark.parametrize("kind,base", [("scan", "s4d"), ("pb", "s4"), ("kb", "s4d")])
-def test_array_api_strict_matches_numpy(kind, base):
+@pytest.mark.parametrize("kind,base,conv", [("scan", "s4d", "linear"), ("pb", "s4", "linear"),
+                                           ("kb", "s4d", "linear"), ("kb", "s4", "published")])
+def test_array_api_strict_matches_numpy(kind, base, conv):
     cfg = ls.Config(H, N, base=base, liquid_kernel=kind, liquid_degree=3, lcontract="tanh",
-                    l_max=7, tied=False)
+                    l_max=7, tied=False, kb_convolution=conv)
     p = _params(cfg)
     u = np.random.default_rng(8).normal(size=(B, 7, H))
     ps = {k: xps.asarray(v) for k, v in p.items()}

@@ -1,7 +1,7 @@
 import array_api_strict as xps
 import numpy as np
 import pytest
-from liquidssm.spec import s4
+from liquidssm.spec import hippo, s4
 
 H, N, B = 3, 6, 2
 
@@ -62,6 +62,21 @@ def test_init_is_hippo_legs_up_to_similarity():
     assert p["P_re"].shape == (1, H, N // 2) and all(v.dtype == np.float64 for v in p.values())
 
 
+def test_init_clips_b_as_state_spaces_s4():
+    """B = V^* B_legs with Im B clipped to [-2, 2] (hippo.nplr(N, B_clip=2.0)); B_clip=None
+    keeps it unclipped. At N = 8, Im B[0] = -5.154 becomes -2.0; nothing else changes."""
+    cfg = s4.Config(H, 8, l_max=8)
+    assert cfg.B_clip == 2.0
+    _, _, Bt, _ = hippo.nplr(8)
+    p, q = s4.init(cfg, seed=2), s4.init(s4.Config(H, 8, l_max=8, B_clip=None), seed=2)
+    np.testing.assert_array_equal(p["B_re"], np.tile(Bt.real, (H, 1)))
+    np.testing.assert_array_equal(p["B_im"], np.tile(np.clip(Bt.imag, -2, 2), (H, 1)))
+    np.testing.assert_array_equal(q["B_im"], np.tile(Bt.imag, (H, 1)))
+    assert p["B_im"][0, 0] == -2.0 and q["B_im"][0, 0] < -5.15
+    for k in set(p) - {"B_im"}:
+        np.testing.assert_array_equal(p[k], q[k])
+
+
 def test_init_c_tilde_corresponds_to_a_standard_normal_c():
     cfg = s4.Config(H, N, l_max=8)
     p = s4.init(cfg, seed=4)
@@ -116,6 +131,9 @@ def test_sequences_longer_than_l_max_keep_the_same_system():
         ({"l_max": 4.0}, TypeError, "l_max"),
         ({"d_state": 7}, ValueError, "d_state"),
         ({"dt_max": float("inf")}, ValueError, "dt_max"),
+        ({"B_clip": -1.0}, ValueError, "B_clip: expected None or a float >= 0, got -1.0"),
+        ({"B_clip": "2"}, TypeError, "B_clip: expected None or a float >= 0"),
+        ({"B_clip": True}, TypeError, "B_clip"),
     ],
 )
 def test_config_validation(kwargs, err, match):
