@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .spec import s5_layer
-from .spec._common import check_config, check_int, shapes_of
+from .spec._common import check_config, check_int, check_seed, shapes_of
 from .spec.s4_block import check_params
 
 __all__ = ["CLASSES", "make_config", "spec_params", "is_statistic", "ssm_leaves", "vocab_size",
@@ -62,6 +62,7 @@ def param_shapes(spec, config) -> dict:
 def spec_params(spec, config, seed, params, to_numpy) -> dict:
     """spec.init(config, seed), or `params` (NumPy or framework arrays, converted by to_numpy)
     checked to hold exactly param_shapes(config): missing and unexpected names both named."""
+    check_seed(seed)
     if params is None:
         return spec.init(config, seed)
     if not isinstance(params, dict):
