@@ -319,6 +319,8 @@ def test_greedy_generate_is_argmax_of_forward():
     for t in range(3, 7):  # each new id: argmax over the real vocabulary of forward(prefix)
         logits = m(out[:, :t])[:, -1, :m.config.vocab_size]
         assert torch.equal(out[:, t], logits.argmax(-1))
+    # the model is causal: forward(out)[:, t - 1] is the same prediction
+    assert torch.equal(out[:, 3:], m(out)[:, 2:-1, :m.config.vocab_size].argmax(-1))
     assert torch.equal(m.generate(prompt, 0), prompt)
 
 
