@@ -17,7 +17,7 @@ CONSTRAINTS = ".ci/constraints.txt"
 CONFORMANCE = {
     "numpy": ("test", {}),
     "array_api_strict": ("test", {}),
-    "torch": ("test,torch", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
+    "torch": ("test,torch,hf", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
     "torch-triton": ("test,triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
     "jax": ("test,jax", {}),
 }
