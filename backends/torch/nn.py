@@ -82,11 +82,12 @@ class SpecModule(nn.Module):
         exactly param_shapes(config))."""
         return cls(config, params=params, dtype=dtype, device=device)
 
-    def save_pretrained(self, path) -> None:
-        """config.json + model.safetensors in the directory `path` (liquidssm.checkpoint)."""
+    def save_pretrained(self, path, *, dtype=np.float32) -> None:
+        """config.json + model.safetensors (tensors stored as `dtype`: float16, float32 or
+        float64) in the directory `path` (liquidssm.checkpoint.save)."""
         from .. import checkpoint
 
-        checkpoint.save(path, self.config, self.to_params())
+        checkpoint.save(path, self.config, self.to_params(), dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, path, *, dtype=None, device=None):
