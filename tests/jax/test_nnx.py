@@ -2,7 +2,6 @@
 init, names, to/from params, nnx.jit == eager, step / chunks == forward, gradients, dtypes,
 generate, errors. float64 (jax x64, tests/jax/conftest.py), tiny shapes."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
