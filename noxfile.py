@@ -19,7 +19,8 @@ CONFORMANCE = {
     "array_api_strict": ("test", {}),
     "torch": ("test,torch,hf", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
     "torch-triton": ("test,triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
-    "jax": ("test,jax", {}),
+    # torch and transformers too: tests/jax/test_cross_framework.py and test_readme.py
+    "jax": ("test,jax,torch,hf", {}),
 }
 
 #: backend -> its own test folder

@@ -122,11 +122,11 @@ def get_param(params, name, shape, dtype):
 
 def check_input(u, H):
     """u: (batch, length >= 1, H) real floating."""
-    return check_array("u", u, (None, "length", H))
+    return check_array("u", u, ("batch", "length", H))
 
 
 def check_step_input(u_t, H):
-    return check_array("u_t", u_t, (None, H))
+    return check_array("u_t", u_t, ("batch", H))
 
 
 def get_state(state, key, shape, xp, cdtype):

@@ -266,7 +266,7 @@ def _setup(config, params, u, timesteps):
     dirs = [(Lambdabar, gamma)] (+ the reverse pair when bidirectional), each broadcast to
     (1 or batch, L, P')."""
     H, Pp = config.d_model, config.n_modes
-    check_array("u", u, (None, "length", H))
+    check_array("u", u, ("batch", "length", H))
     xp = namespace(u, *params.values())
     p = {k: xp.astype(v, u.dtype) for k, v in params.items()}
     batch, L = u.shape[0], u.shape[1]
@@ -343,7 +343,7 @@ def _step_via_forward(module_forward, config, params, state, u_t, timesteps):
             "config: step needs bidirectional=False (a bidirectional layer sees the whole "
             "sequence); use forward instead"
         )
-    check_array("u_t", u_t, (None, config.d_model))
+    check_array("u_t", u_t, ("batch", config.d_model))
     tau = None
     if timesteps is not None:
         check_array("timesteps", timesteps, (u_t.shape[0],))

@@ -339,7 +339,7 @@ def test_bad_inputs_name_the_argument():
     cfg = _cfg()
     p = s5.init(cfg)
     u = _u()
-    with pytest.raises(ValueError, match=r"u: expected shape \(\*, length, 3\)"):
+    with pytest.raises(ValueError, match=r"u: expected shape \(batch, length, 3\)"):
         s5.forward(cfg, p, u[..., :2])
     with pytest.raises(TypeError, match="u: expected a real floating dtype"):
         s5.forward(cfg, p, u.astype(np.int64))
