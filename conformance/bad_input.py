@@ -250,7 +250,7 @@ def _forward(name, u, **kw):
         spec = importlib.import_module(f"liquidssm.spec.{name}")
         config = spec.Config(**case.config)
         params = {k: arr(v) for k, v in spec.init(config, 0).items()}
-        x = np.random.default_rng(1).standard_normal((2, 3, config.d_model))
+        x = np.random.default_rng(1).standard_normal((1, 2, config.d_model))
         uu = {"float": lambda: arr(x), "int": lambda: arr(x.astype(np.int64), "keep"),
               "foreign": lambda: arr.foreign(x), "None": lambda: None,
               "list": lambda: x.tolist()}[u]()
