@@ -15,6 +15,9 @@ Liquid (real A): c_t = Delta_t phi(BL_t u_t), levels m = 0..p-1:
 Compute dtype: float64 for float64 u, else float32 (complex128 / complex64 for complex A);
 out has u's dtype, states have the compute dtype. The vjp functions compute in float64
 (complex128 for complex A; the liquid vjp, like the liquid scan, takes real A only).
+Arguments are checked by `_checks.selective_scan_args` / `selective_state_update_args` (the
+checks every backend runs); zero batch or length gives an empty out and last_state =
+initial_state (zeros if None).
 """
 
 from __future__ import annotations
@@ -93,9 +96,9 @@ def _run(a, levels, p, phi, history=None):
     If `history` is a list, the levels after every step are appended to it.
     """
     xp, u, dt, A = a["xp"], a["u"], a["dt"], a["A"]
-    ys = []
     if a["l"] == 0:  # an empty result; the levels stay as they were
         return xp.zeros((a["b"], a["d"], 0), dtype=a["wdt"]), levels
+    ys = []
     for t in range(a["l"]):
         dtt, ut = dt[:, :, t, None], u[:, :, t, None]
         Abar = xp.exp(dtt * A)
