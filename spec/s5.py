@@ -35,6 +35,7 @@ from ._common import (
     check_choice,
     check_float,
     check_int,
+    check_seed,
     complex_dtype,
     discretize,
     namespace,
@@ -184,8 +185,7 @@ def init(config: Config, seed: int = 0) -> dict[str, np.ndarray]:
     Btilde = V^* B with B (P, H) lecun-normal, Ctilde = C V (or complex normal, variance 1/2 per
     part, without V), D ~ N(0, 1), log_step ~ U[log dt_min, log dt_max] (P',)."""
     _check_config(config, Config)
-    check_int("seed", seed, minimum=0)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     H, P, J, Pp = config.d_model, config.d_state, config.blocks, config.n_modes
     lam, Vb = hippo_n(P // J, config.conj_sym)
     Lambda = np.tile(lam, J)
@@ -242,6 +242,7 @@ def _check_params(params, shapes):
 
 
 def _check_stream(config, state, return_state):
+    _check_bool("return_state", return_state)
     if config.bidirectional and (state is not None or return_state):
         raise ValueError(
             "state: a bidirectional S5 cannot stream (its reverse recursion needs the whole "
