@@ -26,6 +26,7 @@ VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba"
 PRIMITIVES = (
     "diag_scan",
     "liquid_scan",
+    "dense_scan",
     "selective_scan",
     "selective_state_update",
     "liquid_selective_scan",

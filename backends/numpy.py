@@ -5,6 +5,7 @@ init's float64 parameters with float32 u return float32); the functions are the 
 """
 
 from liquidssm.spec import (  # noqa: F401
+    dense_scan,
     diag_scan,
     liquid_mamba,
     liquid_s4,

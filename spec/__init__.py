@@ -2,8 +2,8 @@
 
 Variants are modules (`liquidssm.spec.s4d`, ...), each with Config, init, forward, step,
 initial_state (and kernel for the convolutional ones). Primitives are functions:
-diag_scan, liquid_scan (scan.py); selective_scan, selective_state_update, selective_scan_vjp,
-liquid_selective_scan (selective.py). See spec/README.md for the equations.
+diag_scan, liquid_scan, dense_scan (scan.py); selective_scan, selective_state_update,
+selective_scan_vjp, liquid_selective_scan (selective.py). See spec/README.md for the equations.
 """
 
 import importlib
@@ -15,6 +15,7 @@ VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba"
 _PRIMITIVES = {
     "diag_scan": "scan",
     "liquid_scan": "scan",
+    "dense_scan": "scan",
     "selective_scan": "selective",
     "selective_state_update": "selective",
     "selective_scan_vjp": "selective",
