@@ -12,6 +12,8 @@ Both compile in time independent of L; autodiff goes through them.
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 from jax import lax
 
@@ -22,8 +24,12 @@ __all__ = ["dense_scan"]
 
 
 def _mv(P, x):
-    """P (*S, N, N) applied to x (..., *S, N)."""
-    return jnp.matmul(P, x[..., None])[..., 0]
+    """P (*S, N, N) applied to x (..., *S, N), as one batched product over S."""
+    S, N = tuple(P.shape[:-2]), P.shape[-1]
+    lead = tuple(x.shape[: x.ndim - len(S) - 1])
+    xs = x.reshape((-1, math.prod(S), N))
+    out = jnp.einsum("sij,psj->psi", P.reshape((math.prod(S), N, N)), xs)
+    return out.reshape(lead + S + (N,))
 
 
 def _check(A, b, h0):

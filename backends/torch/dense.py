@@ -14,6 +14,8 @@ Autograd differentiates through these products (memory: about (log2 T + 2) copie
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["dense_scan", "CHUNK"]
@@ -25,8 +27,13 @@ _LOW = (torch.bfloat16, torch.float16)
 
 
 def _mv(P, x):
-    """P (*S, N, N) applied to x (..., *S, N)."""
-    return torch.matmul(P, x.unsqueeze(-1)).squeeze(-1)
+    """P (*S, N, N) applied to x (..., *S, N), as one batched product over S (a broadcast
+    matmul would copy P for every leading index)."""
+    S, N = tuple(P.shape[:-2]), P.shape[-1]
+    lead = tuple(x.shape[: x.dim() - len(S) - 1])
+    xs = x.reshape((-1,) + (math.prod(S), N))
+    out = torch.einsum("sij,psj->psi", P.reshape((math.prod(S), N, N)), xs)
+    return out.reshape(lead + S + (N,))
 
 
 def _check(A, b, h0):
