@@ -249,6 +249,9 @@ def embed(config: Config, params, tokens, name: str, ndim: int):
     if not xp.isdtype(tokens.dtype, "integral") or len(tokens.shape) != ndim:
         raise TypeError(f"{name}: expected an integer array of shape {shape}, got shape "
                         f"{tuple(tokens.shape)} and dtype {tokens.dtype}")
+    if any(d < 1 for d in tokens.shape):  # as the layers' check of u, but naming `name`
+        sizes = "batch and length >= 1" if ndim == 2 else "batch >= 1"
+        raise ValueError(f"{name}: expected {sizes}, got shape {tuple(tokens.shape)}")
     E = params["embedding.weight"]
     flat = xp.take(E, xp.reshape(tokens, (-1,)), axis=0)
     return xp.reshape(flat, tuple(tokens.shape) + (config.d_model,))
