@@ -1,9 +1,16 @@
-"""The case list: every variant and primitive, at the lengths, batches and options that matter.
+"""The case list: every variant, block, model and primitive, at the lengths, batches and options
+that matter.
 
 Lengths: 1, odd (7), powers of two (16, 64) and LONG = 300, longer than any backend chunk size
 (the torch and jax chunked scans use chunks of <= 256 steps), so every chunk-carry path runs.
 Batch 1 and 2. A case is data: the generator (fixtures.py) builds its inputs from `seed`, runs the
 spec in float64 and stores inputs, outputs and reference gradients under `name`.
+
+Blocks (s4_block, s5_layer, mamba_block) and models (sequence_model, mamba_lm) are targets like
+the variants (same interface; `Case.is_module`); their configs nest the variants' and are
+written in the JSON form of _config.py ({"__config__": "s4d", ...} for a nested Config). They are
+tiny (d_model 2-4, 1-2 layers, L <= 16; one L = 300 model case for the chunk-carry path) so that
+the suite stays fast.
 
 `size` (batch * length * the per-step state work) lets slow backends (Triton in interpreter mode)
 skip big cases with a reason.
@@ -13,10 +20,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ._config import tagged
+
 LONG = 300  # > the largest chunk size of any backend (256)
 
 #: case names are `<target>-<label>`, so the target of a case is the text before the first "-"
 VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba")
+BLOCKS = ("s4_block", "s5_layer", "mamba_block")
+MODELS = ("sequence_model", "mamba_lm")
+#: the targets with the variant interface (Config, init, forward, step, initial_state)
+MODULES = VARIANTS + BLOCKS + MODELS
 PRIMITIVES = (
     "diag_scan",
     "liquid_scan",
@@ -30,8 +43,9 @@ PRIMITIVES = (
 class Case:
     """One fixture.
 
-    target: a variant (liquidssm.spec.<target>) or a primitive name.
-    config: the variant's Config(**config); for primitives, the options the generator reads to
+    target: a variant, block or model (liquidssm.spec.<target>) or a primitive name.
+    config: the JSON form of the target's Config (_config.from_dict(config, target); for a
+        variant simply Config(**config)); for primitives, the options the generator reads to
         build inputs (state shape, complex, forms of B/C, ...).
     kwargs: static keyword arguments of the call (primitives: reverse, degree, ...).
     state: start from a non-zero state (variants: the state after a random prefix; primitives:
@@ -60,7 +74,22 @@ class Case:
 
     @property
     def kind(self) -> str:
-        return "variant" if self.target in VARIANTS else "primitive"
+        """"variant", "block", "model" or "primitive"."""
+        if self.target in VARIANTS:
+            return "variant"
+        if self.target in BLOCKS:
+            return "block"
+        return "model" if self.target in MODELS else "primitive"
+
+    @property
+    def is_module(self) -> bool:
+        """A variant, block or model: called as forward(config, params, u, ...) / step."""
+        return self.target in MODULES
+
+    @property
+    def tokens(self) -> bool:
+        """The input is integer token ids (batch, L) rather than real features (batch, L, d)."""
+        return self.target == "mamba_lm" or self.config.get("vocab_size") is not None
 
     def __str__(self) -> str:  # pytest ids
         return self.name
@@ -158,6 +187,67 @@ def _variant_cases() -> list[Case]:
     return c
 
 
+def _m(target, label, batch, length, config, work, **kw) -> Case:
+    """A block or model case (config in the JSON form of _config.py)."""
+    return Case(target, label, batch, length, config, size=batch * length * work, **kw)
+
+
+def _module_cases() -> list[Case]:
+    dt = dict(dt_min=0.05, dt_max=0.5)  # as the variant cases (see there)
+    s4d = tagged("s4d", d_model=3, d_state=8, **dt)
+    s4 = tagged("s4", d_model=2, d_state=8, **dt)
+    lq4 = tagged("liquid_s4", d_model=3, d_state=8, base="s4d", liquid_kernel="scan",
+                 liquid_degree=2, **dt)
+    s5 = tagged("s5", d_model=3, d_state=8, blocks=2, **dt)
+    lq5 = tagged("liquid_s5", d_model=3, d_state=8, blocks=2, liquid_degree=2, **dt)
+    mixer = tagged("mamba", d_model=4, d_state=4, d_conv=3, expand=2, **dt)
+    ssm_cfg = dict(d_state=4, d_conv=3, expand=2, **dt)  # a model's layers: fields sans d_model
+    c = [
+        # S4 block: around s4d / s4 / liquid_s4 (scan), prenorm and postnorm
+        _m("s4_block", "s4d-prenorm-L16-b2", 2, 16, {"ssm": s4d}, 24, state=True),
+        _m("s4_block", "s4-postnorm-L7-b2", 2, 7, {"ssm": s4, "prenorm": False}, 16,
+           state=True),
+        _m("s4_block", "liquid_s4-scan-p2-tanhgelu-L16-b1", 1, 16,
+           {"ssm": lq4, "approximate_gelu": True}, 36, state=True),
+        # S5 layer: s5 / liquid_s5, batch and layer norm, two activations, prenorm / postnorm,
+        # irregular timesteps
+        _m("s5_layer", "s5-batch-half_glu1-timesteps-L16-b2", 2, 16, {"ssm": s5}, 24,
+           state=True, timesteps=True),
+        _m("s5_layer", "liquid_s5-layer-full_glu-postnorm-L7-b2", 2, 7,
+           {"ssm": lq5, "norm": "layer", "activation": "full_glu", "prenorm": False}, 36,
+           state=True),
+        # Mamba residual block
+        _m("mamba_block", "L7-b2", 2, 7, {"mixer": mixer}, 40, state=True),
+        # SequenceModel: the three layer families (S4 block, S5 layer, Mamba block) and the
+        # LiquidMamba block; heads pool / sequence / lm; real and token input; tied and untied
+        # lm head; final norms layer / rms / none
+        _m("sequence_model", "s4d-real-pool-L16-b2", 2, 16,
+           {"d_model": 3, "n_layers": 1, "layer": "s4d", "ssm": dict(d_state=8, **dt),
+            "block": {"prenorm": False}, "d_input": 2, "head": "pool", "d_output": 2}, 24,
+           streaming=False),
+        _m("sequence_model", "s5-real-sequence-L16-b1", 1, 16,
+           {"d_model": 3, "n_layers": 1, "layer": "s5", "ssm": dict(d_state=8, blocks=2, **dt),
+            "block": {"norm": "layer"}, "d_input": 2, "head": "sequence", "d_output": 2}, 24,
+           state=True),
+        _m("sequence_model", "mamba-tokens-lm-tied-L16-b2", 2, 16,
+           {"d_model": 4, "n_layers": 2, "layer": "mamba", "ssm": ssm_cfg, "vocab_size": 7,
+            "head": "lm", "norm_f": "rms", "tie_embeddings": True}, 80, state=True),
+        _m("sequence_model", "liquid_mamba-tokens-lm-untied-L7-b1", 1, 7,
+           {"d_model": 4, "n_layers": 1, "layer": "liquid_mamba",
+            "ssm": {**ssm_cfg, "liquid_degree": 2, "ffn": "gelu"}, "vocab_size": 6,
+            "head": "lm", "norm_f": "none"}, 80, state=True),
+        # Mamba LM (mamba_ssm's layout): tied, the vocabulary padded (10 -> 16); untied and
+        # unpadded at L > every backend's chunk (the chunk carry through a whole model)
+        _m("mamba_lm", "tied-pad8-L7-b2", 2, 7,
+           {"d_model": 4, "n_layer": 2, "vocab_size": 10, "ssm_cfg": ssm_cfg}, 80, state=True),
+        _m("mamba_lm", f"untied-L{LONG}-b1", 1, LONG,
+           {"d_model": 4, "n_layer": 1, "vocab_size": 6, "pad_vocab_size_multiple": 1,
+            "tie_embeddings": False, "ssm_cfg": dict(d_state=4, d_conv=3, expand=2)}, 40,
+           state=True, grad=False),
+    ]
+    return c
+
+
 def _p(target, label, batch, length, config, kwargs, work, **kw) -> Case:
     return Case(target, label, batch, length, config, kwargs, size=batch * length * work, **kw)
 
@@ -234,7 +324,7 @@ def _primitive_cases() -> list[Case]:
     return c
 
 
-CASES: tuple[Case, ...] = tuple(_variant_cases() + _primitive_cases())
+CASES: tuple[Case, ...] = tuple(_variant_cases() + _module_cases() + _primitive_cases())
 BY_NAME: dict[str, Case] = {c.name: c for c in CASES}
 assert len(BY_NAME) == len(CASES), "case names must be unique"
 

@@ -1,16 +1,23 @@
 """The checks: plain functions of (adapter, case, dtype) that raise AssertionError on a
 mismatch and adapters.Unsupported (a skip, with its reason) where a check does not apply.
 
-outputs    forward vs the fixture (outputs and final states), output dtype = input dtype
+Targets: the variants, blocks and models (Case.is_module: one interface) and the primitives.
+
+outputs    forward vs the fixture (outputs and final states), output dtype = input dtype (token
+           models: the parameters' dtype)
 dtypes     the dtype policy with float64 parameters and states: y has u's dtype, a returned
            state u's compute dtype (float32 for bf16 / fp16), for every variant form and dtype
-step       step over the sequence == forward (variants: `step`; selective_scan:
+step       step over the sequence == forward (modules: `step`; selective_scan:
            selective_state_update; the diag/liquid scans: length-1 calls carrying the state)
 chunked    forward in 3 chunks carrying the state == one forward
-gradients  <vjp, v_k> vs the fixture's directional derivatives; vjp arrays vs the spec's vjp
+gradients  <vjp, v_k> vs the fixture's directional derivatives (modules: w.r.t. every parameter
+           and u, parameters only for token input); vjp arrays vs the spec's vjp
 stability  no NaN / inf on a long (2048) random input with the initialised (stable) parameters
-api        the backend exports every variant / primitive with the spec's signatures
-errors     bad input raises ValueError / TypeError naming the argument ("<arg>: expected ...")
+api        the backend exports every variant / block / model / primitive with the spec's
+           signatures
+errors     bad input raises ValueError / TypeError naming the argument ("<arg>: expected ..."):
+           shapes, dtypes, an array of another library (TypeError naming the backend's array
+           type), missing and unexpected parameter names, a state of the wrong batch
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import numpy as np
 
 from . import fixtures, runner
 from .adapters import Adapter, Unsupported
-from .cases import BY_NAME, CASES, PRIMITIVES, VARIANTS, Case
+from .cases import BLOCKS, BY_NAME, CASES, MODELS, MODULES, PRIMITIVES, VARIANTS, Case
 from .tolerances import Tolerance, gradient_tolerance, output_tolerance
 
 CHECKS = ("outputs", "dtypes", "step", "chunked", "gradients", "stability", "api", "errors")
@@ -62,12 +69,20 @@ def _setup(adapter: Adapter, case: Case, dtype: str):
     return fx, adapter.convert(_inputs(fx), dtype)
 
 
+def _composite_dtype(adapter: Adapter, case: Case, dtype: str, check: str) -> None:
+    """Unsupported when the backend runs `check` of blocks and models in other dtypes only."""
+    only = adapter.composite_dtypes
+    if case.kind in ("block", "model") and only is not None and dtype not in only:
+        raise Unsupported(f"{adapter.name}: the {check} check of blocks and models runs in "
+                          f"{', '.join(only)} (their outputs run in every dtype)")
+
+
 def _dtype_name(x) -> str:
     return str(x.dtype).rsplit(".", 1)[-1]  # torch.float32, array_api_strict.float32
 
 
 def _time_axis(case: Case) -> int:
-    return 1 if case.kind == "variant" or case.target in ("diag_scan", "liquid_scan") else -1
+    return 1 if case.is_module or case.target in ("diag_scan", "liquid_scan") else -1
 
 
 # ------------------------------------------------------------------------------------------
@@ -83,12 +98,10 @@ def check_outputs(adapter: Adapter, case: Case, dtype: str) -> None:
     tol = output_tolerance(dtype)
     for k in sorted(want):
         assert_close(f"output {k}", adapter.to_numpy(out[k]), want[k], tol, case.length)
-    main = out["y" if case.kind == "variant" else "0"]
-    if not np.iscomplexobj(want["y" if case.kind == "variant" else "0"]):
-        if _dtype_name(main) != dtype:
-            raise AssertionError(
-                f"output dtype {_dtype_name(main)}, expected {dtype} (the input's)"
-            )
+    key = "y" if case.is_module else "0"
+    if not np.iscomplexobj(want[key]) and _dtype_name(out[key]) != dtype:
+        source = "the parameters' (token input)" if case.tokens else "the input's"
+        raise AssertionError(f"output dtype {_dtype_name(out[key])}, expected {dtype} ({source})")
 
 
 # ------------------------------------------------------------------------------------------
@@ -155,20 +168,21 @@ def check_step(adapter: Adapter, case: Case, dtype: str) -> None:
         raise Unsupported(f"{case.name} is whole-sequence (non-causal): it has no step")
     if case.target == "selective_state_update":
         raise Unsupported("selective_state_update is the step (checked by selective_scan's step)")
+    _composite_dtype(adapter, case, dtype, "step")
     if adapter.max_step_length is not None and case.length > adapter.max_step_length:
         raise Unsupported(f"{adapter.name}: step over L = {case.length} > "
                           f"{adapter.max_step_length} steps is too slow here")
     fx, arrays = _setup(adapter, case, dtype)
     tol = output_tolerance(dtype)
-    if case.kind == "variant":
-        return _variant_step(adapter, case, fx, arrays, tol)
+    if case.is_module:
+        return _module_step(adapter, case, fx, arrays, tol)
     if case.target == "selective_scan":
         return _selective_step(adapter, case, fx, arrays, tol)
     # diag_scan, liquid_scan, liquid_selective_scan: one call per time step, state carried
     _compare_chunks(adapter, case, fx, runner.chunked(case, adapter, arrays, case.length), tol)
 
 
-def _variant_step(adapter, case, fx, arrays, tol):
+def _module_step(adapter, case, fx, arrays, tol):
     mod = adapter.variant(case.target)
     cfg = runner.config(case, adapter)
     init = runner.prefixed(fx, "init")
@@ -184,7 +198,7 @@ def _variant_step(adapter, case, fx, arrays, tol):
     ys = []
     for t in range(case.length):
         kw = {"timesteps": inputs["timesteps"][:, t]} if "timesteps" in inputs else {}
-        y_t, state = mod.step(cfg, params, state, inputs["u"][:, t, :], **kw)
+        y_t, state = mod.step(cfg, params, state, inputs["u"][:, t, ...], **kw)
         ys.append(adapter.to_numpy(y_t))
     assert_close("step outputs", np.stack(ys, axis=1), fx["out/y"], tol, case.length)
     for k, v in runner.prefixed(fx, "out/state").items():
@@ -230,6 +244,7 @@ def check_chunked(adapter: Adapter, case: Case, dtype: str) -> None:
         raise Unsupported(f"{case.name} is whole-sequence (non-causal): it cannot be chunked")
     if case.length < 2:
         raise Unsupported("length 1 cannot be split")
+    _composite_dtype(adapter, case, dtype, "chunked")
     fx, arrays = _setup(adapter, case, dtype)
     pieces = min(3, case.length)
     _compare_chunks(adapter, case, fx, runner.chunked(case, adapter, arrays, pieces),
@@ -239,7 +254,7 @@ def check_chunked(adapter: Adapter, case: Case, dtype: str) -> None:
 def _compare_chunks(adapter, case, fx, res, tol):
     axis = _time_axis(case)
     what = f"{len(res['parts'])} chunks"
-    if case.kind == "variant":
+    if case.is_module:
         y = np.concatenate([adapter.to_numpy(p["y"]) for p in res["parts"]], axis=axis)
         assert_close(f"{what}: outputs", y, fx["out/y"], tol, case.length)
         for k, v in runner.prefixed(fx, "out/state").items():
@@ -260,6 +275,7 @@ def _compare_chunks(adapter, case, fx, res, tol):
 def check_gradients(adapter: Adapter, case: Case, dtype: str) -> None:
     if not case.grad:
         raise Unsupported("no reference gradients for this case (long cases check outputs)")
+    _composite_dtype(adapter, case, dtype, "gradients")
     fx, arrays = _setup(adapter, case, dtype)
     keys = runner.differentiable(case, arrays)
     diff = {k: arrays[k] for k in keys}
@@ -311,7 +327,8 @@ def check_stability(adapter: Adapter, case: Case, dtype: str) -> None:
 # API surface
 
 
-VARIANT_FUNCTIONS = ("init", "forward", "step", "initial_state", "kernel")
+#: the functions of a variant, block or model module (those the spec module has)
+MODULE_FUNCTIONS = ("param_shapes", "init", "forward", "step", "initial_state", "kernel")
 
 
 def _signature_problems(name, got, ref) -> list[str]:
@@ -336,11 +353,11 @@ def check_api(adapter: Adapter, target: str) -> None:
     if not hasattr(mod, target):
         raise AssertionError(f"{mod.__name__} does not export {target!r}")
     problems = []
-    if target in VARIANTS:
+    if target in MODULES:
         got, ref = getattr(mod, target), spec.variant(target)
         if getattr(got, "Config", None) is not ref.Config:
             problems.append(f"{target}.Config is not the spec's Config")
-        for fname in VARIANT_FUNCTIONS:
+        for fname in MODULE_FUNCTIONS:
             if not hasattr(ref, fname):
                 continue
             if not hasattr(got, fname):
@@ -358,32 +375,68 @@ def check_api(adapter: Adapter, target: str) -> None:
 # errors
 
 
-def _representative(target: str, streaming: bool = True) -> Case:
-    for c in CASES:
-        if c.target == target and c.streaming == streaming and c.length > 1:
-            return c
-    raise Unsupported(f"no {'streaming' if streaming else 'whole-sequence'} case of {target}")
+def _representative(target: str, streaming: bool = True, tokens: bool | None = None) -> Case:
+    """The first case of `target` (streaming or not, longer than 1; token input or real input
+    when `tokens` is given, preferring real input otherwise)."""
+    found = [c for c in CASES if c.target == target and c.streaming == streaming
+             and c.length > 1 and (tokens is None or c.tokens == tokens)]
+    found.sort(key=lambda c: c.tokens)  # stable: real input first
+    if not found:
+        raise Unsupported(f"no {'streaming' if streaming else 'whole-sequence'} case of {target}")
+    return found[0]
 
 
-def _variant_errors(adapter, case, arrays):
+#: the scenarios of a module with real input u (batch, L, d) / with token ids (batch, L) / both
+REAL_SCENARIOS = ("u-rank", "u-width", "u-empty", "u-dtype", "u-foreign", "u_t-shape")
+TOKEN_SCENARIOS = ("tokens-rank", "tokens-empty", "tokens-dtype", "tokens-foreign",
+                   "token-shape")
+COMMON_SCENARIOS = ("params-missing", "params-unexpected", "state-batch")
+#: the variants' forward ignores extra parameter names (only the blocks and models check for
+#: them, spec/s4_block.check_params): not a scenario of the variants until the spec checks it
+VARIANT_EXEMPT = ("params-unexpected",)
+
+
+def _module_errors(adapter, case, arrays):
+    """{scenario: (argument the error must name, thunk[, the error type, a text it must hold])}."""
     mod, cfg = adapter.variant(case.target), runner.config(case, adapter)
     p, u = runner.prefixed(arrays, "param"), arrays["in/u"]
     fx = fixtures.load(case.name)
-    as_int = adapter.asarray(np.zeros(fx["in/u"].shape, dtype=np.int64), None)
     bad_state = {k: adapter.asarray(np.zeros((v.shape[0] + 1,) + v.shape[1:], v.dtype), None)
                  for k, v in runner.prefixed(fx, "init").items()}
     missing = dict(p)
     missing.pop(sorted(missing)[0])
+    unexpected = {**p, "not_a_parameter": p[sorted(p)[0]]}
     init = runner.prefixed(arrays, "init")
-    return {
+    # the unjitted module: a jitted function would turn the foreign array into a traced one
+    plain = getattr(adapter.api_module(), case.target)
+    foreign = ("TypeError", adapter.array_type_name)
+    errs = {
+        "params-missing": ("params", lambda: mod.forward(cfg, missing, u)),
+        "params-unexpected": ("params", lambda: mod.forward(cfg, unexpected, u)),
+        "state-batch": ("state", lambda: mod.forward(cfg, p, u, state=bad_state)),
+    }
+    if case.tokens:
+        as_float = adapter.asarray(np.zeros(fx["in/u"].shape), adapter.dtypes[0])
+        errs.update({
+            "tokens-rank": ("tokens", lambda: mod.forward(cfg, p, u[0, ...])),
+            "tokens-empty": ("tokens", lambda: mod.forward(cfg, p, u[:, :0])),
+            "tokens-dtype": ("tokens", lambda: mod.forward(cfg, p, as_float)),
+            "tokens-foreign": ("tokens", lambda: plain.forward(cfg, p, adapter.foreign(
+                fx["in/u"])), *foreign),
+            "token-shape": ("token", lambda: mod.step(cfg, p, init, u)),  # a sequence
+        })
+        return errs
+    as_int = adapter.asarray(np.zeros(fx["in/u"].shape, dtype=np.int64), None)
+    errs.update({
         "u-rank": ("u", lambda: mod.forward(cfg, p, u[0, ...])),
         "u-width": ("u", lambda: mod.forward(cfg, p, u[..., :-1])),
         "u-empty": ("u", lambda: mod.forward(cfg, p, u[:, :0, ...])),
         "u-dtype": ("u", lambda: mod.forward(cfg, p, as_int)),
-        "params-missing": ("params", lambda: mod.forward(cfg, missing, u)),
-        "state-batch": ("state", lambda: mod.forward(cfg, p, u, state=bad_state)),
+        "u-foreign": ("u", lambda: plain.forward(cfg, p, adapter.foreign(fx["in/u"])),
+                      *foreign),
         "u_t-shape": ("u_t", lambda: mod.step(cfg, p, init, u)),  # a sequence, not a step
-    }
+    })
+    return errs
 
 
 def _selective_errors(adapter, case, arrays):
@@ -424,9 +477,15 @@ def _update_errors(adapter, case, arrays):
     }
 
 
+def _module_scenarios(target: str) -> tuple[str, ...]:
+    kinds = {c.tokens for c in CASES if c.target == target and c.streaming}
+    names = ((REAL_SCENARIOS if False in kinds else ()) + (TOKEN_SCENARIOS if True in kinds else ())
+             + COMMON_SCENARIOS)
+    return tuple(n for n in names if target not in VARIANTS or n not in VARIANT_EXEMPT)
+
+
 ERROR_SCENARIOS = {
-    **{v: ("u-rank", "u-width", "u-empty", "u-dtype", "params-missing", "state-batch",
-           "u_t-shape") for v in VARIANTS},
+    **{t: _module_scenarios(t) for t in MODULES},
     "selective_scan": ("u-rank", "u-dtype", "delta-shape", "A-shape", "B-shape", "D-shape"),
     "liquid_selective_scan": ("u-rank", "u-dtype", "delta-shape", "A-shape", "B-shape",
                               "D-shape", "liquid_degree"),
@@ -434,7 +493,7 @@ ERROR_SCENARIOS = {
     "diag_scan": ("validation",),
     "liquid_scan": ("validation",),
 }
-NON_STREAMING = sorted({c.target for c in CASES if not c.streaming and c.kind == "variant"})
+NON_STREAMING = sorted({c.target for c in CASES if not c.streaming and c.is_module})
 for _v in NON_STREAMING:
     ERROR_SCENARIOS[_v] = ERROR_SCENARIOS[_v] + ("step-whole-sequence",)
 
@@ -454,19 +513,32 @@ def check_errors(adapter: Adapter, target: str, scenario: str) -> None:
             state = {}
         u_t = arrays["in/u"][:, 0, ...]
         thunk, arg = (lambda: mod.step(cfg, runner.prefixed(arrays, "param"), state, u_t)), None
+        must = ()
     else:
-        case = _representative(target)
+        tokens = scenario.startswith(("tokens-", "token-")) or None
+        case = _representative(target, tokens=tokens)
         _, arrays = _setup(adapter, case, dtype)
-        table = {"variant": _variant_errors, "selective_state_update": _update_errors}.get(
-            case.kind if case.kind == "variant" else target, _selective_errors
-        )(adapter, case, arrays)
+        if case.is_module:
+            table = _module_errors(adapter, case, arrays)
+        elif target == "selective_state_update":
+            table = _update_errors(adapter, case, arrays)
+        else:
+            table = _selective_errors(adapter, case, arrays)
         if scenario not in table:
             raise Unsupported(f"{scenario} does not apply to {case.name}")
-        arg, thunk = table[scenario]
+        arg, thunk, *must = table[scenario]
     try:
         thunk()
+    except Unsupported:
+        raise
     except (ValueError, TypeError, NotImplementedError) as e:
         msg = str(e)
+        if must and type(e).__name__ != must[0]:
+            raise AssertionError(f"{scenario}: raised {type(e).__name__} ({msg}); expected "
+                                 f"{must[0]}") from e
+        if must and must[1] is not None and must[1] not in msg:
+            raise AssertionError(f"{scenario}: message does not name the expected array type "
+                                 f"{must[1]!r}: {msg}") from e
         if arg is not None and not re.search(rf"(^|[^\w]){re.escape(arg)}([^\w]|$)", msg):
             raise AssertionError(
                 f"{scenario}: {type(e).__name__} does not name {arg!r}: {msg}"
@@ -483,6 +555,6 @@ def check_errors(adapter: Adapter, target: str, scenario: str) -> None:
     raise AssertionError(f"{scenario}: bad input was accepted (expected an error naming {arg!r})")
 
 
-__all__ = ["CHECKS", "BY_NAME", "PRIMITIVES", "VARIANTS"] + [
+__all__ = ["CHECKS", "BY_NAME", "PRIMITIVES", "VARIANTS", "BLOCKS", "MODELS", "MODULES"] + [
     n for n in dir() if n.startswith("check_")
 ]

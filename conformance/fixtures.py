@@ -6,19 +6,22 @@ writes DIR/<case>.npz (the arrays of runner.py's layout plus out/* and grad/*) a
 DIR/manifest.json (spec version, and per case: target, config, kwargs, seed, shapes). --check
 regenerates in memory and reports every difference from the committed files instead of writing.
 
-Inputs come from numpy.random.default_rng(case.seed) in a fixed order, parameters from the
-variant's init(config, seed) (a parameter that init sets to all zeros, such as an untied liquid
-coupling, gets 0.1 * N(0, 1) so that its terms are exercised), so regeneration is bit-identical on
-one machine; across BLAS builds `compare` allows 1e-12 relative.
+Inputs come from numpy.random.default_rng(case.seed) in a fixed order (token ids of token models
+uniform in [0, vocab_size)), parameters from the variant's, block's or model's
+init(config, seed) (a parameter that init sets to all zeros, such as an untied liquid coupling,
+gets 0.1 * N(0, 1) so that its terms are exercised), so regeneration is bit-identical on one
+machine; across BLAS builds `compare` allows 1e-12 relative.
 
 Reference gradients, for a fixed output cotangent `cot` and F(x) = <cot, f(x)>
 (<a, b> = sum Re(conj(a) b)): K = 3 random directions v_k over the differentiable arrays
-(runner.differentiable) and the directional derivatives dF(x + e v_k)/de at e = 0 by a
-Richardson-extrapolated central difference, R = (4 D(h) - D(2h)) / 3 with
-D(h) = (F(x + h v) - F(x - h v)) / (2h), h = FD_STEP = 1e-4 (truncation O(h**4)), and R(h)
-must agree with R(h / 2) to FD_AGREE = 1e-8 relative, else generation fails. The selective
-scans also store the spec's exact vjp (selective_scan_vjp / liquid_selective_scan_vjp) under
-vjp/in/<arg>.
+(runner.differentiable; N(0, 1) entries, times min(1, rms(x)) for the parameters x of blocks and
+models, whose small weights (an embedding ~ N(0, 0.02^2)) make F too curved along an N(0, 1)
+direction for h: R(1e-4) and R(1e-5) differed by 1e-5 relative) and the directional
+derivatives dF(x + e v_k)/de at e = 0 by a Richardson-extrapolated central difference,
+R = (4 D(h) - D(2h)) / 3 with D(h) = (F(x + h v) - F(x - h v)) / (2h), h = FD_STEP = 1e-4
+(truncation O(h**4)), and R(h) must agree with R(h / 2) to FD_AGREE = 1e-8 relative, else
+generation fails. The selective scans also store the spec's exact vjp (selective_scan_vjp /
+liquid_selective_scan_vjp) under vjp/in/<arg>.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runner
+from . import _config, runner
 from .cases import CASES, Case
 
 DIR = Path(__file__).resolve().parent / "fixtures"
@@ -119,15 +122,22 @@ def _selective_inputs(case: Case, rng) -> dict:
     return arr
 
 
-def _variant_inputs(case: Case, rng) -> dict:
+def _module_u(case: Case, cfg, rng, length: int):
+    """u of a module case: token ids uniform in [0, vocab) (batch, L) or N(0, 1) (batch, L, d)."""
+    kind, n = runner.input_spec(case, cfg)
+    if kind == "tokens":
+        return rng.integers(0, n, (case.batch, length), dtype=np.int64)
+    return rng.standard_normal((case.batch, length, n))
+
+
+def _module_inputs(case: Case, rng) -> dict:
     mod = runner.SPEC.variant(case.target)
-    cfg = mod.Config(**case.config)
+    cfg = runner.config(case)
     arr = {}
     for k, v in mod.init(cfg, seed=case.seed).items():
         v = np.asarray(v, dtype=np.float64)
         arr[f"param/{k}"] = 0.1 * rng.standard_normal(v.shape) if not np.any(v) else v
-    H = cfg.d_model
-    arr["in/u"] = rng.standard_normal((case.batch, case.length, H))
+    arr["in/u"] = _module_u(case, cfg, rng, case.length)
     if case.timesteps:
         arr["in/timesteps"] = rng.uniform(0.5, 2.0, (case.batch, case.length))
     if case.streaming:
@@ -135,7 +145,7 @@ def _variant_inputs(case: Case, rng) -> dict:
             arr[f"init/{k}"] = np.asarray(v)
     if case.state:
         pre = {k: v for k, v in arr.items() if k.startswith("param/")}
-        pre["in/u"] = rng.standard_normal((case.batch, STATE_PREFIX, H))
+        pre["in/u"] = _module_u(case, cfg, rng, STATE_PREFIX)
         if case.timesteps:
             pre["in/timesteps"] = rng.uniform(0.5, 2.0, (case.batch, STATE_PREFIX))
         prefix_case = Case(case.target, case.label, case.batch, STATE_PREFIX, case.config)
@@ -146,8 +156,8 @@ def _variant_inputs(case: Case, rng) -> dict:
 
 def inputs(case: Case) -> dict:
     rng = np.random.default_rng([case.seed, _stream(case)])
-    if case.kind == "variant":
-        return _variant_inputs(case, rng)
+    if case.is_module:
+        return _module_inputs(case, rng)
     if case.target in ("diag_scan", "liquid_scan"):
         return _scan_inputs(case, rng)
     return _selective_inputs(case, rng)
@@ -193,6 +203,11 @@ def directional_derivative(case, arrays, cots, v, h=FD_STEP) -> float:
     return r
 
 
+def _direction_scale(x) -> float:
+    """min(1, rms(x)): a direction's scale for a block's or model's parameter x."""
+    return min(1.0, float(np.sqrt(np.mean(np.abs(x) ** 2))))
+
+
 def _gradients(case: Case, arrays: dict, rng) -> dict:
     outs = runner.loss_outputs(case, runner.SPEC, arrays)
     cots = [
@@ -209,6 +224,9 @@ def _gradients(case: Case, arrays: dict, rng) -> dict:
             else rng.standard_normal(arrays[k].shape)
             for k in keys
         }
+        if case.kind in ("block", "model"):
+            v = {k: x * _direction_scale(arrays[k]) if k.startswith("param/") else x
+                 for k, x in v.items()}
         res.update({f"grad/dir{j}/{k}": x for k, x in v.items()})
         dd.append(directional_derivative(case, arrays, cots, v))
     res["grad/dd"] = np.array(dd)
@@ -293,11 +311,15 @@ def rounded(case: Case, fx: dict, dtype: str) -> dict:
 
 
 def manifest_entry(case: Case, arrays: dict) -> dict:
+    """The case's manifest record; the config of a variant, block or model in full (every field,
+    nested Configs in the JSON form of _config.py: `_config.from_dict(entry["config"])` rebuilds
+    it), a primitive's options as written in cases.py."""
+    config = _config.to_dict(runner.config(case)) if case.is_module else case.config
     return {
         "name": case.name,
         "target": case.target,
         "kind": case.kind,
-        "config": case.config,
+        "config": config,
         "kwargs": case.kwargs,
         "seed": case.seed,
         "batch": case.batch,
@@ -310,6 +332,7 @@ def manifest_entry(case: Case, arrays: dict) -> dict:
         "file": f"{case.name}.npz",
         "shapes": {k: list(v.shape) for k, v in sorted(arrays.items())
                    if not k.startswith(("grad/dir", "vjp/"))},
+        **({"tokens": case.tokens} if case.is_module else {}),
     }
 
 

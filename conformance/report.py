@@ -1,4 +1,5 @@
-"""The conformance report: target (variant / primitive) x backend x check, as markdown and JSON.
+"""The conformance report: target (variant / block / model / primitive) x backend x check, as
+markdown and JSON.
 
 Each pytest session writes <dir>/<backend>.json (its records) and then re-renders
 <dir>/report.md and <dir>/report.json from every backend file in <dir>, so running the
@@ -15,10 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from .cases import PRIMITIVES, VARIANTS
+from .cases import BLOCKS, MODELS, PRIMITIVES, VARIANTS
 from .checks import CHECKS
 
-TARGETS = VARIANTS + PRIMITIVES
+TARGETS = VARIANTS + BLOCKS + MODELS + PRIMITIVES
 
 
 def summarise(records: list[dict]) -> dict:

@@ -1,17 +1,21 @@
 """How a case is called: shared by the fixture generator (the spec) and the checks (a backend).
 
 A case's arrays are one flat dict (the layout of a fixture file):
-    param/<name>   variant parameters          in/<name>     inputs (u, timesteps; or the
-    state/<name>   the initial state (variants)                primitive's array arguments)
-    init/<name>    initial_state(config, batch) (variants, the zeros a stream starts from)
-`api` is anything with `variant(name)` and `primitive(name)` (an adapter, or SPEC below).
-Outputs are a dict: variants {"y", "state/<name>"...}; primitives {"0", "1", ...} (tuple order).
+    param/<name>   parameters (modules)        in/<name>     inputs (u: real (batch, L, d) or
+    state/<name>   the initial state (modules)               token ids (batch, L); timesteps;
+    init/<name>    initial_state(config, batch)              or the primitive's array arguments)
+                   (modules: the zeros a stream starts from)
+"Modules" are the variants, blocks and models (the variant interface, Case.is_module).
+`api` is anything with `variant(name)` and `primitive(name)` (an adapter, or SPEC below; variant
+names a block or model too).
+Outputs are a dict: modules {"y", "state/<name>"...}; primitives {"0", "1", ...} (tuple order).
 """
 
 from __future__ import annotations
 
 import importlib
 
+from . import _config
 from .cases import Case
 
 SELECTIVE = ("selective_scan", "liquid_selective_scan")
@@ -39,12 +43,23 @@ def prefixed(arrays: dict, prefix: str) -> dict:
 
 
 def config(case: Case, api=SPEC):
-    return api.variant(case.target).Config(**case.config)
+    """api's Config of the case (the nested Configs of blocks and models, built from their JSON
+    form, are the spec's)."""
+    return api.variant(case.target).Config(**_config.fields(case.config))
+
+
+def input_spec(case: Case, cfg) -> tuple[str, int]:
+    """("tokens", vocabulary size) or ("real", feature width) of the case's u."""
+    if case.target == "mamba_lm":
+        return "tokens", cfg.vocab_size
+    if case.target == "sequence_model":
+        return ("tokens", cfg.vocab_size) if cfg.tokens else ("real", cfg.d_input)
+    return "real", cfg.d_model
 
 
 def forward(case: Case, api, arrays: dict, *, return_state: bool | None = None) -> dict:
     """One call of the case on `api` with `arrays` (already in the api's array type)."""
-    if case.kind == "primitive":
+    if not case.is_module:
         out = call_primitive(api.primitive(case.target), case, prefixed(arrays, "in"))
         return {str(i): o for i, o in enumerate(out if isinstance(out, tuple) else (out,))}
     mod = api.variant(case.target)
@@ -75,27 +90,29 @@ def call_primitive(fn, case: Case, inputs: dict, **kwargs):
 
 
 def differentiable(case: Case, arrays: dict) -> list[str]:
-    """The keys gradients are taken for: every parameter and u (variants; the initial state and
-    timesteps are held fixed); every floating array argument (primitives)."""
-    if case.kind == "variant":
-        return sorted(k for k in arrays if k.startswith("param/")) + ["in/u"]
+    """The keys gradients are taken for: every parameter and u (modules; u only when real, not
+    token ids; the initial state and timesteps are held fixed); every floating array argument
+    (primitives)."""
+    if case.is_module:
+        params = sorted(k for k in arrays if k.startswith("param/"))
+        return params if case.tokens else params + ["in/u"]
     return sorted(k for k in arrays if k.startswith("in/"))
 
 
 def loss_outputs(case: Case, api, arrays: dict) -> tuple:
-    """The outputs contracted with the cotangents: y (variants), every output (primitives)."""
+    """The outputs contracted with the cotangents: y (modules), every output (primitives)."""
     out = forward(case, api, arrays, return_state=False)
-    return tuple(out[k] for k in sorted(out)) if case.kind == "primitive" else (out["y"],)
+    return (out["y"],) if case.is_module else tuple(out[k] for k in sorted(out))
 
 
 def time_slices(case: Case, arrays: dict, start: int, stop: int) -> dict:
-    """The inputs of time steps [start, stop) (time axis 1 for diag/liquid scans and variants,
+    """The inputs of time steps [start, stop) (time axis 1 for diag/liquid scans and modules,
     the last axis for the selective scans, where complex A makes B/C interleave 2 entries per
     step)."""
     out = {}
     for key, x in arrays.items():
         name = key.split("/", 1)[1]
-        if case.kind == "variant":
+        if case.is_module:
             timed = key in ("in/u", "in/timesteps")
             out[key] = x[:, start:stop, ...] if timed else x
         elif case.target in ("diag_scan", "liquid_scan"):
@@ -122,7 +139,7 @@ def chunked(case: Case, api, arrays: dict, pieces: int) -> dict:
     Returns {"parts": [outputs of each chunk, in time order], "final": final-state outputs}.
     """
     bounds = chunk_bounds(case.length, pieces)
-    if case.kind == "variant":
+    if case.is_module:
         state = prefixed(arrays, "state") or None
         parts = []
         for a, b in bounds:

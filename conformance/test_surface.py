@@ -2,18 +2,18 @@
 
 import pytest
 from liquidssm.conformance import checks
-from liquidssm.conformance.cases import PRIMITIVES, STABILITY, VARIANTS
+from liquidssm.conformance.cases import MODULES, PRIMITIVES, STABILITY
 from liquidssm.conformance.plugin import run
 
 
-@pytest.mark.parametrize("target", VARIANTS + PRIMITIVES)
+@pytest.mark.parametrize("target", MODULES + PRIMITIVES)
 def test_api(conformance_adapter, target):
     run(checks.check_api, conformance_adapter, target)
 
 
 @pytest.mark.parametrize(
     "target,scenario",
-    [(t, s) for t in VARIANTS + PRIMITIVES for s in checks.ERROR_SCENARIOS[t]],
+    [(t, s) for t in MODULES + PRIMITIVES for s in checks.ERROR_SCENARIOS[t]],
     ids=lambda x: x,
 )
 def test_errors(conformance_adapter, target, scenario):

@@ -134,3 +134,68 @@ def test_bfloat16_rounding_is_nearest_even():
     np.testing.assert_array_equal(got[:4], [1.0, 1.0, 1 + 2 * ulp, 1 + ulp])
     assert abs(got[4] / x[4] - 1) < 2**-8 and got[5] == 65536.0
     np.testing.assert_array_equal(fixtures.round_to(x, "float16")[:1], [1.0])
+
+
+# ------------------------------------------------------------------------------------------
+# blocks and models
+
+
+def test_every_block_and_model_is_a_target_with_cases():
+    import liquidssm
+    from liquidssm.conformance import cases, report
+
+    assert cases.BLOCKS == liquidssm.BLOCKS and cases.MODELS == liquidssm.MODELS
+    assert cases.VARIANTS == liquidssm.VARIANTS
+    for t in cases.MODULES:
+        assert t in report.TARGETS and t in checks.ERROR_SCENARIOS
+        assert any(c.target == t and c.grad for c in CASES), t
+        assert any(c.target == t and c.streaming and c.state for c in CASES), t
+
+
+def test_sequence_model_cases_cover_its_choices():
+    from liquidssm.conformance import runner
+    from liquidssm.spec import sequence_model
+
+    cfgs = [runner.config(c) for c in CASES if c.target == "sequence_model"]
+    # every kind of layer (S4 block, S5 layer, Mamba block, LiquidMamba)
+    assert {sequence_model.LAYERS[c.layer] for c in cfgs} == set(sequence_model.LAYERS.values())
+    assert {c.head for c in cfgs} == set(sequence_model.HEADS)
+    assert {c.norm_f for c in cfgs} == set(sequence_model.NORMS)
+    assert {c.tokens for c in cfgs} == {True, False}
+    assert {c.tie_embeddings for c in cfgs if c.head == "lm"} == {True, False}
+    assert max(c.n_layers for c in cfgs) == 2
+
+
+def test_nested_configs_round_trip_through_the_manifest():
+    """The manifest stores every module case's full Config as JSON; it rebuilds the Config."""
+    from liquidssm.conformance import _config, runner
+
+    entries = fixtures.load_manifest()["cases"]
+    for case in CASES:
+        if not case.is_module:
+            continue
+        cfg = runner.config(case)
+        d = json.loads(json.dumps(_config.to_dict(cfg)))
+        assert _config.from_dict(d) == cfg, case.name
+        assert _config.from_dict(entries[case.name]["config"], case.target) == cfg, case.name
+    nested = _config.to_dict(runner.config(next(c for c in CASES if c.target == "s4_block")))
+    assert nested["__config__"] == "s4_block" and nested["ssm"]["__config__"] == "s4d"
+    with pytest.raises(ValueError, match="expected 's5_layer'"):
+        _config.from_dict(nested, "s5_layer")
+
+
+def test_a_broken_block_is_caught(monkeypatch):
+    """The S4 block's feed-forward off by 1e-3: every case built on it fails its outputs, the
+    Mamba block's do not."""
+    import liquidssm.spec.s4_block as s4_block
+
+    good = s4_block.feedforward
+    monkeypatch.setattr(s4_block, "feedforward", lambda *a, **k: good(*a, **k) * (1 + OFF))
+    chosen = [c for c in CASES if c.length <= 16 and c.target in (
+        "s4_block", "mamba_block", "sequence_model")]
+    failed = _outcomes(NumpyAdapter(), "float64", chosen)
+    for c in chosen:
+        uses_s4_block = c.target == "s4_block" or c.config.get("layer") in ("s4d", "s4",
+                                                                          "liquid_s4")
+        assert ("check_outputs" in failed.get(c.name, ())) == uses_s4_block, c.name
+    assert any(c.target == "sequence_model" and c.name in failed for c in chosen)
