@@ -7,6 +7,7 @@ _plan.py. On CPU they run only in the Pallas interpreter (LIQUIDSSM_PALLAS_INTER
 """
 
 from ._plan import PLANS, Plan, interpret_requested, plan
+from ._linear import linear_scan
 from ._selective import selective_core
 
-__all__ = ["selective_core", "plan", "Plan", "PLANS", "interpret_requested"]
+__all__ = ["selective_core", "linear_scan", "plan", "Plan", "PLANS", "interpret_requested"]
