@@ -6,8 +6,8 @@ liquidssm.jax.selective call them when the strategy is `pallas`. Block sizes per
 _plan.py. On CPU they run only in the Pallas interpreter (LIQUIDSSM_PALLAS_INTERPRET=1).
 """
 
-from ._plan import PLANS, Plan, interpret_requested, plan
 from ._linear import linear_scan
+from ._plan import PLANS, Plan, interpret_requested, plan
 from ._selective import selective_core
 
 __all__ = ["selective_core", "linear_scan", "plan", "Plan", "PLANS", "interpret_requested"]
