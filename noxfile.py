@@ -20,6 +20,7 @@ CONFORMANCE = {
     "torch": ("test,torch,hf", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
     "torch-triton": ("test,triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
     "jax": ("test,jax", {}),
+    "jax-pallas": ("test,jax", {"LIQUIDSSM_JAX_SCAN": "pallas", "LIQUIDSSM_PALLAS_INTERPRET": "1"}),
 }
 
 #: backend -> its own test folder
@@ -27,6 +28,7 @@ BACKEND_TESTS = {
     "torch": "tests/torch",
     "torch-triton": "tests/torch/test_triton.py",
     "jax": "tests/jax",
+    "jax-pallas": "tests/jax/test_pallas.py",
 }
 
 

@@ -43,15 +43,15 @@ def _loss(fn):
 
 def _compare(fn_ref, fn, args, tol=1e-12):
     """Outputs and gradients (all args) of fn (Pallas) against fn_ref (XLA)."""
-    want, got = fn_ref(*args), fn(*args)
+    want, got = jax.jit(fn_ref)(*args), jax.jit(fn)(*args)
     want = want if isinstance(want, tuple) else (want,)
     got = got if isinstance(got, tuple) else (got,)
     for w, g in zip(want, got, strict=True):
         assert g.shape == w.shape and g.dtype == w.dtype
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=tol, atol=tol)
     argn = tuple(i for i, a in enumerate(args) if a is not None)
-    gw = jax.grad(_loss(fn_ref), argnums=argn)(*args)
-    gg = jax.grad(_loss(fn), argnums=argn)(*args)
+    gw = jax.jit(jax.grad(_loss(fn_ref), argnums=argn))(*args)
+    gg = jax.jit(jax.grad(_loss(fn), argnums=argn))(*args)
     for i, w, g in zip(argn, gw, gg, strict=True):
         assert g.shape == w.shape, i
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=tol, atol=tol,
