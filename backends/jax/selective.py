@@ -269,7 +269,7 @@ def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ret
 
         y, H_last = selective_core(p, phi, tm(uw), tm(dt), A, B, C, BL, H0)
     else:
-        if method == "pallas":  # complex A: the XLA strategy (docs/spec/selective.md)
+        if method == "pallas":  # complex A: the XLA strategy (docs/pallas.md)
             method, chunk = _xla_plan(l)
         y, H_last = _core((p, phi, method, chunk, cplx), tm(uw), tm(dt), A, B, C, BL, H0)
     out = jnp.transpose(y, (1, 2, 0))
