@@ -197,3 +197,17 @@ def test_plans():
     assert tpu.steps(13) == 128 and tpu.chan(100) == 100 and tpu.chan(300) == 128
     for p in _plan.PLANS.values():
         assert p.steps(1000) % p.chunk == 0
+
+
+def test_decode_step_matches_spec(interpret, monkeypatch):
+    """selective_state_update under pallas (the length-1 kernel) against the XLA function,
+    outputs and gradients; bad input keeps the spec's error message."""
+    rng = np.random.default_rng(7)
+    b, d, n = 2, 10, 3
+    args = (_rand(rng, b, d, n), _rand(rng, b, d), _rand(rng, b, d),
+            -jnp.asarray(rng.uniform(0.5, 2.0, size=(d, n))), _rand(rng, b, 2, n),
+            _rand(rng, b, n), _rand(rng, d), _rand(rng, b, d), _rand(rng, d))
+    _compare(*_public(monkeypatch, lj.selective_state_update, dt_softplus=True), args)
+    monkeypatch.setenv("LIQUIDSSM_JAX_SCAN", "pallas")
+    with pytest.raises(ValueError, match="dt: expected shape"):
+        lj.selective_state_update(args[0], args[1], args[1][:, :3], *args[3:6])
