@@ -21,6 +21,7 @@ CONFORMANCE = {
     "torch-triton": ("test,triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
     # torch and transformers too: tests/jax/test_cross_framework.py and test_readme.py
     "jax": ("test,jax,torch,hf", {}),
+    "jax-pallas": ("test,jax", {"LIQUIDSSM_JAX_SCAN": "pallas", "LIQUIDSSM_PALLAS_INTERPRET": "1"}),
 }
 
 #: backend -> its own test folder
@@ -28,6 +29,7 @@ BACKEND_TESTS = {
     "torch": "tests/torch",
     "torch-triton": "tests/torch/test_triton.py",
     "jax": "tests/jax",
+    "jax-pallas": "tests/jax/test_pallas.py",
 }
 
 

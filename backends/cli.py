@@ -27,6 +27,7 @@ CHECK_BACKENDS = {
     "torch": ("torch", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
     "torch-triton": ("triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
     "jax": ("jax", {}),
+    "jax-pallas": ("jax", {"LIQUIDSSM_JAX_SCAN": "pallas"}),
 }
 PEER_PACKAGES = ("mambapy", "accelerated-scan", "s5-pytorch", "mamba_ssm")
 

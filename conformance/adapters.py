@@ -8,7 +8,8 @@ and model modules and primitives, and (where the backend has autodiff) computes 
 Built in: numpy (liquidssm.numpy, the spec), array_api_strict (the spec's functions on
 array_api_strict arrays), torch (liquidssm.torch, LIQUIDSSM_TORCH_IMPL=eager), torch-triton
 (LIQUIDSSM_TORCH_IMPL=triton, TRITON_INTERPRET=1 on CPU: float32, small cases only), jax
-(liquidssm.jax, x64 enabled).
+(liquidssm.jax, x64 enabled), jax-pallas (LIQUIDSSM_JAX_SCAN=pallas; on CPU in the Pallas
+interpreter: small cases only).
 
 Gradient convention (all adapters): for a real loss L, the gradient of a complex x = p + i q is
 dL/dp + i dL/dq (torch's convention; jax's is its conjugate and the jax adapter conjugates).
@@ -385,12 +386,31 @@ class JaxAdapter(Adapter):
         return {k: np.conj(self.to_numpy(g)) for k, g in grads.items()}
 
 
+class JaxPallasAdapter(JaxAdapter):
+    """liquidssm.jax with LIQUIDSSM_JAX_SCAN=pallas (liquidssm.jax.pallas); on CPU the Pallas
+    interpreter (LIQUIDSSM_PALLAS_INTERPRET=1): each new shape compiles for seconds, so only
+    small cases run there."""
+
+    name = "jax-pallas"
+
+    def __init__(self, device="cpu"):
+        os.environ["LIQUIDSSM_JAX_SCAN"] = "pallas"
+        if device != "cpu":
+            self.dtypes = ("float32", "bfloat16")
+        else:
+            os.environ["LIQUIDSSM_PALLAS_INTERPRET"] = "1"
+            self.dtypes = ("float64",)  # one dtype: each one compiles every kernel again
+            self.max_size = 512
+        super().__init__(device)
+
+
 BUILTIN = {
     "numpy": NumpyAdapter,
     "array_api_strict": ArrayApiStrictAdapter,
     "torch": TorchAdapter,
     "torch-triton": TorchTritonAdapter,
     "jax": JaxAdapter,
+    "jax-pallas": JaxPallasAdapter,
 }
 
 

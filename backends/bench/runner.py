@@ -29,15 +29,16 @@ from .timing import Budget
 
 __all__ = ["BACKENDS", "groups", "measure", "run_group", "run", "environment"]
 
-#: backend -> its implementations (torch triton only on CUDA). JAX: the scan strategy only
-#: changes cases that run a scan (cases.uses_scan); the others run once, under "auto".
+#: backend -> its implementations (torch triton only on CUDA, jax pallas not on the CPU). JAX:
+#: the scan strategy only changes cases that run a scan (cases.uses_scan); the others run once,
+#: under "auto".
 BACKENDS = {
     "numpy": ("spec",),
     "torch": ("eager", "triton"),
-    "jax": ("auto", "sequential", "associative", "chunked"),
+    "jax": ("auto", "sequential", "associative", "chunked", "pallas"),
     "peers": ("-",),
 }
-JAX_STRATEGIES = ("sequential", "associative", "chunked")
+JAX_STRATEGIES = ("sequential", "associative", "chunked", "pallas")
 _NEEDS = {"numpy": "numpy", "torch": "torch", "jax": "jax", "peers": "torch"}
 ROW_PREFIX = "ROW "
 
@@ -65,6 +66,8 @@ def groups(backends, device: str, quick: bool = False) -> list[tuple[str, str]]:
                 continue
             if impl == "triton" and not device.startswith("cuda"):
                 continue  # the Triton interpreter on CPU is a test tool, not timed
+            if b == "jax" and impl == "pallas" and device == "cpu":
+                continue  # so is the Pallas interpreter
             if quick and impl in JAX_STRATEGIES:
                 continue
             out.append((b, impl))

@@ -5,7 +5,8 @@ bound to jax arrays (liquidssm._bind); params are dicts of jax arrays under the 
 (`params_from_spec` / `params_to_spec` convert). Every recurrence runs through this package's
 primitives, registered with the spec's dispatch for jax arrays (tracers included), so every
 forward / step is jax.jit-able (config static), jax.grad-able and vmap-friendly.
-Scan strategy: LIQUIDSSM_JAX_SCAN = auto | sequential | associative | chunked (scan_strategy()).
+Scan strategy: LIQUIDSSM_JAX_SCAN = auto | sequential | associative | chunked | pallas
+(scan_strategy(); pallas: the Pallas kernels of liquidssm.jax.pallas, docs/pallas.md).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from liquidssm import BLOCKS, MODELS
 from liquidssm._bind import bind, map_arrays
 from liquidssm.spec import _dispatch
 
+from ._decode import selective_state_update
 from ._framework import JaxFramework, fw
 from .dense import dense_scan
 from .scans import diag_scan, liquid_scan, scan_strategy
-from .selective import liquid_selective_scan, selective_scan, selective_state_update
+from .selective import liquid_selective_scan, selective_scan
 
 __all__ = [
     "name", "fw", "JaxFramework", "scan_strategy", "params_from_spec", "params_to_spec",

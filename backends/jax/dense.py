@@ -16,9 +16,10 @@ import math
 
 import jax.numpy as jnp
 from jax import lax
+from liquidssm.spec._common import _describe
 
 from . import scans
-from .scans import _describe, scan_strategy
+from .scans import scan_strategy
 
 __all__ = ["dense_scan"]
 

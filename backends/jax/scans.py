@@ -1,12 +1,15 @@
 """JAX scans: the strategy switch and the diagonal / liquid linear recurrences.
 
-Strategy (`LIQUIDSSM_JAX_SCAN` = auto | sequential | associative | chunked, read at trace time):
+Strategy (`LIQUIDSSM_JAX_SCAN` = auto | sequential | associative | chunked | pallas, read at
+trace time):
     sequential   lax.scan over time
     associative  lax.associative_scan over the whole sequence (log depth, O(L) work and memory)
     chunked      lax.associative_scan inside chunks of CHUNK steps, lax.scan carrying the state
                  between chunks (bounded memory)
-    auto         CPU: sequential; other platforms (GPU, TPU): associative up to CHUNK steps,
-                 chunked beyond.
+    pallas       the Pallas kernels of liquidssm.jax.pallas (GPU, TPU; on CPU only in the Pallas
+                 interpreter, LIQUIDSSM_PALLAS_INTERPRET=1; complex-A selective scans fall back
+                 to the XLA strategy of the platform)
+    auto         CPU: sequential; GPU, TPU: pallas.
 diag_scan and liquid_scan are differentiated by JAX autodiff through these scans (their
 memory is of the order of their output); the selective scans have custom vjps (selective.py).
 """
@@ -24,7 +27,7 @@ from liquidssm.spec._common import check_choice
 
 __all__ = ["STRATEGIES", "CHUNK", "scan_strategy", "diag_scan", "liquid_scan"]
 
-STRATEGIES = ("auto", "sequential", "associative", "chunked")
+STRATEGIES = ("auto", "sequential", "associative", "chunked", "pallas")
 JAX = "jax.Array"  # the array type the checks (liquidssm.spec._checks) require
 #: chunk length of the chunked strategy (and the checkpoint spacing of the selective vjps)
 CHUNK = 64
@@ -35,8 +38,19 @@ def scan_strategy(length: int | None = None, platform: str | None = None) -> str
     (default: jax.default_backend()): LIQUIDSSM_JAX_SCAN if set, else the auto rule."""
     choice = os.environ.get("LIQUIDSSM_JAX_SCAN", "auto").strip().lower() or "auto"
     check_choice("LIQUIDSSM_JAX_SCAN", choice, STRATEGIES)
+    platform = platform or jax.default_backend()
+    if choice == "pallas":
+        from .pallas import plan
+
+        plan(platform)  # a clear error where the kernels cannot run
     if choice != "auto":
         return choice
+    return "sequential" if platform == "cpu" else "pallas"
+
+
+def xla_strategy(length: int | None = None, platform: str | None = None) -> str:
+    """The XLA strategy for `platform` (the fallback where no Pallas kernel applies): CPU
+    sequential; else associative up to CHUNK steps, chunked beyond."""
     if (platform or jax.default_backend()) == "cpu":
         return "sequential"
     return "associative" if length is not None and length <= CHUNK else "chunked"
@@ -89,9 +103,22 @@ def chunked_scan(a, b, h0, method: str, chunk: int):
 def _plan(length: int):
     """(method inside a chunk, chunk length) for a sequence of `length` steps."""
     s = scan_strategy(length)
+    if s == "pallas":
+        return s, length
     if s == "chunked":
         return "associative", min(CHUNK, length)
     return s, length
+
+
+def _pallas_linear(a, b, c, H0):
+    """liquidssm.jax.pallas.linear_scan on (L, ., *S) arrays (the state axes flattened)."""
+    from .pallas import linear_scan
+
+    L, batch, S = b.shape[0], b.shape[1], b.shape[2:]
+    flat = lambda x: None if x is None else x.reshape(x.shape[:2] + (-1,))  # noqa: E731
+    y, last = linear_scan(flat(a), flat(b), flat(c), flat(H0))
+    return y.reshape((L, batch) + S), last.reshape(H0.shape)
+
 
 
 def _time_major(a, b, c, h0):
@@ -115,7 +142,10 @@ def diag_scan(a, b, h0=None, *, reverse: bool = False):
     if h0 is None:
         h0 = jnp.zeros(b.shape[1:], dtype)
     method, chunk = _plan(b.shape[0])
-    h = chunked_scan(a, b, h0, method, chunk)
+    if method == "pallas":
+        h = _pallas_linear(a, b, None, h0[None])[0]
+    else:
+        h = chunked_scan(a, b, h0, method, chunk)
     return jnp.moveaxis(h[::-1] if reverse else h, 0, 1)
 
 
@@ -134,6 +164,9 @@ def liquid_scan(a, b, c, h0=None, *, degree: int, reverse: bool = False):
         a, b, c = a[::-1], b[::-1], c[::-1]
     starts = [jnp.zeros(b.shape[1:], dtype)] * p if h0 is None else [h0[:, m] for m in range(p)]
     method, chunk = _plan(b.shape[0])
+    if method == "pallas":
+        y, last = _pallas_linear(a, b, c, jnp.stack(starts))
+        return jnp.moveaxis(y[::-1] if reverse else y, 0, 1), jnp.moveaxis(last, 0, 1)
     levels = [chunked_scan(a, b, starts[0], method, chunk)]
     for m in range(1, p):
         prev = jnp.concatenate([starts[m - 1][None], levels[-1][:-1]])

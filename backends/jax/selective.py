@@ -32,12 +32,19 @@ from .scans import JAX, _pad_time, scan0, scan_strategy
 __all__ = ["selective_scan", "liquid_selective_scan", "selective_state_update", "selective_plan"]
 
 
-def selective_plan(length: int):
-    """(method inside a chunk, chunk length T) for the selective scans."""
-    s = scan_strategy(length)
+def selective_plan(length: int, s: str | None = None):
+    """(method inside a chunk, chunk length T) for the selective scans (strategy s, default
+    scan_strategy(length))."""
+    s = s or scan_strategy(length)
+    if s == "pallas":
+        return "pallas", length
     if s == "associative":
         return "associative", length
     return ("associative" if s == "chunked" else "sequential"), min(scans.CHUNK, length)
+
+
+def _xla_plan(length: int):
+    return selective_plan(length, scans.xla_strategy(length))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +229,14 @@ def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ret
     uw = jnp.asarray(u).astype(wdt)
     tm = lambda x: jnp.transpose(x, (2, 0, 1))  # noqa: E731  (b, d, l) -> (l, b, d)
     method, chunk = selective_plan(l)
-    y, H_last = _core((p, phi, method, chunk, cplx), tm(uw), tm(dt), A, B, C, BL, H0)
+    if method == "pallas" and not cplx:
+        from .pallas import selective_core
+
+        y, H_last = selective_core(p, phi, tm(uw), tm(dt), A, B, C, BL, H0)
+    else:
+        if method == "pallas":  # complex A: the XLA strategy (docs/pallas.md)
+            method, chunk = _xla_plan(l)
+        y, H_last = _core((p, phi, method, chunk, cplx), tm(uw), tm(dt), A, B, C, BL, H0)
     out = jnp.transpose(y, (1, 2, 0))
     if D is not None:
         out = out + jnp.asarray(D).astype(wdt)[:, None] * uw

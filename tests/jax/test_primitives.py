@@ -91,9 +91,10 @@ def check_by_finite_differences(loss, a, grads, seed=0, eps=1e-6):
 def test_scan_strategy_switch(monkeypatch):
     monkeypatch.delenv("LIQUIDSSM_JAX_SCAN", raising=False)
     assert lj.scan_strategy(2048, "cpu") == lj.scan_strategy(None, "cpu") == "sequential"
-    assert lj.scan_strategy(2048, "gpu") == lj.scan_strategy(None, "gpu") == "chunked"
-    assert lj.scan_strategy(2048, "tpu") == "chunked"
-    assert lj.scan_strategy(scans.CHUNK, "tpu") == "associative"
+    assert lj.scan_strategy(2048, "gpu") == lj.scan_strategy(None, "tpu") == "pallas"
+    assert scans.xla_strategy(2048, "gpu") == scans.xla_strategy(None, "gpu") == "chunked"
+    assert scans.xla_strategy(2048, "tpu") == "chunked"
+    assert scans.xla_strategy(scans.CHUNK, "tpu") == "associative"
     assert lj.scan_strategy() == lj.scan_strategy(None, jax.default_backend())
     monkeypatch.setenv("LIQUIDSSM_JAX_SCAN", " Associative ")
     assert lj.scan_strategy(2048, "gpu") == lj.scan_strategy(8, "cpu") == "associative"
