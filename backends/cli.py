@@ -26,6 +26,7 @@ CHECK_BACKENDS = {
     "array_api_strict": ("array_api_strict", {}),
     "torch": ("torch", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
     "torch-triton": ("triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
+    "torch-numba": ("numba", {"LIQUIDSSM_TORCH_IMPL": "numba"}),
     "jax": ("jax", {}),
 }
 PEER_PACKAGES = ("mambapy", "accelerated-scan", "s5-pytorch", "mamba_ssm")
@@ -49,7 +50,9 @@ def _torch_info() -> tuple[str, str]:
         triton = f"triton {_version('triton')}"
     else:
         triton = f"triton {_version('triton')}: no CUDA (kernels run only with TRITON_INTERPRET=1)"
-    return f"eager; {triton}", ", ".join(devices)
+    numba = (f"numba {_version('numba')} (liquidssm.cpu, CPU tensors; auto picks it)"
+             if importlib.util.find_spec("numba") else "numba: not installed (liquidssm[cpu])")
+    return f"eager; {triton}; {numba}", ", ".join(devices)
 
 
 def _jax_info() -> tuple[str, str]:

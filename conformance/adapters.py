@@ -7,8 +7,9 @@ modules and primitives, and (where the backend has autodiff) computes vjps. A ne
 
 Built in: numpy (liquidssm.numpy, the spec), array_api_strict (the spec's functions on
 array_api_strict arrays), torch (liquidssm.torch, LIQUIDSSM_TORCH_IMPL=eager), torch-triton
-(LIQUIDSSM_TORCH_IMPL=triton, TRITON_INTERPRET=1 on CPU: float32, small cases only), jax
-(liquidssm.jax, x64 enabled).
+(LIQUIDSSM_TORCH_IMPL=triton, TRITON_INTERPRET=1 on CPU: float32, small cases only),
+torch-numba (LIQUIDSSM_TORCH_IMPL=numba: liquidssm.cpu's kernels), jax (liquidssm.jax, x64
+enabled).
 
 Gradient convention (all adapters): for a real loss L, the gradient of a complex x = p + i q is
 dL/dp + i dL/dq (torch's convention; jax's is its conjugate and the jax adapter conjugates).
@@ -229,6 +230,13 @@ class TorchTritonAdapter(TorchAdapter):
         super().__init__(device)
 
 
+class TorchNumbaAdapter(TorchAdapter):
+    """liquidssm.torch with LIQUIDSSM_TORCH_IMPL=numba (liquidssm.cpu's kernels, CPU only)."""
+
+    name = "torch-numba"
+    impl = "numba"
+
+
 def _is_data(x) -> bool:
     return hasattr(x, "dtype") or (isinstance(x, dict) and all(map(_is_data, x.values())))
 
@@ -337,6 +345,7 @@ BUILTIN = {
     "array_api_strict": ArrayApiStrictAdapter,
     "torch": TorchAdapter,
     "torch-triton": TorchTritonAdapter,
+    "torch-numba": TorchNumbaAdapter,
     "jax": JaxAdapter,
 }
 

@@ -128,10 +128,11 @@ def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor
         return out.reshape(X4.shape)
 
     t = torch.from_numpy
-    empty = torch.empty(0, dtype=dt)
+    empty = lambda: torch.empty(0, dtype=dt)  # noqa: E731  (one per output: no aliasing)
     return [t(du), t(ddelta), t(lead(dA_p, (d, n))), t(bc(dB_p, B4, gsb)), t(bc(dC_p, C4, gsc)),
-            t(lead(dD_p, (d,))) if D is not None else empty, t(dz) if z is not None else empty,
-            t(lead(dbias_p, (d,))) if bias is not None else empty, t(dh0)]
+            t(lead(dD_p, (d,))) if D is not None else empty(),
+            t(dz) if z is not None else empty(),
+            t(lead(dbias_p, (d,))) if bias is not None else empty(), t(dh0)]
 
 
 @_bwd.register_fake
