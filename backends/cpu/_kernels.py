@@ -2,8 +2,9 @@
 
 Layouts (all C-contiguous, in the compute dtype: float32, or float64 for float64 inputs):
 u, delta, z, out (b, d, l); A (d, n); D, bias (d,); h0, last (b, d, n);
-B / C as X4 (bX, G, LX, n): bX = 1 and LX = 1 for a constant (d, n) (then G = d, one "group"
-per channel), bX = b and LX = l for input-dependent (G = 1) or grouped (G = g) B / C;
+B / C as X4 (bX, G, LX, n) with a flag vb / vc (input-dependent): bX = 1 and LX = 1 for a
+constant (d, n) (then G = d, one "group" per channel), bX = b and LX = l for input-dependent
+(G = 1) or grouped (G = g) B / C;
 channel c reads group c // (d / G) (time-major along LX so the inner loop over n is contiguous).
 Checkpoints ck (b, d, nchunk, n): the state before each chunk of T steps.
 
@@ -42,15 +43,13 @@ def _sigmoid(x):
 
 
 @nb.njit(parallel=True, **_OPTS)
-def selective_fwd(u, delta, A, B4, C4, D, z, bias, h0, has_d, has_z, has_bias, has_h0,
+def selective_fwd(u, delta, A, B4, C4, vb, vc, D, z, bias, h0, has_d, has_z, has_bias, has_h0,
                   softplus, T, save, out, last, ck):
     """Fills out (b, d, l), last (b, d, n) and, if save, ck (b, d, nchunk, n)."""
     b, d, l = u.shape
     n = A.shape[1]
     gsb = d // B4.shape[1]
     gsc = d // C4.shape[1]
-    vb = B4.shape[2] > 1
-    vc = C4.shape[2] > 1
     for job in nb.prange(b * d):
         bi = job // d
         c = job % d
@@ -90,9 +89,9 @@ def selective_fwd(u, delta, A, B4, C4, D, z, bias, h0, has_d, has_z, has_bias, h
 
 
 @nb.njit(parallel=True, **_OPTS)
-def selective_bwd(u, delta, A, B4, C4, D, z, bias, ck, dout, dlast, has_d, has_z, has_bias,
-                  has_dlast, softplus, T, BD, du, ddelta, dz, dA_p, dB_p, dC_p, dD_p, dbias_p,
-                  dh0):
+def selective_bwd(u, delta, A, B4, C4, vb, vc, D, z, bias, ck, dout, dlast, has_d, has_z,
+                  has_bias, has_dlast, softplus, T, BD, du, ddelta, dz, dA_p, dB_p, dC_p, dD_p,
+                  dbias_p, dh0):
     """The adjoint. Per (batch, channel) outputs: du, ddelta, dz (b, d, l), dh0 (b, d, n).
     Partial sums (zeroed by the caller), reduced afterwards over the leading axes:
     dA_p (b, d, n), dD_p, dbias_p (b, d); dB_p / dC_p (b, S, LX, n) with S = d slots for a
@@ -103,8 +102,6 @@ def selective_bwd(u, delta, A, B4, C4, D, z, bias, ck, dout, dlast, has_d, has_z
     nchunk = ck.shape[2]
     gsb = d // B4.shape[1]
     gsc = d // C4.shape[1]
-    vb = B4.shape[2] > 1
-    vc = C4.shape[2] > 1
     nblk = d // BD
     for job in nb.prange(b * nblk):
         bi = job // nblk

@@ -52,16 +52,16 @@ def block_channels(d, gs_b, gs_c):
     return max(k for k in range(1, min(m, MAX_BLOCK) + 1) if m % k == 0)
 
 
-def _group_size(X4, d):
+def _group_size(X4, var, d):
     """0 for a constant B / C, else the channels per group."""
-    return 0 if X4.shape[2] == 1 else d // X4.shape[1]
+    return d // X4.shape[1] if var else 0
 
 
 @torch.library.custom_op("liquidssm::numba_selective_scan_fwd", mutates_args=())
 def _fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor,
-         C4: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
-         bias: torch.Tensor | None, h0: torch.Tensor | None, softplus: bool, save: bool
-         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+         C4: torch.Tensor, var_b: bool, var_c: bool, D: torch.Tensor | None,
+         z: torch.Tensor | None, bias: torch.Tensor | None, h0: torch.Tensor | None,
+         softplus: bool, save: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     b, d, l = u.shape
     n = A.shape[1]
     dt = u.dtype
@@ -70,7 +70,7 @@ def _fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor
     out = torch.empty((b, d, l), dtype=dt)
     last = torch.empty((b, d, n), dtype=dt)
     ck = torch.empty((b, d, nchunk, n) if save else (1, 1, 1, 1), dtype=dt)
-    K.selective_fwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), _opt(D, 1, npdt),
+    K.selective_fwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), var_b, var_c, _opt(D, 1, npdt),
                     _opt(z, 3, npdt), _opt(bias, 1, npdt), _opt(h0, 3, npdt), D is not None,
                     z is not None, bias is not None, h0 is not None, softplus, CHUNK, save,
                     out.numpy(), last.numpy(), ck.numpy())
@@ -78,7 +78,7 @@ def _fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor
 
 
 @_fwd.register_fake
-def _(u, delta, A, B4, C4, D, z, bias, h0, softplus, save):
+def _(u, delta, A, B4, C4, var_b, var_c, D, z, bias, h0, softplus, save):
     b, d, l = u.shape
     n = A.shape[1]
     nchunk = -(-l // CHUNK)
@@ -88,15 +88,15 @@ def _(u, delta, A, B4, C4, D, z, bias, h0, softplus, save):
 
 @torch.library.custom_op("liquidssm::numba_selective_scan_bwd", mutates_args=())
 def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor,
-         C4: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
-         bias: torch.Tensor | None, ck: torch.Tensor, dout: torch.Tensor,
-         dlast: torch.Tensor | None, softplus: bool) -> list[torch.Tensor]:
+         C4: torch.Tensor, var_b: bool, var_c: bool, D: torch.Tensor | None,
+         z: torch.Tensor | None, bias: torch.Tensor | None, ck: torch.Tensor,
+         dout: torch.Tensor, dlast: torch.Tensor | None, softplus: bool) -> list[torch.Tensor]:
     """[du, ddelta, dA, dB4, dC4, dD, dz, dbias, dh0]; dD / dz / dbias empty when absent."""
     b, d, l = u.shape
     n = A.shape[1]
     dt = u.dtype
     npdt = np.float64 if dt == torch.float64 else np.float32
-    gsb, gsc = _group_size(B4, d), _group_size(C4, d)
+    gsb, gsc = _group_size(B4, var_b, d), _group_size(C4, var_c, d)
     bd = block_channels(d, gsb, gsc)
     nblk = d // bd
 
@@ -109,10 +109,10 @@ def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor
     dA_p, dh0 = np.zeros((b, d, n), npdt), np.empty((b, d, n), npdt)
     dB_p, dC_p = partial(B4, gsb), partial(C4, gsc)
     dD_p, dbias_p = np.zeros((b, d), npdt), np.zeros((b, d), npdt)
-    K.selective_bwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), _opt(D, 1, npdt), _opt(z, 3, npdt),
-                    _opt(bias, 1, npdt), _a(ck), _a(dout), _opt(dlast, 3, npdt), D is not None,
-                    z is not None, bias is not None, dlast is not None, softplus, CHUNK, bd, du,
-                    ddelta, dz, dA_p, dB_p, dC_p, dD_p, dbias_p, dh0)
+    K.selective_bwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), var_b, var_c, _opt(D, 1, npdt),
+                    _opt(z, 3, npdt), _opt(bias, 1, npdt), _a(ck), _a(dout), _opt(dlast, 3, npdt),
+                    D is not None, z is not None, bias is not None, dlast is not None, softplus,
+                    CHUNK, bd, du, ddelta, dz, dA_p, dB_p, dC_p, dD_p, dbias_p, dh0)
 
     def lead(P, shape):
         out = np.empty(int(np.prod(shape)), npdt)
@@ -136,7 +136,7 @@ def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor
 
 
 @_bwd.register_fake
-def _(u, delta, A, B4, C4, D, z, bias, ck, dout, dlast, softplus):
+def _(u, delta, A, B4, C4, var_b, var_c, D, z, bias, ck, dout, dlast, softplus):
     b, d, l = u.shape
     new = u.new_empty
     return [new((b, d, l)), new((b, d, l)), new(A.shape), new(B4.shape), new(C4.shape),
@@ -146,9 +146,9 @@ def _(u, delta, A, B4, C4, D, z, bias, ck, dout, dlast, softplus):
 
 
 def _setup(ctx, inputs, output):
-    u, delta, A, B4, C4, D, z, bias, h0, softplus, _save = inputs
+    u, delta, A, B4, C4, var_b, var_c, D, z, bias, h0, softplus, _save = inputs
     ctx.save_for_backward(u, delta, A, B4, C4, D, z, bias, output[2])
-    ctx.softplus = softplus
+    ctx.flags = (var_b, var_c, softplus)
     ctx.present = [x is not None for x in (D, z, bias, h0)]
 
 
@@ -159,10 +159,11 @@ def _backward(ctx, dout, dlast, _dck):
                            "(no input required grad at call time)")
     dout = torch.zeros_like(u) if dout is None else dout.contiguous()
     dlast = None if dlast is None else dlast.contiguous()
-    du, ddelta, dA, dB4, dC4, dD, dz, dbias, dh0 = _bwd(u, delta, A, B4, C4, D, z, bias, ck,
-                                                        dout, dlast, ctx.softplus)
+    var_b, var_c, softplus = ctx.flags
+    du, ddelta, dA, dB4, dC4, dD, dz, dbias, dh0 = _bwd(u, delta, A, B4, C4, var_b, var_c, D, z,
+                                                        bias, ck, dout, dlast, softplus)
     hD, hz, hb, hh = ctx.present
-    return (du, ddelta, dA, dB4, dC4, dD if hD else None, dz if hz else None,
+    return (du, ddelta, dA, dB4, dC4, None, None, dD if hD else None, dz if hz else None,
             dbias if hb else None, dh0 if hh else None, None, None)
 
 
@@ -202,7 +203,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     B4, C4 = _bc4(B, d, n, wdt), _bc4(C, d, n, wdt)
     save = torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in (*args, initial_state))
-    out, last, _ = _fwd(uw, dw, Aw, B4, C4, Dw, zw, bw, hw, delta_softplus, save)
+    out, last, _ = _fwd(uw, dw, Aw, B4, C4, B.dim() > 2, C.dim() > 2, Dw, zw, bw, hw,
+                        delta_softplus, save)
     out = out.to(u.dtype)
     return (out, last) if return_last_state else out
 
