@@ -20,7 +20,8 @@ CONFORMANCE = {
     "torch": ("test,torch,hf", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
     "torch-triton": ("test,triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
     "torch-numba": ("test,torch,cpu", {"LIQUIDSSM_TORCH_IMPL": "numba"}),
-    "jax": ("test,jax", {}),
+    # torch and transformers too: tests/jax/test_cross_framework.py and test_readme.py
+    "jax": ("test,jax,torch,hf", {}),
 }
 
 #: backend -> its own test folder

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import nn, s5
-from ._common import check_choice, check_int
+from ._common import check_choice, check_int, check_seed
 from .scan import liquid_scan
 
 __all__ = [
@@ -67,7 +67,7 @@ def param_shapes(config: Config) -> dict[str, tuple[int, ...]]:
 def init(config: Config, seed: int = 0) -> dict[str, np.ndarray]:
     """The S5 init (same draws for the same seed); untied BL_re = BL_im = 0."""
     s5._check_config(config, Config)
-    check_int("seed", seed, minimum=0)
+    check_seed(seed)
     params = s5.init(_as_s5(config), seed)
     if not config.tied:
         params["BL_re"] = np.zeros_like(params["B_re"])

@@ -68,7 +68,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     """u (batch, L, d_model) -> y [, the mixer's new state]."""
     check_config(config, Config)
     check_bool("return_state", return_state)
-    check_array("u", u, (None, None, config.d_model))
+    check_array("u", u, ("batch", "length", config.d_model))
     check_params(params, param_shapes(config))
     h = rms_norm(u, params["norm.weight"], config.norm_epsilon)
     out = mamba.forward(config.mixer, strip_prefix(params, "mixer."), h, state=state,
@@ -79,7 +79,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
 def step(config: Config, params, state, u_t):
     """One position: u_t (batch, d_model) -> (y_t, new state)."""
     check_config(config, Config)
-    check_array("u_t", u_t, (None, config.d_model))
+    check_array("u_t", u_t, ("batch", config.d_model))
     check_params(params, param_shapes(config))
     h = rms_norm(u_t, params["norm.weight"], config.norm_epsilon)
     y, new = mamba.step(config.mixer, strip_prefix(params, "mixer."), state, h)

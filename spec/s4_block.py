@@ -155,7 +155,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     """u (batch, L, H) -> y (batch, L, H) [, the SSM's new state]."""
     check_config(config, Config)
     check_bool("return_state", return_state)
-    check_array("u", u, (None, None, config.d_model))
+    check_array("u", u, ("batch", "length", config.d_model))
     check_params(params, param_shapes(config))
     ssm, module = strip_prefix(params, "ssm."), ssm_module(config)
     return _apply(config, params, u, lambda x: module.forward(
@@ -165,7 +165,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
 def step(config: Config, params, state, u_t):
     """One position: u_t (batch, H) -> (y_t (batch, H), new state)."""
     check_config(config, Config)
-    check_array("u_t", u_t, (None, config.d_model))
+    check_array("u_t", u_t, ("batch", config.d_model))
     check_params(params, param_shapes(config))
     ssm, module = strip_prefix(params, "ssm."), ssm_module(config)
     return _apply(config, params, u_t, lambda x: module.step(config.ssm, ssm, state, x))

@@ -22,9 +22,11 @@ from . import hippo
 from ._common import (
     causal_fft_conv,
     check_array,
+    check_bool,
     check_choice,
     check_float,
     check_int,
+    check_seed,
     complex_dtype,
     discretize,
     namespace,
@@ -81,7 +83,9 @@ def init_log_dt(rng, H, dt_min, dt_max):
 def init(config: Config, seed: int = 0) -> dict:
     """A_n = -1/2 + i A_imag,n with A_imag,n = pi n (lin), (N/pi)(N/(2n+1) - 1) (inv),
     the imaginary parts of HiPPO-LegS's normal part (legs); real: A_n = -(n+1), A_imag = 0.
-    B = 1; C complex standard normal (C_re, C_im ~ N(0, 1/2)); D ~ N(0, 1)."""
+    B = 1; C complex standard normal (C_re, C_im ~ N(0, 1/2)); D ~ N(0, 1).
+    seed: a Python int >= 0 (_common.check_seed)."""
+    check_seed(seed)
     H, N = config.d_model, config.d_state
     n = np.arange(N // 2, dtype=np.float64)
     a_re = np.full(N // 2, 0.5)
@@ -122,11 +126,11 @@ def get_param(params, name, shape, dtype):
 
 def check_input(u, H):
     """u: (batch, length >= 1, H) real floating."""
-    return check_array("u", u, (None, "length", H))
+    return check_array("u", u, ("batch", "length", H))
 
 
 def check_step_input(u_t, H):
-    return check_array("u_t", u_t, (None, H))
+    return check_array("u_t", u_t, ("batch", H))
 
 
 def get_state(state, key, shape, xp, cdtype):
@@ -210,6 +214,7 @@ def initial_state(config: Config, batch: int) -> dict:
 
 def forward(config: Config, params: dict, u, *, state=None, return_state=False):
     """u (batch, L, H) -> y (batch, L, H) [, {"x": x_L}] (see the module docstring)."""
+    check_bool("return_state", return_state)
     H, n = config.d_model, config.d_state // 2
     check_input(u, H)
     xp = namespace(u)

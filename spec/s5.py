@@ -35,6 +35,7 @@ from ._common import (
     check_choice,
     check_float,
     check_int,
+    check_seed,
     complex_dtype,
     discretize,
     namespace,
@@ -184,8 +185,7 @@ def init(config: Config, seed: int = 0) -> dict[str, np.ndarray]:
     Btilde = V^* B with B (P, H) lecun-normal, Ctilde = C V (or complex normal, variance 1/2 per
     part, without V), D ~ N(0, 1), log_step ~ U[log dt_min, log dt_max] (P',)."""
     _check_config(config, Config)
-    check_int("seed", seed, minimum=0)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     H, P, J, Pp = config.d_model, config.d_state, config.blocks, config.n_modes
     lam, Vb = hippo_n(P // J, config.conj_sym)
     Lambda = np.tile(lam, J)
@@ -242,6 +242,7 @@ def _check_params(params, shapes):
 
 
 def _check_stream(config, state, return_state):
+    _check_bool("return_state", return_state)
     if config.bidirectional and (state is not None or return_state):
         raise ValueError(
             "state: a bidirectional S5 cannot stream (its reverse recursion needs the whole "
@@ -266,7 +267,7 @@ def _setup(config, params, u, timesteps):
     dirs = [(Lambdabar, gamma)] (+ the reverse pair when bidirectional), each broadcast to
     (1 or batch, L, P')."""
     H, Pp = config.d_model, config.n_modes
-    check_array("u", u, (None, "length", H))
+    check_array("u", u, ("batch", "length", H))
     xp = namespace(u, *params.values())
     p = {k: xp.astype(v, u.dtype) for k, v in params.items()}
     batch, L = u.shape[0], u.shape[1]
@@ -343,7 +344,7 @@ def _step_via_forward(module_forward, config, params, state, u_t, timesteps):
             "config: step needs bidirectional=False (a bidirectional layer sees the whole "
             "sequence); use forward instead"
         )
-    check_array("u_t", u_t, (None, config.d_model))
+    check_array("u_t", u_t, ("batch", config.d_model))
     tau = None
     if timesteps is not None:
         check_array("timesteps", timesteps, (u_t.shape[0],))

@@ -161,7 +161,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False, timest
     """u (batch, L, H) -> y (batch, L, H) [, the SSM's new state]; timesteps (batch, L)."""
     check_config(config, Config)
     check_bool("return_state", return_state)
-    check_array("u", u, (None, None, config.d_model))
+    check_array("u", u, ("batch", "length", config.d_model))
     check_params(params, param_shapes(config))
     module = ssm_module(config)
     ssm = {k: params[k] for k in module.param_shapes(config.ssm)}
@@ -172,7 +172,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False, timest
 def step(config: Config, params, state, u_t, *, timesteps=None):
     """One position: u_t (batch, H) -> (y_t, new state); timesteps (batch,)."""
     check_config(config, Config)
-    check_array("u_t", u_t, (None, config.d_model))
+    check_array("u_t", u_t, ("batch", config.d_model))
     check_params(params, param_shapes(config))
     module = ssm_module(config)
     ssm = {k: params[k] for k in module.param_shapes(config.ssm)}

@@ -3,11 +3,13 @@
 Time is axis 1 of every argument: arrays are (batch, length, *S) with S any state shape, and
 `a`, `c` may have size 1 on the batch axis (broadcast). Backends register faster implementations
 of these primitives for their own array types (see `_dispatch`); the loops here are the reference.
-Complex and real dtypes are both allowed.
+Complex and real dtypes are both allowed. Arguments are checked by `_checks` (the same checks
+every backend runs); zero batch or length gives an empty result, and h_last = h0 (zeros if None).
 """
 
 from __future__ import annotations
 
+from ._checks import diag_scan_args, liquid_scan_args
 from ._common import namespace
 from ._dispatch import overridable
 
@@ -16,6 +18,10 @@ __all__ = ["diag_scan", "liquid_scan"]
 
 def _zeros_state(xp, b, shape_from):
     return xp.zeros((b.shape[0],) + tuple(shape_from.shape[2:]), dtype=b.dtype)
+
+
+def _result_dtype(xp, *arrays):
+    return xp.result_type(*[x for x in arrays if x is not None])
 
 
 @overridable
@@ -27,8 +33,10 @@ def diag_scan(a, b, h0=None, *, reverse: bool = False):
     a: (batch or 1, L, *S), b: (batch, L, *S), h0: (batch, *S).  Returns h: (batch, L, *S).
     The final state is h[:, -1] (h[:, 0] when reverse).
     """
+    L = diag_scan_args(a, b, h0, reverse).length
     xp = namespace(a, b, h0)
-    L = b.shape[1]
+    if L == 0:
+        return xp.zeros(b.shape, dtype=_result_dtype(xp, a, b, h0))
     h = _zeros_state(xp, b, b) if h0 is None else h0
     out = [None] * L
     for t in reversed(range(L)) if reverse else range(L):
@@ -50,8 +58,13 @@ def liquid_scan(a, b, c, h0=None, *, degree: int, reverse: bool = False):
     Returns (y, h_last): y = sum_m hm (batch, L, *S), h_last (batch, p, *S) the levels after the
     last step taken (t = L-1, or t = 0 when reverse).
     """
+    L = liquid_scan_args(a, b, c, h0, degree, reverse).length
     xp = namespace(a, b, c, h0)
-    L = b.shape[1]
+    if L == 0:
+        dtype = _result_dtype(xp, a, b, c, h0)
+        last = (xp.zeros((b.shape[0], degree) + tuple(b.shape[2:]), dtype=dtype) if h0 is None
+                else xp.astype(h0, dtype))
+        return xp.zeros(b.shape, dtype=dtype), last
     zero = _zeros_state(xp, b, b)
     levels = [zero] * degree if h0 is None else [h0[:, m, ...] for m in range(degree)]
     out = [None] * L

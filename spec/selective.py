@@ -15,10 +15,14 @@ Liquid (real A): c_t = Delta_t phi(BL_t u_t), levels m = 0..p-1:
 Compute dtype: float64 for float64 u, else float32 (complex128 / complex64 for complex A);
 out has u's dtype, states have the compute dtype. The vjp functions compute in float64
 (complex128 for complex A; the liquid vjp, like the liquid scan, takes real A only).
+Arguments are checked by `_checks.selective_scan_args` / `selective_state_update_args` (the
+checks every backend runs); zero batch or length gives an empty out and last_state =
+initial_state (zeros if None).
 """
 
 from __future__ import annotations
 
+from ._checks import selective_scan_args, selective_state_update_args
 from ._common import check_array, check_choice, check_int, complex_dtype, namespace, to_complex
 from ._dispatch import overridable
 from .nn import lcontract as _lcontract
@@ -33,55 +37,26 @@ __all__ = [
 ]
 
 
-def _describe(x) -> str:
-    shape = getattr(x, "shape", None)
-    if shape is None:
-        return f"an object of type {type(x).__name__}"
-    return f"shape {tuple(shape)} and dtype {x.dtype}"
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {value!r}")
-    return value
-
-
 def _work_dtype(xp, u, force64=False):
     """float64 for float64 u (or force64), else float32; and the matching complex dtype."""
     wdt = xp.float64 if (force64 or u.dtype == xp.float64) else xp.float32
     return wdt, complex_dtype(xp, wdt)
 
 
-def _bc(name, X, b, d, n, l, cplx, xp, wdt, cdt):
-    """Validate B, C or BL; return (X4, form), X4 (b|1, d|1, n, l|1) in the compute dtype.
-
-    form: ("const",), ("var",) or ("group", g).
-    """
-    ll = 2 * l if cplx else l
-    forms = (
-        f"(d, n) = ({d}, {n}), (batch, n, {'2 ' if cplx else ''}length) = ({b}, {n}, {ll}) or "
-        f"(batch, groups, n, {'2 ' if cplx else ''}length) = ({b}, g, {n}, {ll}) with g dividing d"
-    )
-    nd = len(X.shape) if hasattr(X, "shape") else -1
-    if nd not in (2, 3, 4):
-        raise ValueError(f"{name}: expected shape {forms}, got {_describe(X)}")
-    check_array(name, X, (None,) * nd, complex_ok=cplx and nd == 2)
-    want = {2: (d, n), 3: (b, n, ll), 4: (b, X.shape[1], n, ll)}[nd]
-    if tuple(X.shape) != want or (nd == 4 and (X.shape[1] < 1 or d % X.shape[1])):
-        raise ValueError(f"{name}: expected shape {forms}, got {_describe(X)}")
-    if nd == 2:
+def _bc(X, form, b, d, n, cplx, xp, wdt, cdt):
+    """B, C or BL (checked, of `form`) -> X4 (b|1, d|1, n, l|1) in the compute dtype."""
+    if form[0] == "const":
         X = xp.astype(X, cdt if cplx else wdt)
-        return X[None, :, :, None], ("const",)
+        return X[None, :, :, None]
     X = xp.astype(X, wdt)
-    if nd == 3:
-        X, form = X[:, None, ...], ("var",)
+    if form[0] == "var":
+        X = X[:, None, ...]
     else:
-        g = X.shape[1]
+        g, ll = form[1], X.shape[-1]
         X = xp.reshape(xp.broadcast_to(X[:, :, None, ...], (b, g, d // g, n, ll)), (b, d, n, ll))
-        form = ("group", g)
     if cplx:
         X = to_complex(X[..., 0::2], X[..., 1::2])
-    return X, form
+    return X
 
 
 def _at(X4, t):
@@ -89,36 +64,30 @@ def _at(X4, t):
     return X4[..., t if X4.shape[-1] > 1 else 0]
 
 
-def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, *, liquid, force64=False,
-             BL=None):
-    """Check every argument; return the namespace, compute dtypes and arrays in them."""
-    check_array("u", u, ("batch", "d", "length"))
+def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None,
+             return_last_state=False, *, liquid, force64=False, p=1, BL=None, phi="none"):
+    """Check every argument (_checks); return the namespace, compute dtypes and arrays in them."""
+    s = selective_scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                            return_last_state, liquid=liquid, liquid_degree=p, BL=BL,
+                            lcontract=phi)
     xp = namespace(u, delta, A, B, C, D, z, delta_bias, BL)
-    b, d, l = u.shape
+    b, d, l, n, cplx = s.b, s.d, s.l, s.n, s.cplx
     wdt, cdt = _work_dtype(xp, u, force64)
-    check_array("delta", delta, (b, d, l))
-    check_array("A", A, (d, "n"), complex_ok=True)
-    cplx = xp.isdtype(A.dtype, "complex floating")
-    if cplx and liquid:
-        raise TypeError(f"A: expected a real floating dtype (the liquid scan needs real A), "
-                        f"got {_describe(A)}")
-    n = A.shape[1]
     A = xp.astype(A, cdt if cplx else wdt)
-    B4, bform = _bc("B", B, b, d, n, l, cplx, xp, wdt, cdt)
-    C4, cform = _bc("C", C, b, d, n, l, cplx, xp, wdt, cdt)
-    BL4, blform = (B4, None) if BL is None else _bc("BL", BL, b, d, n, l, False, xp, wdt, cdt)
+    bform, cform, blform = s.forms
+    B4 = _bc(B, bform, b, d, n, cplx, xp, wdt, cdt)
+    C4 = _bc(C, cform, b, d, n, cplx, xp, wdt, cdt)
+    BL4 = B4 if BL is None else _bc(BL, blform, b, d, n, False, xp, wdt, cdt)
     if D is not None:
-        D = xp.astype(check_array("D", D, (d,)), wdt)
+        D = xp.astype(D, wdt)
     if z is not None:
-        z = xp.astype(check_array("z", z, (b, d, l)), wdt)
+        z = xp.astype(z, wdt)
     raw = xp.astype(delta, wdt)
     if delta_bias is not None:
-        raw = raw + xp.astype(check_array("delta_bias", delta_bias, (d,)), wdt)[:, None]
-    _check_bool("delta_softplus", delta_softplus)
+        raw = raw + xp.astype(delta_bias, wdt)[:, None]
     dt = softplus(raw) if delta_softplus else raw
     return dict(xp=xp, b=b, d=d, l=l, n=n, wdt=wdt, cdt=cdt, cplx=cplx, u=xp.astype(u, wdt),
-                raw=raw, dt=dt, A=A, B4=B4, C4=C4, BL4=BL4, D=D, z=z,
-                forms=(bform, cform, blform))
+                raw=raw, dt=dt, A=A, B4=B4, C4=C4, BL4=BL4, D=D, z=z, forms=s.forms)
 
 
 def _run(a, levels, p, phi, history=None):
@@ -127,6 +96,8 @@ def _run(a, levels, p, phi, history=None):
     If `history` is a list, the levels after every step are appended to it.
     """
     xp, u, dt, A = a["xp"], a["u"], a["dt"], a["A"]
+    if a["l"] == 0:  # an empty result; the levels stay as they were
+        return xp.zeros((a["b"], a["d"], 0), dtype=a["wdt"]), levels
     ys = []
     for t in range(a["l"]):
         dtt, ut = dt[:, :, t, None], u[:, :, t, None]
@@ -160,8 +131,7 @@ def _initial_levels(a, initial_state, p, liquid):
     sdt = a["cdt"] if a["cplx"] else a["wdt"]
     if initial_state is None:
         return [xp.zeros((b, d, n), dtype=sdt)] * p
-    shape = (b, p, d, n) if liquid else (b, d, n)
-    h0 = xp.astype(check_array("initial_state", initial_state, shape, complex_ok=a["cplx"]), sdt)
+    h0 = xp.astype(initial_state, sdt)  # checked by _prepare
     return [h0[:, m, ...] for m in range(p)] if liquid else [h0]
 
 
@@ -173,8 +143,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     initial_state (b, d, n): h_{-1} (complex for complex A). Returns out (b, d, l) in u's dtype,
     and last_state = h_{l-1} (b, d, n) if return_last_state.
     """
-    a = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, liquid=False)
-    _check_bool("return_last_state", return_last_state)
+    a = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                 return_last_state, liquid=False)
     y, levels = _run(a, _initial_levels(a, initial_state, 1, False), 1, "none")
     out = _finish(a, y, u.dtype)
     return (out, levels[0]) if return_last_state else out
@@ -191,10 +161,9 @@ def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     y_t = C_t . sum_m hm_t; out = (y + D u) * silu(z).
     initial_state / last_state: (b, p, d, n), the levels. p = 1 is selective_scan.
     """
-    p = check_int("liquid_degree", liquid_degree)
-    check_choice("lcontract", lcontract, ("none", "tanh", "lecun"))
-    a = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, liquid=True, BL=BL)
-    _check_bool("return_last_state", return_last_state)
+    a = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                 return_last_state, liquid=True, p=liquid_degree, BL=BL, phi=lcontract)
+    p = liquid_degree
     y, levels = _run(a, _initial_levels(a, initial_state, p, True), p, lcontract)
     out = _finish(a, y, u.dtype)
     return (out, a["xp"].stack(levels, axis=1)) if return_last_state else out
@@ -210,35 +179,22 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
     new_state = exp(Delta A) state + Delta B x;  out = (sum_n C new_state + D x) * silu(z).
     Returns (out (b, d) in x's dtype, new_state (b, d, n) in the compute dtype).
     """
-    check_array("x", x, ("batch", "d"))
+    s = selective_state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
     xp = namespace(state, x, dt, A, B, C, D, z, dt_bias)
-    bsz, d = x.shape
+    bsz, d, n = s.b, s.d, s.n
     wdt, _ = _work_dtype(xp, x)
-    check_array("A", A, (d, "n"))
-    n = A.shape[1]
-    check_array("state", state, (bsz, d, n))
-    check_array("dt", dt, (bsz, d))
 
-    def group(name, X):
-        forms = f"(batch, n) = ({bsz}, {n}) or (batch, groups, n) = ({bsz}, g, {n}), g | d"
-        nd = len(X.shape) if hasattr(X, "shape") else -1
-        if nd not in (2, 3):
-            raise ValueError(f"{name}: expected shape {forms}, got {_describe(X)}")
-        check_array(name, X, (None,) * nd)
-        want = (bsz, n) if nd == 2 else (bsz, X.shape[1], n)
-        if tuple(X.shape) != want or (nd == 3 and (X.shape[1] < 1 or d % X.shape[1])):
-            raise ValueError(f"{name}: expected shape {forms}, got {_describe(X)}")
+    def group(X):
         X = xp.astype(X, wdt)
-        if nd == 2:
+        if len(X.shape) == 2:
             return X[:, None, :]
         g = X.shape[1]
         return xp.reshape(xp.broadcast_to(X[:, :, None, :], (bsz, g, d // g, n)), (bsz, d, n))
 
-    B3, C3 = group("B", B), group("C", C)
+    B3, C3 = group(B), group(C)
     delta = xp.astype(dt, wdt)
     if dt_bias is not None:
-        delta = delta + xp.astype(check_array("dt_bias", dt_bias, (d,)), wdt)
-    _check_bool("dt_softplus", dt_softplus)
+        delta = delta + xp.astype(dt_bias, wdt)
     delta = softplus(delta)[..., None] if dt_softplus else delta[..., None]
     xw = xp.astype(x, wdt)
     new_state = xp.exp(delta * xp.astype(A, wdt)) * xp.astype(state, wdt) + delta * B3 * xw[
@@ -246,9 +202,9 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
     ]
     out = xp.sum(C3 * new_state, axis=-1)
     if D is not None:
-        out = out + xp.astype(check_array("D", D, (d,)), wdt) * xw
+        out = out + xp.astype(D, wdt) * xw
     if z is not None:
-        out = out * silu(xp.astype(check_array("z", z, (bsz, d)), wdt))
+        out = out * silu(xp.astype(z, wdt))
     return xp.astype(out, x.dtype), new_state
 
 
@@ -278,8 +234,8 @@ def _reduce(G, form, xp):
 
 def _vjp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, dout, dlast_state,
          p, BL, phi, liquid):
-    a = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, liquid=liquid, BL=BL,
-                 force64=True)
+    a = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                 liquid=liquid, force64=True, p=p, BL=BL, phi=phi)
     xp, b, d, l, n, f64 = a["xp"], a["b"], a["d"], a["l"], a["n"], a["wdt"]
     u64, dt, A64, raw = a["u"], a["dt"], a["A"], a["raw"]
     B4, C4, BL4 = a["B4"], a["C4"], a["BL4"]

@@ -282,6 +282,10 @@ def embed(config: Config, params, tokens, name: str, ndim: int):
     if not xp.isdtype(tokens.dtype, "integral") or len(tokens.shape) != ndim:
         raise TypeError(f"{name}: expected an integer array of shape {shape}, got shape "
                         f"{tuple(tokens.shape)} and dtype {tokens.dtype}")
+    for axis, size in zip(("batch", "length"), tokens.shape):
+        if size < 1:  # as check_array: no empty batch or sequence
+            raise ValueError(f"{name}: expected {axis} >= 1, got shape {tuple(tokens.shape)} "
+                             f"and dtype {tokens.dtype}")
     E = params["embedding.weight"]
     flat = xp.take(E, xp.reshape(tokens, (-1,)), axis=0)
     return xp.reshape(flat, tuple(tokens.shape) + (config.d_model,))
@@ -290,7 +294,7 @@ def embed(config: Config, params, tokens, name: str, ndim: int):
 def _input(config, params, u, name, ndim):
     if config.tokens:
         return embed(config, params, u, name, ndim)
-    check_array(name, u, (None,) * (ndim - 1) + (config.d_input,))
+    check_array(name, u, ("batch", "length")[:ndim - 1] + (config.d_input,))
     return linear(u, params["encoder.weight"], params["encoder.bias"])
 
 

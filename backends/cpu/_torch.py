@@ -2,10 +2,10 @@
 (meta) implementation and an autograd formula, so autograd and torch.compile compose.
 
 Same signatures and semantics as liquidssm.torch's primitives (the spec's). The arguments are
-checked by the eager implementation's own validation (the spec's checks on shape-only copies),
-so errors are the spec's. Where no kernel exists the call runs the eager implementation
+checked by the spec's checks (liquidssm.spec._checks, as the eager implementation does), so
+errors are the spec's. Where no kernel exists the call runs the eager implementation
 (liquidssm.torch.selective / scans): complex A, liquid_degree >= 2, diag_scan / liquid_scan,
-non-CPU tensors. The dtype conversions and the B / C layout change (time-major, (b, G, l, n))
+non-CPU tensors, zero-size inputs. The dtype conversions and the B / C layout change (time-major, (b, G, l, n))
 are plain torch ops outside the custom ops, so autograd maps the gradients back.
 """
 
@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 import torch
+from liquidssm.spec import _checks
 from liquidssm.torch import scans as _eager_scans
 from liquidssm.torch import selective as _eager
 
@@ -192,8 +193,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     dtype; last_state h_{l-1} in the compute dtype (float64 for float64 u, else float32).
     """
     args = (u, delta, A, B, C, D, z, delta_bias)
-    _eager._validate(*args, delta_softplus, initial_state, return_last_state, 1, None, False)
-    if A.is_complex() or not _runs_here(*args, initial_state):
+    checked = _checks.selective_scan_args(*args, delta_softplus, initial_state,
+                                          return_last_state, kind=_eager._TORCH)
+    if checked.empty or A.is_complex() or not _runs_here(*args, initial_state):
         return _eager.selective_scan(*args, delta_softplus, initial_state, return_last_state)
     d, n = A.shape
     wdt = torch.float64 if u.dtype == torch.float64 else torch.float32
@@ -218,10 +220,9 @@ def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         return _eager.liquid_selective_scan(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
             return_last_state, liquid_degree=liquid_degree, BL=BL, lcontract=lcontract)
-    _eager._validate(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                     return_last_state, 1, BL, True)
-    if lcontract not in ("none", "tanh", "lecun"):
-        raise ValueError(f"lcontract: expected one of ['none', 'tanh', 'lecun'], got {lcontract!r}")
+    _checks.selective_scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                initial_state, return_last_state, liquid=True, liquid_degree=1,
+                                BL=BL, lcontract=lcontract, kind=_eager._TORCH)
     h0 = None if initial_state is None else initial_state[:, 0]
     res = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0,
                          return_last_state)

@@ -16,11 +16,10 @@ import jax.scipy.special
 from liquidssm import BLOCKS, MODELS
 from liquidssm._bind import bind, map_arrays
 from liquidssm.spec import _dispatch
-from liquidssm.spec import selective as _spec_selective
 
 from ._framework import JaxFramework, fw
 from .scans import diag_scan, liquid_scan, scan_strategy
-from .selective import liquid_selective_scan, selective_scan
+from .selective import liquid_selective_scan, selective_scan, selective_state_update
 
 __all__ = [
     "name", "fw", "JaxFramework", "scan_strategy", "params_from_spec", "params_to_spec",
@@ -30,10 +29,6 @@ __all__ = [
 
 name = "jax"
 VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba")
-
-#: one decode step is elementwise (no recurrence to speed up): the spec's array-API function,
-#: which runs on jax arrays and traces under jit as it is.
-selective_state_update = _spec_selective.selective_state_update.reference
 
 for _name, _fn in (
     ("diag_scan", diag_scan),

@@ -18,11 +18,14 @@ import os
 import jax
 import jax.numpy as jnp
 from jax import lax
-from liquidssm.spec._common import check_choice, check_int
+from liquidssm.spec import scan as _spec_scan
+from liquidssm.spec._checks import diag_scan_args, liquid_scan_args
+from liquidssm.spec._common import check_choice
 
 __all__ = ["STRATEGIES", "CHUNK", "scan_strategy", "diag_scan", "liquid_scan"]
 
 STRATEGIES = ("auto", "sequential", "associative", "chunked")
+JAX = "jax.Array"  # the array type the checks (liquidssm.spec._checks) require
 #: chunk length of the chunked strategy (and the checkpoint spacing of the selective vjps)
 CHUNK = 64
 
@@ -91,47 +94,12 @@ def _plan(length: int):
     return s, length
 
 
-def _describe(x) -> str:
-    if not hasattr(x, "shape"):
-        return f"an object of type {type(x).__name__}"
-    return f"shape {tuple(x.shape)} and dtype {x.dtype}"
-
-
-def _check(name, x, want, what):
-    """x: a jax floating (real or complex) array whose shape matches `want` (None = any)."""
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{name}: expected a jax array of shape {what}, got {_describe(x)}")
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
-        raise TypeError(f"{name}: expected a floating (real or complex) dtype, got "
-                        f"{_describe(x)}")
-    if len(x.shape) != len(want) or any(w is not None and w != s for w, s in zip(want, x.shape)):
-        raise ValueError(f"{name}: expected shape {what}, got {_describe(x)}")
-    return jnp.asarray(x)
-
-
-def _check_scan_args(a, b, c, h0, levels):
-    """Validate diag/liquid scan arguments; return them time-major in one common dtype."""
-    b = _check("b", b, (None,) * max(len(getattr(b, "shape", ())), 2), "(batch, length, *S)")
-    batch, L, S = b.shape[0], b.shape[1], tuple(b.shape[2:])
-    if L < 1 or batch < 1:
-        raise ValueError(f"b: expected batch and length >= 1, got {_describe(b)}")
-    coeff_shape = f"(1 or {batch}, {L}, {', '.join(map(str, S))})".replace(", )", ")")
-    out = [b]
-    for name, x in (("a", a), ("c", c)):
-        if name == "c" and c is None:
-            continue
-        x = _check(name, x, (None, L) + S, coeff_shape)
-        if x.shape[0] not in (1, batch):
-            raise ValueError(f"{name}: expected shape {coeff_shape}, got {_describe(x)}")
-        out.append(x)
-    if h0 is not None:
-        want = (batch,) + ((levels,) if c is not None else ()) + S
-        h0 = _check("h0", h0, want, str(want))
-        out.append(h0)
-    dtype = jnp.result_type(*out)
-    tm = lambda x: jnp.moveaxis(x.astype(dtype), 1, 0)  # noqa: E731
+def _time_major(a, b, c, h0):
+    """Checked scan arguments (liquidssm.spec._checks) -> time-major, in one common dtype."""
+    dtype = jnp.result_type(*[x for x in (a, b, c, h0) if x is not None])
+    tm = lambda x: jnp.moveaxis(jnp.asarray(x).astype(dtype), 1, 0)  # noqa: E731
     return (tm(a), tm(b), None if c is None else tm(c),
-            None if h0 is None else h0.astype(dtype), dtype)
+            None if h0 is None else jnp.asarray(h0).astype(dtype), dtype)
 
 
 def diag_scan(a, b, h0=None, *, reverse: bool = False):
@@ -139,9 +107,9 @@ def diag_scan(a, b, h0=None, *, reverse: bool = False):
 
     a: (batch or 1, L, *S); b: (batch, L, *S); h0: (batch, *S). Returns h (batch, L, *S) in
     the common dtype of the inputs (real or complex)."""
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
-    a, b, _, h0, dtype = _check_scan_args(a, b, None, h0, None)
+    if diag_scan_args(a, b, h0, reverse, kind=JAX).empty:
+        return _spec_scan.diag_scan.reference(a, b, h0, reverse=reverse)
+    a, b, _, h0, dtype = _time_major(a, b, None, h0)
     if reverse:
         a, b = a[::-1], b[::-1]
     if h0 is None:
@@ -158,10 +126,10 @@ def liquid_scan(a, b, c, h0=None, *, degree: int, reverse: bool = False):
     a, c: (batch or 1, L, *S); b: (batch, L, *S); h0: (batch, p, *S) (zeros if None).
     Returns (y = sum_m hm (batch, L, *S), h_last (batch, p, *S) after the last step taken).
     Each level is one diag scan with the chosen strategy."""
-    p = check_int("degree", degree)
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
-    a, b, c, h0, dtype = _check_scan_args(a, b, c, h0, p)
+    if liquid_scan_args(a, b, c, h0, degree, reverse, kind=JAX).empty:
+        return _spec_scan.liquid_scan.reference(a, b, c, h0, degree=degree, reverse=reverse)
+    p = degree
+    a, b, c, h0, dtype = _time_major(a, b, c, h0)
     if reverse:
         a, b, c = a[::-1], b[::-1], c[::-1]
     starts = [jnp.zeros(b.shape[1:], dtype)] * p if h0 is None else [h0[:, m] for m in range(p)]

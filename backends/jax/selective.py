@@ -22,13 +22,14 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
-from liquidssm.spec._common import check_choice, check_int
+from liquidssm.spec import selective as _spec
+from liquidssm.spec._checks import selective_scan_args, selective_state_update_args
 from liquidssm.spec.nn import lcontract, silu, softplus
 
 from . import scans
-from .scans import _describe, _pad_time, scan0, scan_strategy
+from .scans import JAX, _pad_time, scan0, scan_strategy
 
-__all__ = ["selective_scan", "liquid_selective_scan", "selective_plan"]
+__all__ = ["selective_scan", "liquid_selective_scan", "selective_state_update", "selective_plan"]
 
 
 def selective_plan(length: int):
@@ -172,101 +173,74 @@ _core.defvjp(_core_fwd, _core_bwd)
 # Argument checks and layout (the spec's shapes and error messages).
 
 
-def _arr(name, x, want, what, *, complex_ok=False):
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{name}: expected an array of shape {what}, got {_describe(x)}")
-    kinds = jnp.inexact if complex_ok else jnp.floating
-    if not jnp.issubdtype(x.dtype, kinds):
-        kind = "a real or complex floating" if complex_ok else "a real floating"
-        raise TypeError(f"{name}: expected {kind} dtype, got {_describe(x)}")
-    if len(x.shape) != len(want) or any(w is not None and w != s for w, s in zip(want, x.shape)):
-        raise ValueError(f"{name}: expected shape {what}, got {_describe(x)}")
-    return jnp.asarray(x)
-
-
-def _bool(name, v):
-    if not isinstance(v, bool):
-        raise TypeError(f"{name}: expected a bool, got {v!r}")
-    return v
-
-
-def _bc(name, X, b, d, n, l, cplx, wdt, cdt):
-    """B, C or BL -> (d, n) constant or (l, b, g, n) time-major, in the compute dtype."""
-    ll = 2 * l if cplx else l
-    two = "2 " if cplx else ""
-    forms = (f"(d, n) = ({d}, {n}), (batch, n, {two}length) = ({b}, {n}, {ll}) or "
-             f"(batch, groups, n, {two}length) = ({b}, g, {n}, {ll}) with g dividing d")
-    nd = len(X.shape) if hasattr(X, "shape") else -1
-    if nd not in (2, 3, 4):
-        raise ValueError(f"{name}: expected shape {forms}, got {_describe(X)}")
-    g = X.shape[1] if nd == 4 else 1
-    want = {2: (d, n), 3: (b, n, ll), 4: (b, g, n, ll)}[nd]
-    X = _arr(name, X, want, forms, complex_ok=cplx and nd == 2)
-    if nd == 4 and (g < 1 or d % g):
-        raise ValueError(f"{name}: expected shape {forms}, got {_describe(X)}")
-    if nd == 2:
+def _bc(X, form, cplx, wdt, cdt):
+    """A checked B, C or BL (liquidssm.spec._checks form) -> (d, n) constant or (l, b, g, n)
+    time-major, in the compute dtype."""
+    X = jnp.asarray(X)
+    if form[0] == "const":
         return X.astype(cdt if cplx else wdt)
     X = X.astype(wdt)
     if cplx:
         X = lax.complex(X[..., 0::2], X[..., 1::2])
-    return jnp.moveaxis(X if nd == 4 else X[:, None], -1, 0)
+    return jnp.moveaxis(X if form[0] == "group" else X[:, None], -1, 0)
 
 
 def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state,
          p, BL, phi, liquid):
-    u = _arr("u", u, (None, None, None), "(batch, d, length)")
-    b, d, l = u.shape
-    if min(b, d, l) < 1:
-        raise ValueError(f"u: expected batch, d and length >= 1, got {_describe(u)}")
+    s = selective_scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                            return_last_state, liquid=liquid, liquid_degree=p, BL=BL,
+                            lcontract=phi, kind=JAX)
+    if s.empty:
+        if liquid:
+            return _spec.liquid_selective_scan.reference(
+                u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                return_last_state, liquid_degree=p, BL=BL, lcontract=phi)
+        return _spec.selective_scan.reference(u, delta, A, B, C, D, z, delta_bias,
+                                              delta_softplus, initial_state, return_last_state)
+    b, d, l, cplx = s.b, s.d, s.l, s.cplx
     wdt = jnp.float64 if u.dtype == jnp.float64 else jnp.float32
     cdt = jnp.complex128 if wdt == jnp.float64 else jnp.complex64
-    delta = _arr("delta", delta, (b, d, l), f"({b}, {d}, {l})")
-    A = _arr("A", A, (d, None), f"({d}, n)", complex_ok=True)
-    n = A.shape[1]
-    if n < 1:
-        raise ValueError(f"A: expected n >= 1, got {_describe(A)}")
-    cplx = bool(jnp.issubdtype(A.dtype, jnp.complexfloating))
-    if cplx and liquid:
-        raise TypeError(f"A: expected a real floating dtype (the liquid scan needs real A), "
-                        f"got {_describe(A)}")
-    A = A.astype(cdt if cplx else wdt)
-    B = _bc("B", B, b, d, n, l, cplx, wdt, cdt)
-    C = _bc("C", C, b, d, n, l, cplx, wdt, cdt)
+    A = jnp.asarray(A).astype(cdt if cplx else wdt)
+    B = _bc(B, s.forms[0], cplx, wdt, cdt)
+    C = _bc(C, s.forms[1], cplx, wdt, cdt)
     if p > 1:
-        BL = B if BL is None else _bc("BL", BL, b, d, n, l, False, wdt, cdt)
-    elif BL is not None:
-        _bc("BL", BL, b, d, n, l, False, wdt, cdt)
-        BL = None
-    _bool("delta_softplus", delta_softplus)
-    _bool("return_last_state", return_last_state)
-    raw = delta.astype(wdt)
+        BL = B if BL is None else _bc(BL, s.forms[2], False, wdt, cdt)
+    else:
+        BL = None  # unused at degree 1 (its gradient is zero)
+    raw = jnp.asarray(delta).astype(wdt)
     if delta_bias is not None:
-        raw = raw + _arr("delta_bias", delta_bias, (d,), f"({d},)").astype(wdt)[:, None]
+        raw = raw + jnp.asarray(delta_bias).astype(wdt)[:, None]
     dt = softplus(raw) if delta_softplus else raw
     sdt = cdt if cplx else wdt
+    n = s.n
     if initial_state is None:
         H0 = jnp.zeros((p, b, d, n), sdt)
     elif liquid:
-        want = (b, p, d, n)
-        H0 = jnp.moveaxis(_arr("initial_state", initial_state, want, str(want),
-                               complex_ok=cplx).astype(sdt), 1, 0)
+        H0 = jnp.moveaxis(jnp.asarray(initial_state).astype(sdt), 1, 0)
     else:
-        want = (b, d, n)
-        H0 = _arr("initial_state", initial_state, want, str(want),
-                  complex_ok=cplx).astype(sdt)[None]
-    uw = u.astype(wdt)
+        H0 = jnp.asarray(initial_state).astype(sdt)[None]
+    uw = jnp.asarray(u).astype(wdt)
     tm = lambda x: jnp.transpose(x, (2, 0, 1))  # noqa: E731  (b, d, l) -> (l, b, d)
     method, chunk = selective_plan(l)
     y, H_last = _core((p, phi, method, chunk, cplx), tm(uw), tm(dt), A, B, C, BL, H0)
     out = jnp.transpose(y, (1, 2, 0))
     if D is not None:
-        out = out + _arr("D", D, (d,), f"({d},)").astype(wdt)[:, None] * uw
+        out = out + jnp.asarray(D).astype(wdt)[:, None] * uw
     if z is not None:
-        out = out * silu(_arr("z", z, (b, d, l), f"({b}, {d}, {l})").astype(wdt))
+        out = out * silu(jnp.asarray(z).astype(wdt))
     out = out.astype(u.dtype)
     if not return_last_state:
         return out
     return out, (jnp.moveaxis(H_last, 0, 1) if liquid else H_last[0])
+
+
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
+                           dt_softplus=False):
+    """One decode step, as liquidssm.spec.selective_state_update (elementwise: the spec's
+    array-API function, which traces under jit as it is), with the checks for jax arrays."""
+    selective_state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, kind=JAX)
+    return _spec.selective_state_update.reference(state, x, dt, A, B, C, D, z, dt_bias,
+                                                  dt_softplus)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -286,7 +260,5 @@ def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                           liquid_degree=1, BL=None, lcontract="none"):
     """As liquidssm.spec.liquid_selective_scan: levels m < p = liquid_degree,
     c_t = Delta_t phi(BL_t u_t) (BL None: B); initial / last state (b, p, d, n)."""
-    p = check_int("liquid_degree", liquid_degree)
-    check_choice("lcontract", lcontract, ("none", "tanh", "lecun"))
     return _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                return_last_state, p, BL, lcontract, True)
+                return_last_state, liquid_degree, BL, lcontract, True)

@@ -16,6 +16,8 @@ Adjoint, for a loss with direct gradient e_t on every level of H[t] and K on H[T
 from __future__ import annotations
 
 import torch
+from liquidssm.spec import _checks
+from liquidssm.spec import scan as _spec_scan
 
 __all__ = ["diag_scan", "liquid_scan", "CHUNK"]
 
@@ -23,6 +25,7 @@ __all__ = ["diag_scan", "liquid_scan", "CHUNK"]
 CHUNK = 64
 
 _LOW = (torch.bfloat16, torch.float16)
+_TORCH = "torch.Tensor"  # the array type the checks (liquidssm.spec._checks) require
 
 
 def _promote(*tensors):
@@ -144,38 +147,16 @@ class _LevelScan(torch.autograd.Function):
         return _as(ga, a), _as(gb, b), _as(gc, c), K.movedim(0, 1), None
 
 
-def _check(name, x, batch_shape, like):
-    """x: a tensor of like's shape after the batch axis, batch size in batch_shape."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if not (x.is_floating_point() or x.is_complex()):
-        raise TypeError(f"{name}: expected a floating dtype, got dtype {x.dtype}")
-    want = tuple(like.shape[1:])
-    if x.dim() != like.dim() or tuple(x.shape[1:]) != want or x.shape[0] not in batch_shape:
-        sizes = " or ".join(str(s) for s in batch_shape)
-        raise ValueError(f"{name}: expected shape ({sizes}, {', '.join(map(str, want))}), "
-                         f"got shape {tuple(x.shape)}")
-
-
 def _run(a, b, c, h0, degree, reverse):
-    if not isinstance(b, torch.Tensor) or b.dim() < 2 or b.shape[1] < 1:
-        got = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
-        raise ValueError(f"b: expected a tensor (batch, length >= 1, *S), got {got}")
-    batch, rest = b.shape[0], tuple(b.shape[2:])
-    _check("b", b, (batch,), b)
-    _check("a", a, (1, batch), b)
-    if c is not None:
-        _check("c", c, (1, batch), b)
-    state = torch.empty((batch, degree) + rest, device="meta")
-    if h0 is not None:
-        _check("h0", h0, (batch,), state)
+    """The checked arguments (h0 (batch, p, *S) or None) -> (y, h_last)."""
     low = b.dtype if b.dtype in _LOW else None
     if low is not None:
         a, b, c, h0 = (None if t is None else t.float() for t in (a, b, c, h0))
     if reverse:
         a, b, c = (None if t is None else t.flip(1) for t in (a, b, c))
     if h0 is None:
-        h0 = torch.zeros(state.shape, dtype=_promote(a, b, c), device=b.device)
+        h0 = torch.zeros((b.shape[0], degree) + tuple(b.shape[2:]), dtype=_promote(a, b, c),
+                         device=b.device)
     y, last = _LevelScan.apply(a, b, c, h0, CHUNK)
     if reverse:
         y = y.flip(1)
@@ -188,9 +169,9 @@ def diag_scan(a, b, h0=None, *, reverse: bool = False):
     a: (batch or 1, L, *S), b: (batch, L, *S), h0: (batch, *S); real or complex.
     Returns h (batch, L, *S); bfloat16/float16 compute in float32 and return the input dtype.
     """
-    if h0 is not None and isinstance(h0, torch.Tensor):
-        h0 = h0[:, None]
-    return _run(a, b, None, h0, 1, reverse)[0]
+    if _checks.diag_scan_args(a, b, h0, reverse, kind=_TORCH).empty:
+        return _spec_scan.diag_scan.reference(a, b, h0, reverse=reverse)
+    return _run(a, b, None, None if h0 is None else h0[:, None], 1, reverse)[0]
 
 
 def liquid_scan(a, b, c, h0=None, *, degree: int, reverse: bool = False):
@@ -200,6 +181,6 @@ def liquid_scan(a, b, c, h0=None, *, degree: int, reverse: bool = False):
     a, c: (batch or 1, L, *S); b: (batch, L, *S); h0: (batch, p, *S) or None.
     Returns (y (batch, L, *S), h_last (batch, p, *S)); h_last in the compute dtype.
     """
-    if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
-        raise ValueError(f"degree: expected an int >= 1, got {degree!r}")
+    if _checks.liquid_scan_args(a, b, c, h0, degree, reverse, kind=_TORCH).empty:
+        return _spec_scan.liquid_scan.reference(a, b, c, h0, degree=degree, reverse=reverse)
     return _run(a, b, c, h0, degree, reverse)

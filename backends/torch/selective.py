@@ -7,34 +7,24 @@ the (b, d, n) state), and y_t = sum_n C_t sum_m H[t, m] (2 Re for complex A) is 
 Saved for backward: the inputs and the levels at chunk starts, (l / T, p, b, d, n). The backward
 walks the chunks in reverse, recomputes each chunk's states and runs the adjoint scan, so peak
 memory is O(b d l + b d n l / T + T b d n); no (b, d, n, l) tensor is ever made.
-Semantics, checks and errors are the spec's (liquidssm.spec.selective): the arguments are
-validated by the spec's own checks run on shape-only ("meta") copies.
+Semantics, checks and errors are the spec's: the arguments are validated by
+liquidssm.spec._checks (the checks every implementation runs); an empty call (zero batch or
+length) runs the spec's reference.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from liquidssm.spec import _checks
 from liquidssm.spec import selective as _spec
-from liquidssm.spec._common import check_choice, check_int
 
 from . import scans
 from .scans import _as, levels_backward, levels_forward
 
 __all__ = ["selective_scan", "liquid_selective_scan", "selective_state_update"]
 
-
-def _meta(x):
-    return torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x
-
-
-def _validate(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-              return_last_state, p, BL, liquid):
-    """Raise exactly the spec's errors, without computing anything."""
-    m = [_meta(x) for x in (u, delta, A, B, C, D, z, delta_bias, BL, initial_state)]
-    a = _spec._prepare(*m[:8], delta_softplus, liquid=liquid, BL=m[8])
-    _spec._check_bool("return_last_state", return_last_state)
-    _spec._initial_levels(a, m[9], p, liquid)
+_TORCH = "torch.Tensor"  # the array type the checks require
 
 
 def _phi(x, kind):
@@ -246,16 +236,24 @@ class _Selective(torch.autograd.Function):
 
 def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state,
          p, BL, lcontract, liquid):
-    _validate(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-              return_last_state, p, BL, liquid)
+    args = _checks.selective_scan_args(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state,
+        liquid=liquid, liquid_degree=p, BL=BL, lcontract=lcontract, kind=_TORCH)
+    if args.empty:
+        if liquid:
+            return _spec.liquid_selective_scan.reference(
+                u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                return_last_state, liquid_degree=p, BL=BL, lcontract=lcontract)
+        return _spec.selective_scan.reference(u, delta, A, B, C, D, z, delta_bias,
+                                              delta_softplus, initial_state, return_last_state)
     sp = _Spec(u, A, p, lcontract, delta_softplus, scans.CHUNK, p > 1 and BL is None)
     b, d, n = u.shape[0], u.shape[1], A.shape[1]
     if initial_state is None:
         h0 = torch.zeros((p, b, d, n), dtype=sp.sdt, device=u.device)
     else:
         h0 = initial_state.movedim(1, 0) if liquid else initial_state[None]
-    out, last = _Selective.apply(sp, u, delta, A, B, C, D, z, delta_bias,
-                                 BL if p > 1 else None, h0)
+    # BL is passed at p = 1 too (unused there), so that its gradient is zeros, not None
+    out, last = _Selective.apply(sp, u, delta, A, B, C, D, z, delta_bias, BL, h0)
     if not return_last_state:
         return out
     return out, (last.movedim(0, 1) if liquid else last[0])
@@ -282,10 +280,8 @@ def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     h0_t = Abar_t h0_{t-1} + Delta_t B_t u_t, hm_t = Abar_t hm_{t-1} + c_t h(m-1)_{t-1},
     y_t = C_t . sum_m hm_t. initial_state / last_state (b, p, d, n); real A only.
     """
-    p = check_int("liquid_degree", liquid_degree)
-    check_choice("lcontract", lcontract, ("none", "tanh", "lecun"))
     return _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                return_last_state, p, BL, lcontract, True)
+                return_last_state, liquid_degree, BL, lcontract, True)
 
 
 def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
@@ -295,5 +291,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
     new_state = exp(Delta A) state + Delta B x; out = (C . new_state + D x) * silu(z).
     Returns (out (b, d) in x's dtype, new_state (b, d, n)).
     """
+    _checks.selective_state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus,
+                                        kind=_TORCH)
     return _spec.selective_state_update.reference(state, x, dt, A, B, C, D, z, dt_bias,
                                                   dt_softplus)

@@ -1,136 +1,104 @@
-"""Flax NNX modules (liquidssm.jax.nnx): module == functional backend == spec, init from the
-spec's init, to/from params, nnx.jit == eager, nnx.grad finite and equal to finite differences.
+"""Flax NNX modules (liquidssm.jax.nnx): module == bound functions == spec, init from the spec's
+init, names, to/from params, nnx.jit == eager, step / chunks == forward, gradients, dtypes,
+generate, errors. float64 (jax x64, tests/jax/conftest.py), tiny shapes."""
 
-float64 throughout (jax x64 is switched on for this module and restored after), tiny shapes.
-"""
-
-import math
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 pytest.importorskip("flax")
 import liquidssm.jax as ljax  # noqa: E402
-import liquidssm.numpy as lnp  # noqa: E402
 from flax import nnx  # noqa: E402
-from liquidssm import spec  # noqa: E402
 from liquidssm.jax import nnx as M  # noqa: E402
-from liquidssm.spec import block, nn  # noqa: E402
+from liquidssm.spec import (  # noqa: E402
+    liquid_mamba,
+    liquid_s4,
+    liquid_s5,
+    mamba,
+    mamba_block,
+    mamba_lm,
+    s4,
+    s4_block,
+    s4d,
+    s5,
+    s5_layer,
+    sequence_model,
+)
+from liquidssm.spec._common import shapes_of  # noqa: E402
 
-B, L, H = 2, 5, 4
+B, L = 2, 5
 F64 = jnp.float64
 
-
-@pytest.fixture(scope="module", autouse=True)
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
-
-
-def strip(p, prefix):
-    return {k[len(prefix):]: v for k, v in p.items() if k.startswith(prefix)}
-
-
-def child_seed(seed, k):  # the documented convention for a block's second part
-    return int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
-
-
-# ------------------------------------------------------------------ cases: config, spec init,
-# and a reference forward ref(ns, config, params, u, **kw) written with the spec's functions;
-# ns = liquidssm.numpy (the spec, float64 NumPy) or liquidssm.jax (the functional backend).
-
-S4D_CFG = spec.s4d.Config(H, 4)
-MAMBA_CFG = spec.mamba.Config(H, d_state=4, d_conv=2)
-
-
-def _variant(name):
-    mod = getattr(spec, name)
-    return (mod.init, lambda ns, c, p, u, **kw: getattr(ns, name).forward(c, p, u, **kw))
-
-
-def _s4_block_init(c, seed):
-    ssm = getattr(spec, type(c.ssm).__module__.rsplit(".", 1)[-1]).init(c.ssm, seed)
-    return {**block.init(H, child_seed(seed, 1)), **block.with_prefix(ssm, "ssm.")}
-
-
-def _s4_block_ref(ns, c, p, u, state=None, return_state=False):
-    mod = getattr(ns, type(c.ssm).__module__.rsplit(".", 1)[-1])
-    mixer = lambda x: mod.forward(  # noqa: E731
-        c.ssm, strip(p, "ssm."), x, state=state, return_state=return_state)
-    return block.forward(p, u, mixer, prenorm=c.prenorm)
-
-
-def _mamba_block_init(c, seed):
-    return {"norm.weight": np.ones(H),
-            **block.with_prefix(spec.mamba.init(c.mixer, seed), "mixer.")}
-
-
-def _mamba_block_ref(ns, c, p, u, state=None, return_state=False):
-    h = nn.rms_norm(u, p["norm.weight"], c.norm_epsilon)
-    out = ns.mamba.forward(c.mixer, strip(p, "mixer."), h, state=state,
-                           return_state=return_state)
-    return (u + out[0], out[1]) if return_state else u + out
-
-
 CASES = {
-    "s4d": (M.S4D, S4D_CFG, *_variant("s4d")),
-    "s4": (M.S4, spec.s4.Config(H, 4, l_max=8), *_variant("s4")),
-    "liquid_s4": (M.LiquidS4, spec.liquid_s4.Config(H, 4), *_variant("liquid_s4")),
-    "s5": (M.S5, spec.s5.Config(H, 4, blocks=1), *_variant("s5")),
-    "liquid_s5": (M.LiquidS5, spec.liquid_s5.Config(H, 4, blocks=1, tied=False),
-                  *_variant("liquid_s5")),
-    "mamba": (M.Mamba, MAMBA_CFG, *_variant("mamba")),
-    "liquid_mamba": (M.LiquidMamba, spec.liquid_mamba.Config(H, d_state=4, d_conv=2,
-                                                             ffn_expand=1.0),
-                     *_variant("liquid_mamba")),
-    "s4_block": (M.S4Block, M.S4BlockConfig(spec.liquid_s4.Config(H, 4)), _s4_block_init,
-                 _s4_block_ref),
-    "s5_layer": (M.S5Layer, spec.s5.LayerConfig(spec.liquid_s5.Config(H, 4, blocks=1)),
-                 spec.liquid_s5.layer_init,
-                 lambda ns, c, p, u, **kw: spec.liquid_s5.layer_forward(c, p, u, **kw)),
-    "mamba_block": (M.MambaBlock, M.MambaBlockConfig(MAMBA_CFG), _mamba_block_init,
-                    _mamba_block_ref),
-    "mamba_lm": (M.MambaLM, spec.mamba.LMConfig(H, 2, 10, ssm_cfg=dict(d_state=4, d_conv=2)),
-                 spec.mamba.lm_init,
-                 lambda ns, c, p, u, **kw: spec.mamba.lm_forward(c, p, u, **kw)),
+    "s4d": (M.S4D, s4d.Config(d_model=3, d_state=4)),
+    "s4": (M.S4, s4.Config(d_model=3, d_state=4, l_max=8)),
+    "liquid_s4": (M.LiquidS4, liquid_s4.Config(d_model=3, d_state=4, tied=False)),
+    "s5": (M.S5, s5.Config(d_model=3, d_state=4, blocks=1)),
+    "liquid_s5": (M.LiquidS5, liquid_s5.Config(d_model=3, d_state=4, blocks=1, tied=False)),
+    "mamba": (M.Mamba, mamba.Config(d_model=4, d_state=3, d_conv=2)),
+    "liquid_mamba": (M.LiquidMamba, liquid_mamba.Config(d_model=4, d_state=3, d_conv=2,
+                                                        ffn_expand=1.0)),
+    "s4_block": (M.S4Block, s4_block.Config(ssm=liquid_s4.Config(d_model=3, d_state=4))),
+    "s5_layer": (M.S5Layer, s5_layer.Config(ssm=liquid_s5.Config(d_model=3, d_state=4,
+                                                                 blocks=1))),
+    "mamba_block": (M.MambaBlock, mamba_block.Config(mixer=mamba.Config(d_model=4, d_state=3,
+                                                                        d_conv=2))),
+    "seq_pool": (M.SequenceModel, sequence_model.Config(
+        d_model=3, n_layers=2, layer="s4d", ssm=dict(d_state=4), d_input=2, d_output=2)),
+    "seq_lm": (M.SequenceModel, sequence_model.Config(
+        d_model=4, n_layers=2, layer="mamba", ssm=dict(d_state=3, d_conv=2), vocab_size=7,
+        head="lm")),
+    "mamba_lm": (M.MambaLM, mamba_lm.Config(d_model=4, n_layer=2, vocab_size=10,
+                                            ssm_cfg=dict(d_state=3, d_conv=2))),
 }
 NAMES = list(CASES)
+STREAMING = ["s4_block", "s5_layer", "mamba_block", "liquid_mamba", "seq_lm", "mamba_lm"]
 
 
-def make_input(name, seed=0):
+def _input(config, seed=0, length=L):
     rng = np.random.default_rng(seed)
-    if name == "mamba_lm":
-        return rng.integers(0, 10, (B, L))
-    return rng.normal(size=(B, L, H))
+    if isinstance(config, (mamba_lm.Config, sequence_model.Config)) and config.vocab_size:
+        return rng.integers(0, config.vocab_size, (B, length))
+    width = getattr(config, "d_input", None) or config.d_model
+    return rng.normal(size=(B, length, width))
 
 
 def close(a, b, tol=1e-10):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
 
 
-# ------------------------------------------------------------------ init, params round trip
+def _perturbed(name, seed=1):
+    cls, cfg = CASES[name]
+    rng = np.random.default_rng(seed)
+    p = {k: v + 0.05 * rng.normal(size=v.shape) for k, v in cls._spec.init(cfg, 3).items()}
+    p = {k: np.abs(v) if k.endswith("norm_var") else v for k, v in p.items()}
+    return cls.from_params(cfg, p, dtype=F64)
+
+
+# ------------------------------------------------------------------ init, names, params
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_init_is_the_spec_init_and_round_trips(name):
-    cls, cfg, spec_init, _ = CASES[name]
+    cls, cfg = CASES[name]
     m = cls(cfg, seed=3, dtype=F64)
-    ref = spec_init(cfg, 3)
+    ref = cls._spec.init(cfg, 3)
     got = m.to_params()
-    assert sorted(got) == sorted(ref)
+    assert sorted(got) == sorted(ref) == sorted(shapes_of(cls._spec, cfg))
     for k in ref:
         assert got[k].dtype == np.float64
         np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
-    other = cls(cfg, seed=4, dtype=F64).to_params()
-    assert any(not np.array_equal(other[k], ref[k]) for k in ref)
     back = cls.from_params(cfg, {k: v + 1.0 for k, v in got.items()}, dtype=F64)
     for k, v in back.to_params().items():
         np.testing.assert_array_equal(v, got[k] + 1.0)
     assert cls(cfg).dtype == jnp.float32  # the default precision
+
+
+def test_config_fields_as_keywords():
+    m = M.Mamba(d_model=8)
+    assert m.config == mamba.Config(d_model=8)
+    with pytest.raises(TypeError, match="config: expected either a config or its fields"):
+        M.Mamba(mamba.Config(d_model=8), d_state=4)
 
 
 def test_params_are_nnx_params_and_batch_stats():
@@ -141,36 +109,36 @@ def test_params_are_nnx_params_and_batch_stats():
     assert "norm_mean" not in trained and "Lambda_re" in trained
 
 
-# ------------------------------------------------------------------ module == functional == spec
+# ------------------------------------------------------------------ module == bound == spec
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_module_equals_functional_equals_spec(name):
-    cls, cfg, _, ref = CASES[name]
-    m = cls(cfg, seed=1, dtype=F64)
-    u = make_input(name)
+def test_module_equals_bound_function_and_spec(name):
+    cls, cfg = CASES[name]
+    m = _perturbed(name)
+    u = _input(cfg)
     y = m(jnp.asarray(u))
     assert y.dtype == F64
-    y_fun = ref(ljax, cfg, m.arrays(), jnp.asarray(u))
-    y_spec = ref(lnp, cfg, m.to_params(), u)
-    close(y, y_fun, 1e-13)  # the same computation
-    close(y, y_spec)  # jax's scans / erf against the spec's loops: measured <= 2e-15
+    short = cls._spec.__name__.rsplit(".", 1)[-1]
+    close(y, getattr(ljax, short).forward(cfg, m.spec_params(), jnp.asarray(u)), 0)
+    # jax's scans / erf against the spec's loops: measured <= 2e-15
+    close(y, cls._spec.forward(cfg, m.to_params(), u))
+    close(m.forward(jnp.asarray(u)), y, 0)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ["s4d", "s5_layer", "mamba_lm", "seq_pool"])
 def test_jit_equals_eager(name):
-    cls, cfg, _, _ = CASES[name]
+    cls, cfg = CASES[name]
     m = cls(cfg, seed=2, dtype=F64)
-    u = jnp.asarray(make_input(name, 1))
+    u = jnp.asarray(_input(cfg, 1))
     close(nnx.jit(lambda mod, x: mod(x))(m, u), m(u), 1e-12)
 
 
-@pytest.mark.parametrize("name", ["s4_block", "s5_layer", "mamba_block", "liquid_mamba",
-                                  "mamba_lm"])
-def test_step_repeated_equals_forward(name):
-    cls, cfg, _, _ = CASES[name]
-    m = cls(cfg, seed=0, dtype=F64)
-    u = jnp.asarray(make_input(name, 2))
+@pytest.mark.parametrize("name", STREAMING)
+def test_step_and_chunks_equal_forward(name):
+    _, cfg = CASES[name]
+    m = _perturbed(name)
+    u = jnp.asarray(_input(cfg, 2))
     fwd = nnx.jit(lambda mod, x: mod(x, return_state=True))
     stp = nnx.jit(lambda mod, x, s: mod.step(x, s))
     y, last = fwd(m, u)
@@ -179,33 +147,32 @@ def test_step_repeated_equals_forward(name):
         y_t, s = stp(m, u[:, t], s)
         ys.append(y_t)
     close(jnp.stack(ys, axis=1), y, 1e-12)
+    assert sorted(s) == sorted(last)
     for k in last:
         close(s[k], last[k], 1e-12)
-    # chunked forward with the state == one forward
     y1, s1 = m(u[:, :2], return_state=True)
     close(jnp.concatenate([y1, m(u[:, 2:], state=s1)], axis=1), y, 1e-12)
 
 
-@pytest.mark.parametrize("name", ["s4d", "liquid_s5"])
-def test_variant_step_matches_spec(name):
-    cls, cfg, _, _ = CASES[name]
-    m = cls(cfg, seed=0, dtype=F64)
-    u = make_input(name, 3)
-    y, s = m.step(jnp.asarray(u[:, 0]), m.initial_state(B))
-    mod = getattr(spec, name)
-    y_ref, s_ref = mod.step(cfg, m.to_params(), mod.initial_state(cfg, B), u[:, 0])
-    close(y, y_ref)
-    close(s["x"], s_ref["x"])
+def test_s5_timesteps_and_kernel():
+    m = _perturbed("s5")
+    u = _input(m.config)
+    tau = np.random.default_rng(4).uniform(0.5, 2.0, (B, L))
+    close(m(jnp.asarray(u), timesteps=jnp.asarray(tau)),
+          s5.forward(m.config, m.to_params(), u, timesteps=tau))
+    k = _perturbed("s4d")
+    close(k.kernel(7), s4d.kernel(k.config, k.to_params(), 7), 1e-12)
 
 
 # ------------------------------------------------------------------ gradients
 
 
-@pytest.mark.parametrize("name", ["s4d", "s4", "liquid_s5", "mamba", "s5_layer"])
+@pytest.mark.parametrize("name", ["s4", "liquid_s5", "mamba", "s5_layer", "seq_pool",
+                                  "mamba_lm"])
 def test_grad_is_finite_and_covers_the_params(name):
-    cls, cfg, _, _ = CASES[name]
-    m = cls(cfg, seed=0, dtype=F64)
-    u = jnp.asarray(make_input(name, 4))
+    cls, cfg = CASES[name]
+    m = _perturbed(name)
+    u = jnp.asarray(_input(cfg, 4))
     g = nnx.jit(nnx.grad(lambda mod, x: jnp.sum(mod(x) ** 2)))(m, u)
     grads = {k: np.asarray(v[...]) for k, v in g["params"].items()}
     assert sorted(grads) == sorted(nnx.state(m, nnx.Param)["params"])
@@ -214,9 +181,9 @@ def test_grad_is_finite_and_covers_the_params(name):
 
 
 def test_grad_equals_finite_differences():
-    cfg = CASES["s5_layer"][1]
-    m = M.S5Layer(cfg, seed=0, dtype=F64)
-    u = jnp.asarray(make_input("s5_layer", 5))
+    cls, cfg = CASES["s5_layer"]
+    m = _perturbed("s5_layer")
+    u = jnp.asarray(_input(cfg, 5))
     loss = nnx.jit(lambda mod, x: jnp.sum(jnp.sin(mod(x))))
     g = nnx.jit(nnx.grad(lambda mod, x: jnp.sum(jnp.sin(mod(x)))))(m, u)
     p = m.to_params()
@@ -224,8 +191,8 @@ def test_grad_equals_finite_differences():
     v = {k: rng.normal(size=a.shape) for k, a in p.items()}
     v["norm_mean"] = v["norm_var"] = 0 * v["norm_var"]  # statistics: not differentiated
     eps = 1e-6
-    plus = M.S5Layer.from_params(cfg, {k: p[k] + eps * v[k] for k in p}, dtype=F64)
-    minus = M.S5Layer.from_params(cfg, {k: p[k] - eps * v[k] for k in p}, dtype=F64)
+    plus = cls.from_params(cfg, {k: p[k] + eps * v[k] for k in p}, dtype=F64)
+    minus = cls.from_params(cfg, {k: p[k] - eps * v[k] for k in p}, dtype=F64)
     fd = (loss(plus, u) - loss(minus, u)) / (2 * eps)
     directional = sum(np.sum(np.asarray(a[...]) * v[k]) for k, a in g["params"].items())
     # central differences: O(eps^2) truncation + O(1e-16 / eps) rounding, about 1e-9 here
@@ -236,95 +203,57 @@ def test_grad_equals_finite_differences():
 
 
 def test_float32_and_bfloat16():
-    m = M.S4D(S4D_CFG, seed=0)  # float32 parameters
-    u = make_input("s4d")
+    cfg = CASES["s4d"][1]
+    m = M.S4D(cfg, seed=0)  # float32 parameters
+    u = _input(cfg)
     y = m(jnp.asarray(u, jnp.float32))
     assert y.dtype == jnp.float32
-    y_spec = spec.s4d.forward(S4D_CFG, spec.s4d.init(S4D_CFG, 0), u)
+    y_spec = s4d.forward(cfg, s4d.init(cfg, 0), u)
     # float32 rounding of parameters and FFT: measured 4e-7 on outputs of size ~1
     close(y, y_spec, 1e-5)
     yb = m(jnp.asarray(u, jnp.bfloat16))
     assert yb.dtype == jnp.bfloat16
     # bf16 input (8 mantissa bits) computed in float32: measured 1e-2 absolute
     np.testing.assert_allclose(np.asarray(yb, np.float64), y_spec, atol=5e-2, rtol=5e-2)
+    assert m.initial_state(B)["x"].dtype == jnp.complex64
+    lm = M.MambaLM(CASES["mamba_lm"][1], dtype=jnp.bfloat16)
+    assert lm(jnp.asarray([[1, 2]])).dtype == jnp.bfloat16  # tokens: the parameters' dtype
 
 
 def test_bad_input_errors():
+    cfg = CASES["s4d"][1]
     with pytest.raises(TypeError, match="config: expected liquidssm.spec.s5.Config"):
-        M.S5(spec.liquid_s5.Config(H, 4, blocks=1))
-    p = spec.s4d.init(S4D_CFG, 0)
-    with pytest.raises(ValueError, match=r"params: expected the keys .*missing \['D'\]"):
-        M.S4D.from_params(S4D_CFG, {k: v for k, v in p.items() if k != "D"})
-    with pytest.raises(ValueError, match=r"params\['D'\]: expected shape \(4,\), got \(3,\)"):
-        M.S4D.from_params(S4D_CFG, {**p, "D": np.zeros(3)})
+        M.S5(liquid_s5.Config(3, 4, blocks=1))
+    p = s4d.init(cfg, 0)
+    with pytest.raises(ValueError, match=r"params: .*missing \['D'\] and unexpected \['E'\]"):
+        M.S4D.from_params(cfg, {**{k: v for k, v in p.items() if k != "D"}, "E": p["D"]})
+    with pytest.raises(ValueError, match=r"params\['D'\]: expected shape \(3,\), got shape"):
+        M.S4D.from_params(cfg, {**p, "D": np.zeros(4)})
     with pytest.raises(ValueError, match="seed"):
-        M.S4D(S4D_CFG, seed=-1)
+        M.S4D(cfg, seed=-1)
+    m = M.S4D(cfg)
     with pytest.raises(ValueError, match="u: expected shape"):
-        M.S4D(S4D_CFG)(jnp.zeros((B, L, H + 1)))
-    with pytest.raises(TypeError, match="ssm: expected"):
-        M.S4BlockConfig(MAMBA_CFG)
-    with pytest.raises(ValueError, match="layer: expected one of"):
-        M.SequenceModel(3, H, 1, layer="rnn", d_output=2)
-    with pytest.raises(ValueError, match="d_output: expected None with head='lm'"):
-        M.SequenceModel(3, H, 1, head="lm", d_output=2)
+        m(jnp.zeros((B, L, 4)))
+    with pytest.raises(ValueError, match="u: expected batch >= 1"):
+        m(jnp.zeros((0, L, 3)))
+    with pytest.raises(TypeError, match=r"u: expected a jax.Array .*numpy.ndarray"):
+        m(np.zeros((B, L, 3)))
     with pytest.raises(ValueError, match="step: head='pool'"):
-        M.SequenceModel(3, H, 1, d_output=2).step(jnp.zeros((B,), int), {})
+        M.SequenceModel(CASES["seq_pool"][1]).step(jnp.zeros((B, 2)), {})
 
 
-# ------------------------------------------------------------------ the backbone
+# ------------------------------------------------------------------ generate
 
 
-def _spec_pool(p, cfg, u, ns):
-    """encoder -> layers -> LayerNorm -> mean -> decoder, with the spec's functions."""
-    x = nn.linear(u, p["encoder.weight"], p["encoder.bias"])
-    for i in range(cfg.n_layers):
-        x = _s4_block_ref(ns, cfg.layer_config, strip(p, f"layers.{i}."), x)
-    x = nn.layer_norm(x, p["norm_f.weight"], p["norm_f.bias"], 1e-5)
-    return nn.linear(np.mean(x, axis=1), p["decoder.weight"], p["decoder.bias"])
-
-
-def test_sequence_model_pool():
-    m = M.SequenceModel(3, H, 2, layer="s4d", d_output=2, ssm=dict(d_state=4), seed=5,
-                        dtype=F64)
-    p = m.to_params()
-    assert sorted(k for k in p if not k.startswith("layers.")) == [
-        "decoder.bias", "decoder.weight", "encoder.bias", "encoder.weight", "norm_f.bias",
-        "norm_f.weight"]
-    for i in range(2):  # each layer is the S4 block's init for its own seed
-        ref = _s4_block_init(m.config.layer_config, child_seed(5, i))
-        for k, v in ref.items():
-            np.testing.assert_array_equal(p[f"layers.{i}.{k}"], v)
-    u = np.random.default_rng(6).normal(size=(B, L, 3))
-    y = m(jnp.asarray(u))
-    assert y.shape == (B, 2)
-    close(y, _spec_pool(p, m.config, u, lnp))
-    close(nnx.jit(lambda mod, x: mod(x))(m, jnp.asarray(u)), y, 1e-12)
-    back = M.SequenceModel.from_params(m.config, p, dtype=F64)
-    close(back(jnp.asarray(u)), y, 0)
-    with pytest.raises(ValueError, match="unexpected keys"):
-        M.SequenceModel.from_params(m.config, {**p, "layers.2.D": np.zeros(H)})
-    g = nnx.jit(nnx.grad(lambda mod, x: jnp.sum(mod(x) ** 2)))(m, jnp.asarray(u))
-    leaves = jax.tree_util.tree_leaves(g)
-    assert len(leaves) == len(p) and all(np.isfinite(np.asarray(a)).all() for a in leaves)
-
-
-def test_sequence_model_lm_is_the_mamba_lm():
-    m = M.SequenceModel(16, H, 2, layer="mamba", head="lm", ssm=dict(d_state=4, d_conv=2),
-                        seed=0, dtype=F64)
-    p = m.to_params()
-    lmc = spec.mamba.LMConfig(H, 2, 16, ssm_cfg=dict(d_state=4, d_conv=2),
-                              pad_vocab_size_multiple=1)
-    tokens = np.random.default_rng(7).integers(0, 16, (B, L))
-    y, state = m(jnp.asarray(tokens), return_state=True)
-    y_ref, s_ref = spec.mamba.lm_forward(lmc, block.with_prefix(p, "backbone."), tokens,
-                                         return_state=True)
-    close(y, y_ref)
-    assert sorted(state) == sorted(s_ref)
-    s = m.initial_state(B)
-    stp = nnx.jit(lambda mod, t, st: mod.step(t, st))
-    for t in range(L):
-        y_t, s = stp(m, jnp.asarray(tokens[:, t]), s)
-        close(y_t, y_ref[:, t])
-    for k in s_ref:
-        close(s[k], s_ref[k])
-    assert math.isclose(np.std(p["embedding.weight"]), 0.02, rel_tol=0.5)
+def test_greedy_generate_is_argmax_of_forward():
+    m = _perturbed("mamba_lm")
+    prompt = jnp.asarray(_input(m.config)[:, :3])
+    out = m.generate(prompt, 4)
+    assert out.shape == (B, 7) and out.dtype == prompt.dtype
+    np.testing.assert_array_equal(out[:, :3], prompt)
+    # the model is causal: forward(out)[:, t - 1] is the prediction after out[:, :t]
+    logits = m(out)[:, 2:-1, :m.config.vocab_size]
+    np.testing.assert_array_equal(out[:, 3:], jnp.argmax(logits, -1))
+    a = m.generate(prompt, 30, temperature=1e6, seed=3)  # nearly uniform draws
+    np.testing.assert_array_equal(a, m.generate(prompt, 30, temperature=1e6, seed=3))
+    assert int(a.max()) < 10  # never a padded id (vocabulary padded to 16)

@@ -346,7 +346,7 @@ def test_bad_input_liquid_and_scans():
         lj.diag_scan(jnp.ones((3, l, 3)), x)
     with pytest.raises(ValueError, match=r"h0: expected shape \(2, 3\)"):
         lj.diag_scan(x, x, jnp.ones((b, 4)))
-    with pytest.raises(TypeError, match="b: expected a floating"):
+    with pytest.raises(TypeError, match="b: expected a real or complex floating dtype"):
         lj.diag_scan(x, x.astype(jnp.int32))
     with pytest.raises(ValueError, match=r"h0: expected shape \(2, 2, 3\)"):
         lj.liquid_scan(x, x, x, jnp.ones((b, 3)), degree=2)

@@ -121,7 +121,7 @@ def test_config_validation(kwargs, match):
 def test_bad_inputs_are_named():
     cfg = s4d.Config(H, N)
     p = s4d.init(cfg)
-    with pytest.raises(ValueError, match=r"u: expected shape \(\*, length, 3\)"):
+    with pytest.raises(ValueError, match=r"u: expected shape \(batch, length, 3\)"):
         s4d.forward(cfg, p, np.zeros((B, L, H + 1)))
     with pytest.raises(ValueError, match="u: expected shape"):
         s4d.forward(cfg, p, np.zeros((L, H)))

@@ -339,7 +339,7 @@ def test_bad_inputs_name_the_argument():
     cfg = _cfg()
     p = s5.init(cfg)
     u = _u()
-    with pytest.raises(ValueError, match=r"u: expected shape \(\*, length, 3\)"):
+    with pytest.raises(ValueError, match=r"u: expected shape \(batch, length, 3\)"):
         s5.forward(cfg, p, u[..., :2])
     with pytest.raises(TypeError, match="u: expected a real floating dtype"):
         s5.forward(cfg, p, u.astype(np.int64))
@@ -364,7 +364,7 @@ def test_bad_inputs_name_the_argument():
         s5.forward(cfg, {**p, "D": [0.0, 0.0, 0.0]}, u)
     with pytest.raises(TypeError, match=r"params: expected a dict of arrays, got list"):
         s5.forward(cfg, list(p.values()), u)
-    with pytest.raises(ValueError, match=r"u_t: expected shape \(\*, 3\)"):
+    with pytest.raises(ValueError, match=r"u_t: expected shape \(batch, 3\)"):
         s5.step(cfg, p, s5.initial_state(cfg, 2), u)
     with pytest.raises(TypeError, match="config: expected"):
         s5.forward("cfg", p, u)

@@ -171,7 +171,7 @@ def test_errors():
         s5_layer.forward(lc, {**p, "norm_mean": np.zeros(H)}, u)
     with pytest.raises(TypeError, match=r"config: expected liquidssm.spec.s5_layer.Config"):
         s5_layer.forward(SSMS["s5"], p, u)
-    with pytest.raises(ValueError, match=r"u: expected shape \(\*, \*, 3\)"):
+    with pytest.raises(ValueError, match=r"u: expected shape \(batch, length, 3\)"):
         s5_layer.forward(lc, p, u[..., :2])
     with pytest.raises(ValueError, match="bidirectional"):
         bi = s5_layer.Config(s5.Config(H, 4, blocks=1, bidirectional=True))

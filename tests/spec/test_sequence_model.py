@@ -355,11 +355,11 @@ def test_params_and_state_errors_name_the_keys():
 def test_input_checks():
     c = _config("s4d", "sequence")
     p = _params(c)
-    with pytest.raises(ValueError, match=r"u: expected shape \(\*, \*, 3\)"):
+    with pytest.raises(ValueError, match=r"u: expected shape \(batch, length, 3\)"):
         sm.forward(c, p, np.zeros((B, L, 4)))
     with pytest.raises(TypeError, match="u: expected an array"):
         sm.forward(c, p, [[0.0] * 3])
-    with pytest.raises(ValueError, match=r"u_t: expected shape \(\*, 3\)"):
+    with pytest.raises(ValueError, match=r"u_t: expected shape \(batch, 3\)"):
         sm.step(c, p, sm.initial_state(c, B), np.zeros((B, L, 3)))
     t = _config("s4d", "lm")
     q, tokens = _params(t), _input(t)

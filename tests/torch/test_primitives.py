@@ -176,3 +176,30 @@ def test_bad_input_names_the_argument(small_chunks):
         lt.selective_scan(**{**x, "delta": x["delta"][:, :, :-1]})
     with pytest.raises(ValueError, match=r"liquid_degree"):
         lt.liquid_selective_scan(**x, liquid_degree=0)
+
+
+def test_unused_bl_gets_a_zero_gradient(small_chunks):
+    """liquid_degree = 1 does not use BL: its gradient is zeros (not None), as in JAX."""
+    g = torch.Generator().manual_seed(3)
+    b, d, n, l = 2, 2, 3, 5
+    u, delta = torch.randn(b, d, l, generator=g, dtype=F64), torch.rand(b, d, l, dtype=F64)
+    A, B, C = -torch.rand(d, n, dtype=F64) - 0.5, torch.randn(b, n, l, dtype=F64), torch.randn(
+        d, n, dtype=F64)
+    BL = torch.randn(b, n, l, dtype=F64, requires_grad=True)
+    out = lt.liquid_selective_scan(u, delta, A, B, C, liquid_degree=1, BL=BL)
+    (gBL,) = torch.autograd.grad(out.sum(), [BL], allow_unused=True)
+    assert gBL is not None and gBL.shape == BL.shape and not gBL.any()
+
+
+def test_empty_batch_and_length_and_bad_library():
+    """Zero batch or length: the empty result, final state = initial state; a NumPy array for a
+    later argument: a TypeError naming it (liquidssm.spec._checks)."""
+    a = torch.rand(2, 4, 3, dtype=F64)
+    h0 = torch.randn(2, 2, 3, dtype=F64)
+    y, last = lt.liquid_scan(a[:, :0], a[:, :0], a[:, :0], h0, degree=2)
+    assert y.shape == (2, 0, 3) and torch.equal(last, h0)
+    assert lt.diag_scan(a[:0], a[:0]).shape == (0, 4, 3)
+    with pytest.raises(TypeError, match=r"b: expected a torch.Tensor .*got a numpy.ndarray"):
+        lt.diag_scan(a, a.numpy())
+    with pytest.raises(TypeError, match="reverse: expected a bool, got 1"):
+        lt.diag_scan(a, a, reverse=1)

@@ -507,3 +507,30 @@ def test_low_precision_on_gpu(dtype):
                                    return_last_state=True)
     # inputs rounded identically; fp32 state; the output rounding to bf16 dominates (mamba: 3e-2)
     np.testing.assert_allclose(np_(out), r_out, rtol=3e-2, atol=5e-2)
+
+
+def test_state_update_groups_of_b_and_c_may_differ():
+    """B (b, n) with C (b, 2, n), and B (b, 2, n) with C (b, n): as the spec (issue 20)."""
+    g = torch.Generator().manual_seed(7)
+    b, d, n = 2, 4, 3
+    state, x, dt = rnd(g, b, d, n), rnd(g, b, d), rnd(g, b, d, scale=0.3).abs()
+    A = -rnd(g, d, n).abs() - 0.5
+    for B, C in ((rnd(g, b, n), rnd(g, b, 2, n)), (rnd(g, b, 2, n), rnd(g, b, n))):
+        out, new = tr.selective_state_update(state, x, dt, A, B, C)
+        ref = spec.selective_state_update.reference(*(t.cpu().numpy() for t in
+                                                      (state, x, dt, A, B, C)))
+        np.testing.assert_allclose(out.cpu().numpy(), ref[0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(new.cpu().numpy(), ref[1], rtol=1e-12, atol=1e-12)
+
+
+def test_unused_bl_gets_a_zero_gradient_and_n0_is_refused():
+    g = torch.Generator().manual_seed(8)
+    b, d, n, l = 2, 4, 3, 5
+    u, delta = rnd(g, b, d, l), rnd(g, b, d, l, scale=0.3).abs()
+    A, B, C = -rnd(g, d, n).abs() - 0.5, rnd(g, b, n, l), rnd(g, d, n)
+    BL = rnd(g, b, n, l).requires_grad_()
+    out = tr.liquid_selective_scan(u, delta, A, B, C, liquid_degree=1, BL=BL)
+    (gBL,) = torch.autograd.grad(out.sum(), [BL], allow_unused=True)
+    assert gBL is not None and not gBL.any()
+    with pytest.raises(ValueError, match="A: expected shape .*n >= 1"):
+        tr.selective_scan(u, delta, A[:, :0], B[:, :0], C[:, :0])

@@ -45,6 +45,10 @@ def available() -> bool:
     return torch.cuda.is_available()
 
 
+import torch  # noqa: E402
+from liquidssm.spec import _checks  # noqa: E402
+from liquidssm.spec import selective as _spec  # noqa: E402
+
 from ._common import configure  # noqa: E402
 from ._liquid import liquid_selective_scan_p  # noqa: E402
 from ._scan import diag_scan, liquid_scan  # noqa: E402
@@ -59,26 +63,41 @@ def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     initial_state / last_state (b, p, d, n). liquid_degree = 1 is the selective scan (BL and
     lcontract unused); liquid_degree >= 2 runs the level kernels (_liquid.py, real A only).
     """
-    import torch
-
-    if isinstance(liquid_degree, bool) or not isinstance(liquid_degree, int):
-        raise TypeError(f"liquid_degree: expected an int >= 1, got {liquid_degree!r}")
-    if liquid_degree < 1:
-        raise ValueError(f"liquid_degree: expected an int >= 1, got {liquid_degree!r}")
-    if lcontract not in ("none", "tanh", "lecun"):
-        raise ValueError(f"lcontract: expected one of ['none', 'tanh', 'lecun'], got {lcontract!r}")
+    s = _checks.selective_scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                    initial_state, return_last_state, liquid=True,
+                                    liquid_degree=liquid_degree, BL=BL, lcontract=lcontract,
+                                    kind="torch.Tensor")
+    if s.empty:
+        return _spec.liquid_selective_scan.reference(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state,
+            liquid_degree=liquid_degree, BL=BL, lcontract=lcontract)
     if liquid_degree > 1:
         return liquid_selective_scan_p(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                        initial_state, return_last_state, liquid_degree, BL,
-                                       lcontract)
-    h0 = initial_state
-    if h0 is not None:
-        if not isinstance(h0, torch.Tensor) or h0.dim() != 4 or h0.shape[1] != 1:
-            raise ValueError(f"initial_state: expected shape (batch, 1, d, n), got "
-                             f"{getattr(h0, 'shape', type(h0).__name__)}")
-        h0 = h0[:, 0]
+                                       lcontract, s.forms)
+    h0 = None if initial_state is None else initial_state[:, 0]
     res = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0,
                          return_last_state)
-    if return_last_state:
-        return res[0], res[1][:, None]
-    return res
+    out, last = res if return_last_state else (res, None)
+    if BL is not None:  # unused at degree 1: a zero gradient (as eager torch and JAX give)
+        out = _zero_grad_for(out, BL)
+    return (out, last[:, None]) if return_last_state else out
+
+
+class _Unused(torch.autograd.Function):
+    """(out, x) -> out, with a zero gradient for x (an argument the forward does not use)."""
+
+    @staticmethod
+    def forward(ctx, out, x):
+        ctx.x_meta = (x.shape, x.dtype, x.device)
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        shape, dtype, device = ctx.x_meta
+        return g, torch.zeros(shape, dtype=dtype, device=device)
+
+
+def _zero_grad_for(out, x):
+    """out, with x (unused) an input of zero gradient when it requires one."""
+    return _Unused.apply(out, x) if torch.is_grad_enabled() and x.requires_grad else out

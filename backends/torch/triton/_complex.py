@@ -11,10 +11,8 @@ from __future__ import annotations
 import torch
 
 from . import _complex_kernels as K
-from ._common import CONFIG, check_device, describe, dummy, next_pow2, register_scan_autograd
-from ._selective import _block_d, _check, _compute, _or
-
-_CPLX = (torch.complex64, torch.complex128)
+from ._common import CONFIG, check_device, dummy, next_pow2, register_scan_autograd
+from ._selective import _block_d, _compute, _or
 
 
 def _strides(X, n, l):
@@ -121,45 +119,25 @@ def _reduce(part, X, const):
 register_scan_autograd(_fwd, _bwd, 9, 5, "selective_scan")
 
 
-def _bc(name, X, b, d, n, l, cdt):
-    """Validate a B / C for complex A; return (real tensor, group size, form)."""
-    forms = (f"(d, n) = ({d}, {n}), (batch, n, 2 length) = ({b}, {n}, {2 * l}) or "
-             f"(batch, groups, n, 2 length) = ({b}, g, {n}, {2 * l}) with g dividing d")
-    nd = X.dim() if isinstance(X, torch.Tensor) else -1
-    if nd == 2 and tuple(X.shape) == (d, n):
-        if X.dtype not in _CPLX:
-            _check(name, X, (d, n))
+def _bc(X, form, d, cdt):
+    """A checked B / C (liquidssm.spec._checks) for complex A -> (real tensor, channels per
+    group, form name): a constant (d, n) as its (d, n, 2) real view."""
+    if form[0] == "const":
         return torch.view_as_real(X.to(cdt)).contiguous(), 1, "const"
-    if nd in (3, 4) and X.is_complex():
-        raise TypeError(f"{name}: expected a real floating dtype (input-dependent {name} is "
-                        f"(re, im) interleaved along time), got {describe(X)}")
-    if nd == 3 and tuple(X.shape) == (b, n, 2 * l):
-        return _check(name, X, X.shape).contiguous(), d, "var"
-    if nd == 4 and X.shape[0] == b and tuple(X.shape[2:]) == (n, 2 * l) and X.shape[1] >= 1 \
-            and d % X.shape[1] == 0:
-        return _check(name, X, X.shape).contiguous(), d // X.shape[1], "group"
-    raise ValueError(f"{name}: expected shape {forms}, got {describe(X)}")
+    return X.contiguous(), d if form[0] == "var" else d // form[1], form[0]
 
 
 def selective_scan_complex(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                           return_last_state):
-    """The complex-A path of selective_scan (u, delta already checked; A complex (d, n))."""
+                           return_last_state, forms):
+    """The complex-A path of selective_scan (arguments checked, forms of B and C given)."""
     b, d, l = u.shape
-    n = A.shape[1]
     wdt, _ = _compute(u.dtype)
     cdt = torch.complex128 if wdt == torch.float64 else torch.complex64
     Ar = torch.view_as_real(A.to(cdt)).contiguous()
-    B, gsb, fb = _bc("B", B, b, d, n, l, cdt)
-    C, gsc, fc = _bc("C", C, b, d, n, l, cdt)
-    _check("D", D, (d,), optional=True)
-    _check("z", z, (b, d, l), optional=True)
-    _check("delta_bias", delta_bias, (d,), optional=True)
+    B, gsb, fb = _bc(B, forms[0], d, cdt)
+    C, gsc, fc = _bc(C, forms[1], d, cdt)
     h0 = initial_state
     if h0 is not None:
-        if not (isinstance(h0, torch.Tensor) and h0.dtype in _CPLX):
-            _check("initial_state", h0, (b, d, n))
-        elif tuple(h0.shape) != (b, d, n):
-            raise ValueError(f"initial_state: expected shape {(b, d, n)}, got {describe(h0)}")
         h0 = torch.view_as_real(h0.to(cdt)).contiguous()
     check_device(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias,
                  initial_state=h0)

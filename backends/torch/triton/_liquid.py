@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from . import _liquid_kernels as K
-from ._common import CONFIG, check_device, describe, dummy, next_pow2, register_scan_autograd
-from ._selective import _bc, _block_d, _check, _compute, _or, _reduce_bc, _strides
+from ._common import CONFIG, check_device, dummy, next_pow2, register_scan_autograd
+from ._selective import _block_d, _compute, _layout, _or, _reduce_bc, _strides
 
 _PHI = {"none": 0, "tanh": 1, "lecun": 2}
 
@@ -110,35 +110,14 @@ register_scan_autograd(_fwd, _bwd, 10, 5, "liquid_selective_scan")
 
 
 def liquid_selective_scan_p(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                            return_last_state, degree, BL, lcontract):
-    """The degree >= 2 path (arguments already type-checked for liquid_degree / lcontract)."""
-    if not isinstance(u, torch.Tensor) or u.dim() != 3:
-        raise ValueError(f"u: expected shape (batch, d, length), got {describe(u)}")
-    _check("u", u, u.shape)
-    b, d, l = u.shape
-    if min(b, d, l) < 1:
-        raise ValueError(f"u: expected a non-empty (batch, d, length) tensor, got {describe(u)}")
-    _check("delta", delta, (b, d, l))
-    if not (isinstance(A, torch.Tensor) and A.dim() == 2 and A.shape[0] == d):
-        raise ValueError(f"A: expected shape ({d}, n), got {describe(A)}")
-    if A.is_complex():
-        raise TypeError(f"A: expected a real floating dtype (the liquid scan needs real A), "
-                        f"got {describe(A)}")
-    _check("A", A, A.shape)
-    n = A.shape[1]
-    B, _, gsb, fb = _bc("B", B, b, d, n, l)
-    C, _, gsc, fc = _bc("C", C, b, d, n, l)
+                            return_last_state, degree, BL, lcontract, forms):
+    """The degree >= 2 path (arguments checked by liquidssm.spec._checks; forms of B, C, BL)."""
+    d = u.shape[1]
+    B, gsb, fb = _layout(B, forms[0], d)
+    C, gsc, fc = _layout(C, forms[1], d)
     gsl, fl = gsb, fb
     if BL is not None:
-        BL, _, gsl, fl = _bc("BL", BL, b, d, n, l)
-    _check("D", D, (d,), optional=True)
-    _check("z", z, (b, d, l), optional=True)
-    _check("delta_bias", delta_bias, (d,), optional=True)
-    _check("initial_state", initial_state, (b, degree, d, n), optional=True)
-    for name, flag in (("delta_softplus", delta_softplus), ("return_last_state",
-                                                              return_last_state)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name}: expected a bool, got {flag!r}")
+        BL, gsl, fl = _layout(BL, forms[2], d)
     check_device(u=u, delta=delta, A=A, B=B, C=C, BL=BL, D=D, z=z, delta_bias=delta_bias,
                  initial_state=initial_state)
     args = [x if x is None else x.contiguous()

@@ -15,12 +15,11 @@ from __future__ import annotations
 import math
 
 import torch
+from liquidssm.spec import _checks
+from liquidssm.spec import scan as _spec_scan
 
 from . import _scan_kernels as K
-from ._common import CONFIG, check_device, describe, dummy, next_pow2
-
-_OK = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64,
-       torch.complex128)
+from ._common import CONFIG, check_device, dummy, next_pow2
 
 
 def _pairs(x):
@@ -122,48 +121,24 @@ def _backward(ctx, gy, ghl, glv):
 _level_scan.register_autograd(_backward, setup_context=_setup)
 
 
-def _prepare(name_shapes, degree, batch_first_ok=("a", "c")):
-    """Check arrays; return them as (·, L, M) tensors of one common dtype, and the state shape."""
-    b = name_shapes["b"]
-    if not isinstance(b, torch.Tensor) or b.dim() < 2:
-        raise ValueError(f"b: expected shape (batch, length, *S), got {describe(b)}")
-    batch, L, S = b.shape[0], b.shape[1], tuple(b.shape[2:])
-    if batch < 1 or L < 1:
-        raise ValueError(f"b: expected batch >= 1 and length >= 1, got {describe(b)}")
-    tensors = {}
-    for name, x in name_shapes.items():
-        if x is None:
-            continue
-        if not isinstance(x, torch.Tensor) or x.dtype not in _OK:
-            raise TypeError(f"{name}: expected a floating or complex torch tensor, "
-                            f"got {describe(x)}")
-        if name in batch_first_ok:
-            ok = x.dim() == 2 + len(S) and x.shape[0] in (1, batch) and tuple(x.shape[1:]) == (
-                L, *S)
-            want = f"(1 or {batch}, {L}, {', '.join(map(str, S))})"
-        elif name == "h0":
-            lead = (batch,) if degree is None else (batch, degree)
-            ok = tuple(x.shape) == (*lead, *S)
-            want = str((*lead, *S))
-        else:
-            ok = True
-        if not ok:
-            raise ValueError(f"{name}: expected shape {want}, got {describe(x)}")
-        tensors[name] = x
+def _prepare(named, args):
+    """Checked arrays (liquidssm.spec._checks; `args` its ScanArgs) -> (., L, M) tensors of one
+    common dtype."""
+    tensors = {k: x for k, x in named.items() if x is not None}
     check_device(**tensors)
     dtype = tensors["b"].dtype
     for x in tensors.values():
         dtype = torch.promote_types(dtype, x.dtype)
-    M = math.prod(S)
+    batch, L, M = args.batch, args.length, math.prod(args.shape)
     out = {}
     for name, x in tensors.items():
         x = x.to(dtype)
         if name == "h0":
-            x = x.reshape(batch, 1 if degree is None else degree, M)
+            x = x.reshape(batch, -1, M)
         else:
             x = x.reshape(x.shape[0], L, M)
         out[name] = x.contiguous()
-    return out, batch, L, S, M
+    return out, batch, L, args.shape, M
 
 
 def _block_m(M):
@@ -180,9 +155,10 @@ def diag_scan(a, b, h0=None, *, reverse=False):
     a (batch | 1, L, *S), b (batch, L, *S), h0 (batch, *S); real or complex. Returns h (batch,
     L, *S) in the promoted dtype of the inputs (float32 compute for float16 / bfloat16).
     """
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
-    t, batch, L, S, M = _prepare({"a": a, "b": b, "h0": h0}, None)
+    args = _checks.diag_scan_args(a, b, h0, reverse, kind="torch.Tensor")
+    if args.empty:
+        return _spec_scan.diag_scan.reference(a, b, h0, reverse=reverse)
+    t, batch, L, S, M = _prepare({"a": a, "b": b, "h0": h0}, args)
     y, _, _ = _level_scan(t["a"], t["b"], None, t.get("h0"), 1, reverse, False, False,
                           _block_m(M))
     return y.reshape(batch, L, *S)
@@ -194,13 +170,10 @@ def liquid_scan(a, b, c, h0=None, *, degree, reverse=False):
     a, c (batch | 1, L, *S); b (batch, L, *S); h0 (batch, degree, *S). Returns (y = sum_m hm
     (batch, L, *S), h_last (batch, degree, *S)) as liquidssm.spec.scan.liquid_scan.
     """
-    if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
-        raise ValueError(f"degree: expected an int >= 1, got {degree!r}")
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
-    if c is None:
-        raise TypeError("c: expected a tensor of shape (batch or 1, length, *S), got None")
-    t, batch, L, S, M = _prepare({"a": a, "b": b, "c": c, "h0": h0}, degree)
+    args = _checks.liquid_scan_args(a, b, c, h0, degree, reverse, kind="torch.Tensor")
+    if args.empty:
+        return _spec_scan.liquid_scan.reference(a, b, c, h0, degree=degree, reverse=reverse)
+    t, batch, L, S, M = _prepare({"a": a, "b": b, "c": c, "h0": h0}, args)
     store = degree > 1 and _needs_grad(a, b, c, h0)
     y, hl, _ = _level_scan(t["a"], t["b"], t["c"], t.get("h0"), degree, reverse, False, store,
                            _block_m(M))

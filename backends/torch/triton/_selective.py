@@ -5,19 +5,20 @@ from __future__ import annotations
 import math
 
 import torch
+from liquidssm.spec import _checks
+from liquidssm.spec import selective as _spec
 
 from . import _selective_kernels as K
 from ._common import (
     CONFIG,
     check_device,
-    describe,
     dummy,
     next_pow2,
     pow2_divisor,
     register_scan_autograd,
 )
 
-_REAL = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_TORCH = "torch.Tensor"  # the array type the checks (liquidssm.spec._checks) require
 
 
 def _compute(dtype):
@@ -27,38 +28,11 @@ def _compute(dtype):
     return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
 
 
-def _check(name, x, shape, *, optional=False):
-    """A real floating tensor of exactly `shape`; None allowed if optional."""
-    if x is None and optional:
-        return None
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch tensor of shape {shape}, got {describe(x)}")
-    if x.dtype not in _REAL:
-        raise TypeError(f"{name}: expected a real floating dtype, got {describe(x)}")
-    if tuple(x.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {describe(x)}")
-    return x
-
-
-def _bc(name, X, b, d, n, l, grouped_ok=True):
-    """Validate B/C; return (contiguous tensor, (sb, sg, sn, sl), channels per group, form)."""
-    forms = (f"(d, n) = ({d}, {n}), (batch, n, length) = ({b}, {n}, {l}) or "
-             f"(batch, groups, n, length) = ({b}, g, {n}, {l}) with g dividing d")
-    nd = X.dim() if isinstance(X, torch.Tensor) else -1
-    if nd == 2 and tuple(X.shape) == (d, n):
-        X = _check(name, X, (d, n)).contiguous()
-        return X, (0, n, 1, 0), 1, "const"
-    if nd == 3 and tuple(X.shape) == (b, n, l):
-        X = _check(name, X, (b, n, l)).contiguous()
-        return X, (n * l, 0, l, 1), d, "var"
-    if nd == 4 and X.shape[0] == b and tuple(X.shape[2:]) == (n, l) and X.shape[1] >= 1 \
-            and d % X.shape[1] == 0:
-        g = X.shape[1]
-        X = _check(name, X, (b, g, n, l)).contiguous()
-        return X, (g * n * l, n * l, l, 1), d // g, "group"
-    if isinstance(X, torch.Tensor) and X.is_complex():
-        _check(name, X, X.shape)
-    raise ValueError(f"{name}: expected shape {forms}, got {describe(X)}")
+def _layout(X, form, d):
+    """A checked B / C / BL of `form` (liquidssm.spec._checks) -> (contiguous tensor, channels per
+    group, form name)."""
+    gs = 1 if form[0] == "const" else d if form[0] == "var" else d // form[1]
+    return X.contiguous(), gs, form[0]
 
 
 def _block_d(d, *forms):
@@ -198,34 +172,19 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     [, last_state (b, d, n) in the compute dtype (float32, or float64 for float64 u; complex64 /
     complex128 for complex A)].
     """
-    if not isinstance(u, torch.Tensor) or u.dim() != 3:
-        raise ValueError(f"u: expected shape (batch, d, length), got {describe(u)}")
-    _check("u", u, u.shape)
-    b, d, l = u.shape
-    if min(b, d, l) < 1:
-        raise ValueError(f"u: expected a non-empty (batch, d, length) tensor, got {describe(u)}")
-    _check("delta", delta, (b, d, l))
-    if isinstance(A, torch.Tensor) and A.dim() == 2 and A.shape[0] == d:
-        if not A.is_complex():
-            _check("A", A, A.shape)
-    else:
-        raise ValueError(f"A: expected shape ({d}, n), got {describe(A)}")
-    for name, flag in (("delta_softplus", delta_softplus), ("return_last_state",
-                                                              return_last_state)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name}: expected a bool, got {flag!r}")
-    if A.is_complex():
+    s = _checks.selective_scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                    initial_state, return_last_state, kind=_TORCH)
+    if s.empty:
+        return _spec.selective_scan.reference(u, delta, A, B, C, D, z, delta_bias,
+                                              delta_softplus, initial_state, return_last_state)
+    if s.cplx:
         from ._complex import selective_scan_complex
 
         return selective_scan_complex(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                      initial_state, return_last_state)
-    n = A.shape[1]
-    B, _, gsb, fb = _bc("B", B, b, d, n, l)
-    C, _, gsc, fc = _bc("C", C, b, d, n, l)
-    _check("D", D, (d,), optional=True)
-    _check("z", z, (b, d, l), optional=True)
-    _check("delta_bias", delta_bias, (d,), optional=True)
-    _check("initial_state", initial_state, (b, d, n), optional=True)
+                                      initial_state, return_last_state, s.forms)
+    d = s.d
+    B, gsb, fb = _layout(B, s.forms[0], d)
+    C, gsc, fc = _layout(C, s.forms[1], d)
     check_device(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias,
                  initial_state=initial_state)
     args = [x if x is None else x.contiguous()
@@ -244,46 +203,21 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
     Returns (out (b, d) in x's dtype, new_state (b, d, n) in the compute dtype); no input is
     modified. The kernel is the forward; gradients re-run the eager step under autograd.
     """
-    if not isinstance(x, torch.Tensor) or x.dim() != 2:
-        raise ValueError(f"x: expected shape (batch, d), got {describe(x)}")
-    b, d = x.shape
-    _check("x", x, (b, d))
-    if not (isinstance(A, torch.Tensor) and A.dim() == 2 and A.shape[0] == d):
-        raise ValueError(f"A: expected shape ({d}, n), got {describe(A)}")
-    _check("A", A, A.shape)
-    n = A.shape[1]
-    _check("state", state, (b, d, n))
-    _check("dt", dt, (b, d))
-    groups = []
-    for name, X in (("B", B), ("C", C)):
-        nd = X.dim() if isinstance(X, torch.Tensor) else -1
-        if nd == 2 and tuple(X.shape) == (b, n):
-            groups.append(1)
-        elif nd == 3 and X.shape[0] == b and X.shape[2] == n and X.shape[1] >= 1 \
-                and d % X.shape[1] == 0:
-            groups.append(X.shape[1])
-        else:
-            raise ValueError(f"{name}: expected shape (batch, n) = ({b}, {n}) or (batch, groups, "
-                             f"n) = ({b}, g, {n}) with g dividing {d}, got {describe(X)}")
-        _check(name, X, X.shape)
-    if groups[0] != groups[1]:
-        raise ValueError(f"C: expected the same number of groups as B ({groups[0]}), "
-                         f"got {describe(C)}")
-    _check("D", D, (d,), optional=True)
-    _check("z", z, (b, d), optional=True)
-    _check("dt_bias", dt_bias, (d,), optional=True)
-    if not isinstance(dt_softplus, bool):
-        raise TypeError(f"dt_softplus: expected a bool, got {dt_softplus!r}")
+    s = _checks.selective_state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus,
+                                            kind=_TORCH)
+    if s.empty:
+        return _spec.selective_state_update.reference(state, x, dt, A, B, C, D, z, dt_bias,
+                                                      dt_softplus)
     check_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
     args = [t if t is None else t.contiguous()
             for t in (state, x, dt, A, B, C, D, z, dt_bias)]
-    return _update(*args, dt_softplus, groups[0])
+    return _update(*args, dt_softplus, s.groups[0], s.groups[1])
 
 
 @torch.library.custom_op("liquidssm::selective_state_update", mutates_args=())
 def _update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
             B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
-            dt_bias: torch.Tensor | None, dt_softplus: bool, groups: int
+            dt_bias: torch.Tensor | None, dt_softplus: bool, groups_b: int, groups_c: int
             ) -> tuple[torch.Tensor, torch.Tensor]:
     b, d = x.shape
     n = A.shape[1]
@@ -294,21 +228,22 @@ def _update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Ten
     bd = min(CONFIG["block_d"] * 4, next_pow2(d))
     K.state_update_kernel[K.grid(b, d, bd)](
         state, x, dt, A, B, C, _or(D, ph), _or(z, ph), _or(dt_bias, ph), out, new_state,
-        d, n, d // groups, groups, BD=bd, NP=next_pow2(n), HAS_D=D is not None,
-        HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, CD=tcd,
+        d, n, d // groups_b, groups_b, d // groups_c, groups_c, BD=bd, NP=next_pow2(n),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None,
+        SOFTPLUS=dt_softplus, CD=tcd,
     )
     return out, new_state
 
 
 @_update.register_fake
-def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, groups):
+def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, groups_b, groups_c):
     b, d = x.shape
     cdt, _ = _compute(x.dtype)
     return torch.empty_like(x), x.new_empty((b, d, A.shape[1]), dtype=cdt)
 
 
 def _update_setup(ctx, inputs, output):
-    *tensors, ctx.dt_softplus, _groups = inputs
+    *tensors, ctx.dt_softplus, _groups_b, _groups_c = inputs
     ctx.present = [t is not None for t in tensors]
     ctx.save_for_backward(*[t for t in tensors if t is not None])
 
@@ -326,7 +261,7 @@ def _update_backward(ctx, dout, dstate):
                 for o, g in ((out, dout), (new_state, dstate))]
         grads = iter(torch.autograd.grad((out, new_state), [t for t in leaves if t is not None],
                                          cots, allow_unused=True))
-    return (*[next(grads) if p else None for p in ctx.present], None, None)
+    return (*[next(grads) if p else None for p in ctx.present], None, None, None)
 
 
 _update.register_autograd(_update_backward, setup_context=_update_setup)

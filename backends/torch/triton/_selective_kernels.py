@@ -212,7 +212,7 @@ def selective_bwd_kernel(
 @triton.jit
 def state_update_kernel(
     s_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ns_ptr,
-    DIM, NS, GS, G,
+    DIM, NS, GSB, GB, GSC, GC,
     BD: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     CD: tl.constexpr,
@@ -231,9 +231,10 @@ def state_update_kernel(
         dl = softplus(dl)
     x = tl.load(x_ptr + pb * DIM + dd, mask=dmask, other=0.0).to(CD)
     A = tl.load(A_ptr + dd[:, None] * NS + nn[None, :], mask=m2, other=0.0).to(CD)
-    bc = (pb * G + dd[:, None] // GS) * NS + nn[None, :]
-    Bv = tl.load(B_ptr + bc, mask=m2, other=0.0).to(CD)
-    Cv = tl.load(C_ptr + bc, mask=m2, other=0.0).to(CD)
+    Bv = tl.load(B_ptr + (pb * GB + dd[:, None] // GSB) * NS + nn[None, :], mask=m2,
+                 other=0.0).to(CD)
+    Cv = tl.load(C_ptr + (pb * GC + dd[:, None] // GSC) * NS + nn[None, :], mask=m2,
+                 other=0.0).to(CD)
     s = tl.load(s_ptr + st, mask=m2, other=0.0).to(CD)
     s = tl.exp(dl[:, None] * A) * s + (dl * x)[:, None] * Bv
     tl.store(ns_ptr + st, s, mask=m2)

@@ -1,0 +1,161 @@
+"""What the torch and JAX module classes share (liquidssm.torch.nn, liquidssm.jax.nnx).
+
+Both frameworks' classes are generated from spec modules; this file holds the framework-free
+part: the Config from a Config or its fields, the spec's parameters (the spec's init, or given
+parameters checked against param_shapes), which names are statistics or SSM parameters, and the
+generation loop. No math and no initialisation: those are the spec's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import numpy as np
+
+from .spec import s5_layer
+from .spec._common import check_config, check_int, check_seed, shapes_of
+from .spec.s4_block import check_params
+
+__all__ = ["CLASSES", "make_config", "spec_params", "is_statistic", "ssm_leaves", "vocab_size",
+           "generate"]
+
+#: class name -> spec module name: the same classes in every framework
+CLASSES = {
+    "S4D": "s4d", "S4": "s4", "LiquidS4": "liquid_s4", "S5": "s5", "LiquidS5": "liquid_s5",
+    "Mamba": "mamba", "LiquidMamba": "liquid_mamba", "S4Block": "s4_block",
+    "S5Layer": "s5_layer", "MambaBlock": "mamba_block", "SequenceModel": "sequence_model",
+    "MambaLM": "mamba_lm",
+}
+
+#: the leaf names (after the last ".") of the SSM parameters per variant family: the parameters
+#: the published code trains without weight decay (S4, S5: also with their own learning rate).
+#: S4D / S4 kernels register dt, A (and P), B this way (C, D regular); S5's "standard" setup
+#: Lambda, B, log_step (C, D regular); mamba's _no_weight_decay: A_log, D.
+S4D_SSM = frozenset({"log_dt", "log_A_real", "A_imag", "B_re", "B_im", "BL_re", "BL_im"})
+S4_SSM = frozenset({"log_dt", "log_Lambda_real", "Lambda_imag", "P_re", "P_im", "B_re", "B_im",
+                    "BL_re", "BL_im"})
+S5_SSM = frozenset({"Lambda_re", "Lambda_im", "B_re", "B_im", "log_step", "BL_re", "BL_im"})
+MAMBA_SSM = frozenset({"A_log", "D"})
+_SSM = {"s4d": S4D_SSM, "s4": S4_SSM, "s5": S5_SSM, "liquid_s5": S5_SSM, "mamba": MAMBA_SSM,
+        "liquid_mamba": MAMBA_SSM}
+
+
+def spec_module(name: str):
+    return importlib.import_module(f"liquidssm.spec.{name}")
+
+
+def make_config(spec, config, fields: dict):
+    """`config` (exactly a spec.Config), or spec.Config(**fields); both given -> TypeError."""
+    if config is None:
+        return spec.Config(**fields)
+    if fields:
+        raise TypeError(f"config: expected either a config or its fields as keywords, got both "
+                        f"(a {type(config).__name__} and the fields {sorted(fields)})")
+    return check_config(config, spec.Config)
+
+
+def param_shapes(spec, config) -> dict:
+    return shapes_of(spec, config)
+
+
+def spec_params(spec, config, seed, params, to_numpy) -> dict:
+    """spec.init(config, seed), or `params` (NumPy or framework arrays, converted by to_numpy)
+    checked to hold exactly param_shapes(config): missing and unexpected names both named."""
+    check_seed(seed)
+    if params is None:
+        return spec.init(config, seed)
+    if not isinstance(params, dict):
+        raise TypeError(f"params: expected a dict of arrays under the spec's names, got "
+                        f"{type(params).__name__}")
+    arrays = {k: to_numpy(v) for k, v in params.items()}
+    return check_params(arrays, param_shapes(spec, config))
+
+
+def is_statistic(name: str) -> bool:
+    """True for batch-norm running statistics (s5_layer norm_mean / norm_var, also inside a
+    model: "layers.{i}.norm_mean"): not trained (torch buffers, nnx.BatchStat)."""
+    return name.rsplit(".", 1)[-1] in s5_layer.STATISTICS
+
+
+def _variant(config):
+    """(variant name, variant Config) inside a variant, block or model Config."""
+    name = type(config).__module__.rsplit(".", 1)[-1]
+    if name == "sequence_model":
+        return _variant(spec_module(name).layer_config(config))
+    if name == "mamba_lm":
+        return _variant(config.mixer)
+    for attr in ("ssm", "mixer"):  # the blocks' inner Config
+        inner = getattr(config, attr, None)
+        if inner is not None and not isinstance(inner, dict):
+            return _variant(inner)
+    return name, config
+
+
+def ssm_leaves(config) -> frozenset:
+    """The leaf names of the SSM parameters of a variant / block / model Config (S4D_SSM, ...;
+    Liquid-S4: its base's)."""
+    name, variant = _variant(config)
+    if name == "liquid_s4":
+        name = variant.base
+    return _SSM[name]
+
+
+def vocab_size(spec, config) -> int:
+    """The real vocabulary of a language model (ids < it; mamba_lm pads its logits beyond)."""
+    short = spec.__name__.rsplit(".", 1)[-1]
+    if short == "mamba_lm":
+        return config.vocab_size
+    if short == "sequence_model" and config.head == "lm":
+        return config.vocab_size
+    raise ValueError(f"generate: expected a language model (MambaLM, or SequenceModel with "
+                     f"head='lm'), got {type(config).__module__}.{type(config).__name__} "
+                     f"with head={getattr(config, 'head', None)!r}")
+
+
+def _next_tokens(logits: np.ndarray, temperature: float, top_k, rng) -> np.ndarray:
+    """logits (batch, V) float64 -> ids (batch,): argmax (temperature 0), else a draw from
+    softmax(logits / temperature) restricted to the top_k largest logits (all when None)."""
+    if temperature == 0.0:
+        return np.argmax(logits, axis=-1)
+    z = logits / temperature
+    if top_k is not None and top_k < z.shape[-1]:
+        kth = np.sort(z, axis=-1)[:, -top_k][:, None]
+        z = np.where(z >= kth, z, -np.inf)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    cdf = np.cumsum(p, axis=-1)
+    u = rng.random(z.shape[0])[:, None] * cdf[:, -1:]
+    return np.minimum((cdf <= u).sum(axis=-1), z.shape[-1] - 1)
+
+
+def generate(forward, step, tokens, max_new_tokens, *, vocab, to_numpy, to_tokens,
+             temperature=0.0, top_k=None, seed=0):
+    """Decode max_new_tokens ids after `tokens` (batch, L): one forward over the prompt
+    (forward(tokens) -> (logits (batch, L, V'), state)), then step(token (batch,), state) ->
+    (logits (batch, V'), state) per new id. Only ids < vocab are chosen (a padded vocabulary's
+    extra logits are ignored). Sampling runs on the host with numpy.random.default_rng(seed), so
+    every framework draws alike. to_numpy: framework array -> NumPy; to_tokens(ids) -> a
+    framework integer array. Returns to_tokens((batch, L + max_new_tokens) ids)."""
+    check_int("max_new_tokens", max_new_tokens, minimum=0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    if top_k is not None:
+        check_int("top_k", top_k)
+    prompt = to_numpy(tokens)
+    if prompt.ndim != 2 or prompt.shape[1] < 1:
+        raise ValueError(f"tokens: expected shape (batch, length) with length >= 1, got shape "
+                         f"{prompt.shape}")
+    rng = np.random.default_rng(seed)
+    new = []
+    if max_new_tokens:
+        logits, state = forward(tokens)
+        while True:
+            last = to_numpy(logits)[:, -1] if len(new) == 0 else to_numpy(logits)
+            ids = _next_tokens(last[:, :vocab], float(temperature), top_k, rng)
+            new.append(ids.astype(prompt.dtype))
+            if len(new) == max_new_tokens:
+                break
+            logits, state = step(to_tokens(new[-1]), state)
+    out = np.concatenate([prompt, *[t[:, None] for t in new]], axis=1)
+    return to_tokens(out)

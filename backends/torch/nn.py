@@ -1,0 +1,227 @@
+"""liquidssm.torch.nn: torch.nn.Module classes generated from the spec's modules.
+
+Every class is `SpecModule` over one spec module (variants, blocks, models; the same class names
+as liquidssm.jax.nnx). It holds its `config` and the spec's parameters under the spec's names
+(`state_dict()` keys == `param_shapes(config)`; dotted names are nested containers, batch-norm
+running statistics are buffers). The weights are the spec's `init(config, seed)`, so a seed gives
+the same weights in every framework; forward / step call `liquidssm.torch.<name>` (the spec on
+tensors, the dtype policy: bfloat16 / float16 inputs compute in float32).
+
+    m = Mamba(d_model=8)                  # or Mamba(mamba.Config(d_model=8)); seed, dtype, device
+    y = m(u)                              # u (batch, L, d_model)
+    y, state = m(u, return_state=True);   y_t, state = m.step(u_t, state)
+    state = m.initial_state(batch)        # a dict of tensors (the spec's initial_state)
+    m.to_params() -> {name: float64 NumPy};  Mamba.from_params(config, params)
+    m.save_pretrained(path);  Mamba.from_pretrained(path)
+    torch.optim.AdamW(m.param_groups(lr, weight_decay, ssm_lr))
+    MambaLM / SequenceModel(head="lm"): m.generate(tokens, max_new_tokens, temperature, top_k)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import _modules
+from . import _framework
+from ._framework import FRAMEWORK
+
+__all__ = ["SpecModule", "param_groups", *_modules.CLASSES]
+
+
+def _to_numpy(x):
+    return FRAMEWORK.to_numpy(x) if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+class SpecModule(nn.Module):
+    """A spec module as an nn.Module; subclasses name it: `class S4D(SpecModule, spec="s4d")`."""
+
+    _spec = None  # the spec module (liquidssm.spec.<name>)
+    _fn = None  # the bound module (liquidssm.torch.<name>)
+
+    def __init_subclass__(cls, spec: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if spec is None:  # a subclass of a generated class (torch parametrize makes some)
+            return
+        import liquidssm.torch as lt
+
+        cls._spec = _modules.spec_module(spec)
+        cls._fn = getattr(lt, spec)
+        cls.Config = cls._spec.Config
+
+    def __init__(self, config=None, *, seed: int = 0, dtype=None, device=None, params=None,
+                 **config_fields):
+        super().__init__()
+        self.config = _modules.make_config(self._spec, config, config_fields)
+        values = _modules.spec_params(self._spec, self.config, seed, params, _to_numpy)
+        for name, value in values.items():
+            tensor = FRAMEWORK.from_numpy(value, dtype=dtype, device=device)
+            *path, leaf = name.split(".")
+            owner = self
+            for part in path:
+                if part not in owner._modules:
+                    owner.add_module(part, nn.Module())
+                owner = owner._modules[part]
+            if _modules.is_statistic(name):
+                owner.register_buffer(leaf, tensor)
+            else:
+                owner.register_parameter(leaf, nn.Parameter(tensor))
+
+    def spec_params(self) -> dict:
+        """{spec name: tensor}: the parameters and the buffers (the spec's params dict)."""
+        return {**dict(self.named_parameters()), **dict(self.named_buffers())}
+
+    def to_params(self) -> dict:
+        """{spec name: float64 NumPy array}."""
+        return _framework.from_params(self.spec_params())
+
+    @classmethod
+    def from_params(cls, config, params: dict, *, dtype=None, device=None):
+        """The module with these parameters (NumPy arrays or tensors under the spec's names,
+        exactly param_shapes(config))."""
+        return cls(config, params=params, dtype=dtype, device=device)
+
+    def save_pretrained(self, path, *, dtype=np.float32) -> None:
+        """config.json + model.safetensors (tensors stored as `dtype`: float16, float32 or
+        float64) in the directory `path` (liquidssm.checkpoint.save)."""
+        from .. import checkpoint
+
+        checkpoint.save(path, self.config, self.to_params(), dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, path, *, dtype=None, device=None):
+        """The module saved in `path` by either framework (or, for MambaLM, a mamba_ssm /
+        Hugging Face Mamba directory: liquidssm.checkpoint.load)."""
+        from .. import checkpoint
+
+        config, params = checkpoint.load(path)
+        if type(config) is not cls.Config:
+            raise TypeError(f"path: {path} holds a {type(config).__module__}."
+                            f"{type(config).__name__}, expected a {cls.Config.__module__}."
+                            f"{cls.Config.__name__} for {cls.__name__}")
+        return cls(config, params=params, dtype=dtype, device=device)
+
+    def _reference(self):
+        for t in self.spec_params().values():
+            if t.is_floating_point():
+                return t
+        raise ValueError(f"{type(self).__name__}: has no floating parameter")
+
+    def forward(self, u, state=None, return_state=False, **extra):
+        """The spec's forward(config, params, u, state=, return_state=, **extra)."""
+        return self._fn.forward(self.config, self.spec_params(), u, state=state,
+                                return_state=return_state, **extra)
+
+    def step(self, u_t, state, **extra):
+        """One position: the spec's step -> (y_t, new_state)."""
+        return self._fn.step(self.config, self.spec_params(), state, u_t, **extra)
+
+    def initial_state(self, batch: int) -> dict:
+        """The spec's initial_state (zeros) in the compute dtype of the parameters (float32 for
+        bfloat16 / float16; complex states complex), on their device."""
+        ref = self._reference()
+        return self._fn.initial_state(self.config, batch,
+                                      dtype=FRAMEWORK.compute_dtype(ref.dtype),
+                                      device=ref.device)
+
+    def param_groups(self, lr: float, weight_decay: float = 0.0, ssm_lr: float | None = None):
+        return param_groups(self, lr, weight_decay, ssm_lr)
+
+    def extra_repr(self) -> str:
+        return repr(self.config)
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0,
+                 ssm_lr: float | None = None) -> list[dict]:
+    """Optimizer groups: [{"params": the rest, lr, weight_decay}, {"params": the SSM parameters
+    of every SpecModule inside `model` (leaf names in _modules.ssm_leaves(config)), lr: ssm_lr
+    (default lr), weight_decay: 0}]; empty groups are left out. Every trainable parameter of
+    `model` is in exactly one group."""
+    ssm = {}
+    for module in model.modules():
+        if isinstance(module, SpecModule):
+            leaves = _modules.ssm_leaves(module.config)
+            for name, p in module.named_parameters():
+                if name.rsplit(".", 1)[-1] in leaves:
+                    ssm[id(p)] = p
+    rest = [p for p in model.parameters() if id(p) not in ssm]
+    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay},
+              {"params": list(ssm.values()), "lr": lr if ssm_lr is None else ssm_lr,
+               "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+class _Kernel:
+    def kernel(self, length: int):
+        """The SSM convolution kernel K (d_model, length): the spec's kernel."""
+        return self._fn.kernel(self.config, self.spec_params(), length)
+
+
+class _LM:
+    @torch.no_grad()
+    def generate(self, tokens, max_new_tokens: int, *, temperature: float = 0.0,
+                 top_k: int | None = None, seed: int = 0):
+        """tokens (batch, L) integer tensor -> (batch, L + max_new_tokens): one forward over
+        the prompt, then one step per new id; greedy (temperature 0) or sampled from
+        softmax(logits / temperature) over the top_k ids (host NumPy, default_rng(seed));
+        ids < the real vocabulary only (liquidssm._modules.generate)."""
+        from .._bind import check_input
+
+        check_input(FRAMEWORK, "tokens", tokens, tokens=True)
+        vocab = _modules.vocab_size(self._spec, self.config)
+        return _modules.generate(
+            lambda t: self(t, return_state=True), self.step, tokens, max_new_tokens,
+            vocab=vocab, to_numpy=FRAMEWORK.to_numpy,
+            to_tokens=lambda a: torch.as_tensor(a, device=tokens.device),
+            temperature=temperature, top_k=top_k, seed=seed)
+
+
+class S4D(_Kernel, SpecModule, spec="s4d"):
+    """S4D (liquidssm.spec.s4d)."""
+
+
+class S4(_Kernel, SpecModule, spec="s4"):
+    """S4, DPLR HiPPO-LegS (liquidssm.spec.s4)."""
+
+
+class LiquidS4(_Kernel, SpecModule, spec="liquid_s4"):
+    """Liquid-S4 (liquidssm.spec.liquid_s4); state / step with liquid_kernel='scan'."""
+
+
+class S5(SpecModule, spec="s5"):
+    """S5 (liquidssm.spec.s5); forward(u, timesteps=tau) for irregular sampling."""
+
+
+class LiquidS5(SpecModule, spec="liquid_s5"):
+    """Liquid-S5 (liquidssm.spec.liquid_s5)."""
+
+
+class Mamba(SpecModule, spec="mamba"):
+    """The Mamba mixer (liquidssm.spec.mamba; mamba_simple.Mamba's names)."""
+
+
+class LiquidMamba(SpecModule, spec="liquid_mamba"):
+    """The LiquidMamba block, residuals and FFN included (liquidssm.spec.liquid_mamba)."""
+
+
+class S4Block(SpecModule, spec="s4_block"):
+    """The S4 residual block around an S4D / S4 / Liquid-S4 (liquidssm.spec.s4_block)."""
+
+
+class S5Layer(SpecModule, spec="s5_layer"):
+    """The S5 layer around an S5 / Liquid-S5 (liquidssm.spec.s5_layer); the batch norm is
+    its inference form with buffers norm_mean / norm_var (not updated by training)."""
+
+
+class MambaBlock(SpecModule, spec="mamba_block"):
+    """u + mixer(rms_norm(u)): mamba_ssm's Block (liquidssm.spec.mamba_block)."""
+
+
+class SequenceModel(_LM, SpecModule, spec="sequence_model"):
+    """Encoder / embedding, n residual layers of any variant, final norm, pool / sequence / lm
+    head (liquidssm.spec.sequence_model); generate with head='lm'."""
+
+
+class MambaLM(_LM, SpecModule, spec="mamba_lm"):
+    """The Mamba language model under mamba_ssm's names (liquidssm.spec.mamba_lm)."""
