@@ -5,8 +5,9 @@ Same signatures and semantics as liquidssm.torch's primitives (the spec's). The 
 checked by the spec's checks (liquidssm.spec._checks, as the eager implementation does), so
 errors are the spec's. Where no kernel exists the call runs the eager implementation
 (liquidssm.torch.selective / scans): complex A, liquid_degree >= 2, diag_scan / liquid_scan,
-non-CPU tensors, zero-size inputs. The dtype conversions and the B / C layout change (time-major, (b, G, l, n))
-are plain torch ops outside the custom ops, so autograd maps the gradients back.
+non-CPU tensors, zero-size inputs. The dtype conversions and the B / C layout change
+(time-major, (b, G, l, n)) are plain torch ops outside the custom ops, so autograd maps the
+gradients back.
 """
 
 from __future__ import annotations
