@@ -9,6 +9,7 @@ each rep; the table gives medians. The numba kernels' first call (compile, or lo
 on-disk cache) is reported apart. Prints the load average at start and end: on a shared machine
 the figures move with it.
 Usage: python benchmarks/cpu_selective_scan.py [--b 2 --d 128 --n 16 --l 2048 --reps 15]
+       [--threads T]  (torch and numba threads; XLA's are not limited)
 """
 
 from __future__ import annotations
@@ -116,6 +117,12 @@ def jax_runners(fn, x_np, g_np):
         lambda: np.asarray(jax.block_until_ready(grad(*args))[0]))
 
 
+def _numba_threads():
+    import numba
+
+    return numba.get_num_threads()
+
+
 def env_line():
     def v(p):
         try:
@@ -124,15 +131,21 @@ def env_line():
             return "-"
 
     return (f"{platform.machine()} {platform.processor() or ''} cores={os.cpu_count()} "
-            f"torch {v('torch')} (threads {torch.get_num_threads()}), numba {v('numba')}, "
+            f"torch {v('torch')} (threads {torch.get_num_threads()}), numba {v('numba')} "
+            f"(threads {_numba_threads()}), "
             f"jax {v('jax')}, mambapy {v('mambapy')}, numpy {v('numpy')}")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for k, dflt in (("b", 2), ("d", 128), ("n", 16), ("l", 2048), ("reps", 15)):
+    for k, dflt in (("b", 2), ("d", 128), ("n", 16), ("l", 2048), ("reps", 15), ("threads", 0)):
         p.add_argument(f"--{k}", type=int, default=dflt)
     a = p.parse_args()
+    if a.threads:
+        import numba
+
+        torch.set_num_threads(a.threads)
+        numba.set_num_threads(a.threads)
     load0 = os.getloadavg()
     x = inputs(a.b, a.d, a.n, a.l)
     g = np.random.default_rng(1).standard_normal((a.b, a.d, a.l)).astype(np.float32)
