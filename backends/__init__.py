@@ -29,6 +29,7 @@ MODELS = ("sequence_model", "mamba_lm")
 PRIMITIVES = (
     "diag_scan",
     "liquid_scan",
+    "dense_scan",
     "selective_scan",
     "selective_state_update",
     "liquid_selective_scan",

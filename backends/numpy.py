@@ -1,9 +1,11 @@
 """The NumPy backend: the specification itself, exposed through the common API.
 
-Arrays are NumPy float64; the functions are the spec's, unchanged.
+Arrays are NumPy (float64, or float32: the spec casts parameters and states to u's dtype, so
+init's float64 parameters with float32 u return float32); the functions are the spec's, unchanged.
 """
 
 from liquidssm.spec import (  # noqa: F401
+    dense_scan,
     diag_scan,
     liquid_mamba,
     liquid_s4,

@@ -17,6 +17,7 @@ dL/dp + i dL/dq (torch's convention; jax's is its conjugate and the jax adapter 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 
@@ -37,6 +38,9 @@ class Adapter:
     name = "?"
     #: dtypes this backend supports, best first ("float64", "float32", "bfloat16")
     dtypes: tuple[str, ...] = ("float64",)
+    #: input dtypes of the dtype check (checks.check_dtypes: output dtype = input dtype); it
+    #: checks dtypes only, so it may list dtypes whose values the other checks do not compare
+    io_dtypes: tuple[str, ...] = ("float64",)
     #: the largest Case.size this backend runs in reasonable time (None: no limit)
     max_size: int | None = None
     max_length: int | None = None
@@ -56,6 +60,11 @@ class Adapter:
 
     def primitive(self, name: str):
         return getattr(self.api_module(), name)
+
+    def dtype_variant(self, name: str):
+        """The variant module the dtype check calls (only the dtypes of its results are read;
+        a backend may evaluate abstractly)."""
+        return self.variant(name)
 
     # arrays
     def asarray(self, x: np.ndarray, dtype: str | None):
@@ -106,6 +115,7 @@ class NumpyAdapter(Adapter):
 
     name = "numpy"
     dtypes = ("float64", "float32")
+    io_dtypes = ("float64", "float32")  # NumPy has no bfloat16; float16 is not a spec dtype
 
     def api_module(self):
         return importlib.import_module("liquidssm.numpy")
@@ -137,6 +147,7 @@ class ArrayApiStrictAdapter(NumpyAdapter):
 
     name = "array_api_strict"
     dtypes = ("float64",)  # the same code as numpy, whose session runs float32 too
+    io_dtypes = ("float64", "float32")
     max_step_length = 64  # strict arrays are ~5x slower than NumPy; numpy steps the long cases
 
     def __init__(self, device="cpu"):
@@ -163,6 +174,7 @@ class TorchAdapter(Adapter):
 
     name = "torch"
     dtypes = ("float64", "float32", "bfloat16")
+    io_dtypes = ("float64", "float32", "bfloat16", "float16")
     impl = "eager"
 
     def __init__(self, device="cpu"):
@@ -178,7 +190,8 @@ class TorchAdapter(Adapter):
         t = self.torch
         if dtype == "float64":
             return t.complex128 if cplx else t.float64
-        return t.complex64 if cplx else {"float32": t.float32, "bfloat16": t.bfloat16}[dtype]
+        return t.complex64 if cplx else {"float32": t.float32, "bfloat16": t.bfloat16,
+                                         "float16": t.float16}[dtype]
 
     def asarray(self, x, dtype):
         x = np.asarray(x)
@@ -223,10 +236,14 @@ class TorchTritonAdapter(TorchAdapter):
         if device == "cpu":
             os.environ["TRITON_INTERPRET"] = "1"
             self.dtypes = ("float32",)  # the interpreter computes bf16 wrongly (NumPy has none)
+            # bf16 / fp16 inputs run the kernels in float32 (the dtype policy), so the dtype
+            # check runs them; float64 is not a Triton dtype
+            self.io_dtypes = ("float32", "bfloat16", "float16")
             self.max_size = 2 * 64 * 32
             self.max_length = 64
         else:
             self.dtypes = ("float32", "bfloat16")
+            self.io_dtypes = ("float32", "bfloat16", "float16")
         super().__init__(device)
 
 
@@ -241,10 +258,10 @@ def _is_data(x) -> bool:
     return hasattr(x, "dtype") or (isinstance(x, dict) and all(map(_is_data, x.values())))
 
 
-def _jit(jax, fn):
-    """fn under jax.jit: arrays and dicts of arrays are traced, every other argument (config,
-    flags, ints, None) is static. One compilation per static signature and shapes, so that a
-    check that calls fn many times (step over a sequence) compiles once."""
+def _jit(jax, fn, transform=None):
+    """fn under jax.jit (or `transform`): arrays and dicts of arrays are traced, every other
+    argument (config, flags, ints, None) is static. One compilation per static signature and
+    shapes, so that a check that calls fn many times (step over a sequence) compiles once."""
     cache = {}
 
     def call(*args, **kwargs):
@@ -260,7 +277,7 @@ def _jit(jax, fn):
                 full.update(zip(dyn_pos, pos))
                 return fn(*[full[i] for i in range(len(args))], **dict(static_kw), **kw)
 
-            cache[key] = jax.jit(inner)
+            cache[key] = (transform or jax.jit)(inner)
         return cache[key]([args[i] for i in dyn_pos], {k: kwargs[k] for k in dyn_kw})
 
     return call
@@ -272,6 +289,7 @@ class JaxAdapter(Adapter):
 
     name = "jax"
     dtypes = ("float64", "float32", "bfloat16")
+    io_dtypes = ("float64", "float32", "bfloat16", "float16")
 
     def __init__(self, device="cpu"):
         super().__init__(device)
@@ -288,16 +306,25 @@ class JaxAdapter(Adapter):
 
     def variant(self, name):
         """The variant module with forward / step / kernel jitted (made once per name)."""
+        return self._transformed(name, "variant", None)
+
+    def dtype_variant(self, name):
+        """forward / step / kernel under jax.eval_shape: the traced result dtypes, which are
+        those jit returns, without compiling (the dtype check reads only dtypes)."""
+        return self._transformed(name, "eval_shape",
+                                 lambda f: functools.partial(self.jax.eval_shape, f))
+
+    def _transformed(self, name, kind, transform):
         import types
 
-        if ("variant", name) not in self._jitted:
+        if (kind, name) not in self._jitted:
             mod = getattr(self.module, name)
             jitted = types.SimpleNamespace(**vars(mod))
             for fname in ("forward", "step", "kernel"):
                 if hasattr(mod, fname):
-                    setattr(jitted, fname, _jit(self.jax, getattr(mod, fname)))
-            self._jitted[("variant", name)] = jitted
-        return self._jitted[("variant", name)]
+                    setattr(jitted, fname, _jit(self.jax, getattr(mod, fname), transform))
+            self._jitted[(kind, name)] = jitted
+        return self._jitted[(kind, name)]
 
     def primitive(self, name):
         if ("primitive", name) not in self._jitted:
@@ -309,7 +336,8 @@ class JaxAdapter(Adapter):
         jnp = self.jnp
         if dtype == "float64":
             return jnp.complex128 if cplx else jnp.float64
-        return jnp.complex64 if cplx else {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+        return jnp.complex64 if cplx else {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
+                                           "float16": jnp.float16}[dtype]
 
     def asarray(self, x, dtype):
         x = np.asarray(x)

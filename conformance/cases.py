@@ -253,3 +253,30 @@ STABILITY: tuple[Case, ...] = (
     Case("liquid_mamba", "stable", 1, STABILITY_LENGTH,
          {"d_model": 2, "d_state": 4, "d_conv": 3, "liquid_degree": 3}),
 )
+
+#: the dtype check (checks.check_dtypes): one short case per form of each variant (conv and
+#: recurrent paths, the three Liquid-S4 kernels, timesteps, bidirectional, the Mamba blocks);
+#: inputs are built from `init` there, so no fixture is needed
+DTYPE_LENGTH = 5
+_D = dict(d_model=2, d_state=8)
+DTYPE_CASES: tuple[Case, ...] = (
+    Case("s4d", "dtype", 2, DTYPE_LENGTH, _D),
+    Case("s4", "dtype", 2, DTYPE_LENGTH, _D),
+    Case("liquid_s4", "dtype-scan", 2, DTYPE_LENGTH,
+         {**_D, "base": "s4d", "liquid_kernel": "scan", "liquid_degree": 2}),
+    Case("liquid_s4", "dtype-pb", 2, DTYPE_LENGTH,
+         {**_D, "base": "s4d", "liquid_kernel": "pb", "liquid_degree": 2}, streaming=False),
+    Case("liquid_s4", "dtype-kb-s4", 2, DTYPE_LENGTH,
+         {**_D, "base": "s4", "liquid_kernel": "kb", "liquid_degree": 2}, streaming=False),
+    Case("s5", "dtype-timesteps", 2, DTYPE_LENGTH, {**_D, "blocks": 2}, timesteps=True),
+    Case("s5", "dtype-bidir", 2, DTYPE_LENGTH, {**_D, "blocks": 2, "bidirectional": True},
+         streaming=False),
+    Case("liquid_s5", "dtype", 2, DTYPE_LENGTH, {**_D, "blocks": 2, "liquid_degree": 2}),
+    Case("liquid_s5", "dtype-bidir", 2, DTYPE_LENGTH,
+         {**_D, "blocks": 2, "liquid_degree": 2, "bidirectional": True}, streaming=False),
+    # batch 1: the Triton interpreter's time grows with the batch
+    Case("mamba", "dtype", 1, DTYPE_LENGTH, {"d_model": 4, "d_state": 4, "d_conv": 3}),
+    Case("liquid_mamba", "dtype", 1, DTYPE_LENGTH,
+         {"d_model": 4, "d_state": 4, "d_conv": 3, "liquid_degree": 2, "conv": "gated",
+          "ffn": "swiglu", "tied": False}),
+)

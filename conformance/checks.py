@@ -2,6 +2,8 @@
 mismatch and adapters.Unsupported (a skip, with its reason) where a check does not apply.
 
 outputs    forward vs the fixture (outputs and final states), output dtype = input dtype
+dtypes     the dtype policy with float64 parameters and states: y has u's dtype, a returned
+           state u's compute dtype (float32 for bf16 / fp16), for every variant form and dtype
 step       step over the sequence == forward (variants: `step`; selective_scan:
            selective_state_update; the diag/liquid scans: length-1 calls carrying the state)
 chunked    forward in 3 chunks carrying the state == one forward
@@ -23,7 +25,7 @@ from .adapters import Adapter, Unsupported
 from .cases import BY_NAME, CASES, PRIMITIVES, VARIANTS, Case
 from .tolerances import Tolerance, gradient_tolerance, output_tolerance
 
-CHECKS = ("outputs", "step", "chunked", "gradients", "stability", "api", "errors")
+CHECKS = ("outputs", "dtypes", "step", "chunked", "gradients", "stability", "api", "errors")
 
 # ------------------------------------------------------------------------------------------
 # helpers
@@ -87,6 +89,61 @@ def check_outputs(adapter: Adapter, case: Case, dtype: str) -> None:
             raise AssertionError(
                 f"output dtype {_dtype_name(main)}, expected {dtype} (the input's)"
             )
+
+
+# ------------------------------------------------------------------------------------------
+# dtype policy
+
+_COMPUTE = {"float64": "float64", "float32": "float32", "bfloat16": "float32",
+            "float16": "float32"}
+_COMPLEX = {"float64": "complex128", "float32": "complex64"}
+
+
+def _check_state_dtypes(what: str, state: dict, dtype: str) -> None:
+    real = _COMPUTE[dtype]
+    for k, v in sorted(state.items()):
+        got = _dtype_name(v)
+        want = _COMPLEX[real] if got.startswith("complex") else real
+        if got != want:
+            raise AssertionError(f"{what}: state[{k!r}] dtype {got}, expected {want} (the "
+                                 f"compute dtype of {dtype} input)")
+
+
+def check_dtypes(adapter: Adapter, case: Case, dtype: str) -> None:
+    """The dtype policy (docs/design.md): parameters and the initial state are given in float64
+    (the spec's init / initial_state, whatever u's dtype), u in `dtype`. forward and step return
+    y in u's dtype; a returned state is in u's compute dtype (float64 for float64, float32 /
+    complex64 for float32, bfloat16 and float16)."""
+    if dtype not in adapter.io_dtypes:
+        raise Unsupported(f"{adapter.name} does not take {dtype} input")
+    spec = runner.SPEC.variant(case.target)
+    cfg, mod = runner.config(case), adapter.dtype_variant(case.target)
+    rng = np.random.default_rng(0)
+    p = {k: adapter.asarray(v, "float64") for k, v in spec.init(cfg, seed=0).items()}
+    u = adapter.asarray(rng.standard_normal((case.batch, case.length, cfg.d_model)), dtype)
+    kw = {}
+    if case.timesteps:
+        kw["timesteps"] = adapter.asarray(rng.uniform(0.5, 2.0, u.shape[:2]), "float64")
+
+    def check_y(what, y):
+        if _dtype_name(y) != dtype:
+            raise AssertionError(f"{what}: output dtype {_dtype_name(y)}, expected {dtype} "
+                                 "(the input's)")
+
+    check_y("forward", mod.forward(cfg, p, u, **kw))
+    if not case.streaming:
+        return
+    st0 = {k: adapter.asarray(v, "float64") for k, v in spec.initial_state(cfg, case.batch).items()}
+    y, st = mod.forward(cfg, p, u, state=st0, return_state=True, **kw)
+    check_y("forward with a state", y)
+    _check_state_dtypes("forward with a state", st, dtype)
+    y, st = mod.forward(cfg, p, u, return_state=True, **kw)
+    check_y("forward returning a state", y)
+    _check_state_dtypes("forward returning a state", st, dtype)
+    kw_t = {k: v[:, 0] for k, v in kw.items()}
+    y_t, st = mod.step(cfg, p, st0, u[:, 0, ...], **kw_t)
+    check_y("step", y_t)
+    _check_state_dtypes("step", st, dtype)
 
 
 # ------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ under --pyargs). The plugin acts only on the conformance test modules, so being 
 pytest runs changes nothing there.
 
 --backend: numpy | array_api_strict | torch | torch-triton | jax | package.module:AdapterClass.
-The `dtype` parameter of the checks runs over the adapter's dtypes. At the end the session prints
+The `dtype` parameter of the checks runs over the adapter's dtypes (its io_dtypes for tests
+marked io_dtypes: the dtype check). At the end the session prints
 the target x check matrix and writes the report (report.py) to --report-dir.
 """
 
@@ -37,6 +38,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.stash[_RECORDS] = []
+    config.addinivalue_line("markers", "io_dtypes: dtype runs over the adapter's io_dtypes")
 
 
 def get_adapter(config) -> adapters.Adapter:
@@ -55,7 +57,9 @@ def _ours(module_name: str) -> bool:
 
 def pytest_generate_tests(metafunc):
     if "dtype" in metafunc.fixturenames and _ours(metafunc.module.__name__):
-        metafunc.parametrize("dtype", get_adapter(metafunc.config).dtypes)
+        ad = get_adapter(metafunc.config)
+        io = metafunc.definition.get_closest_marker("io_dtypes") is not None
+        metafunc.parametrize("dtype", ad.io_dtypes if io else ad.dtypes)
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,9 @@
 Variants are modules (`liquidssm.spec.s4d`, ...), each with Config, init, forward, step,
 initial_state (and kernel for the convolutional ones); so are the blocks around them
 (s4_block, s5_layer, mamba_block; liquid_mamba is its own block) and the models
-(sequence_model, mamba_lm). Primitives are functions:
-diag_scan, liquid_scan (scan.py); selective_scan, selective_state_update, selective_scan_vjp,
-liquid_selective_scan (selective.py). See spec/README.md for the equations.
+(sequence_model, mamba_lm). Primitives are functions: diag_scan, liquid_scan, dense_scan
+(scan.py); selective_scan, selective_state_update, selective_scan_vjp, liquid_selective_scan
+(selective.py). See spec/README.md for the equations.
 """
 
 import importlib
@@ -21,6 +21,7 @@ MODELS = ("sequence_model", "mamba_lm")
 _PRIMITIVES = {
     "diag_scan": "scan",
     "liquid_scan": "scan",
+    "dense_scan": "scan",
     "selective_scan": "selective",
     "selective_state_update": "selective",
     "selective_scan_vjp": "selective",

@@ -22,6 +22,7 @@ __all__ = [
     "check_choice",
     "complex_dtype",
     "to_complex",
+    "cast_arrays",
     "discretize",
     "causal_fft_conv",
     "check_seed",
@@ -149,6 +150,26 @@ def shapes_of(module, config) -> dict:
 def complex_dtype(xp, real_dtype):
     """complex128 for float64 inputs, complex64 otherwise."""
     return xp.complex128 if real_dtype == xp.float64 else xp.complex64
+
+
+def cast_arrays(arrays: dict | None, real_dtype) -> dict | None:
+    """The dtype policy of every variant (docs/design.md): parameters and states are read in the
+    real dtype of u, whatever dtype they arrive in. Real floating entries of `arrays` are cast to
+    `real_dtype`, complex ones to complex_dtype(real_dtype), others (ints, non-arrays) kept; None
+    stays None. Entries already in the target dtype are not copied.
+    """
+    if arrays is None:
+        return None
+    out = {}
+    for k, x in arrays.items():
+        if hasattr(x, "dtype") and hasattr(x, "shape"):
+            xp = namespace(x)
+            if xp.isdtype(x.dtype, "complex floating"):
+                x = xp.astype(x, complex_dtype(xp, real_dtype), copy=False)
+            elif xp.isdtype(x.dtype, "real floating"):
+                x = xp.astype(x, real_dtype, copy=False)
+        out[k] = x
+    return out
 
 
 def to_complex(re, im):

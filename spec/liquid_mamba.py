@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import mamba
-from ._common import check_array, check_choice, check_float, check_int, namespace
+from ._common import cast_arrays, check_array, check_choice, check_float, check_int, namespace
 from .mamba import _causal_conv, _check_bool, _check_params, _check_state, _sub, _t
 from .nn import gelu, linear, rms_norm, sigmoid, silu
 from .selective import liquid_selective_scan
@@ -175,6 +175,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     _check_params(params, param_shapes(config))
     if state is not None:
         _check_state(state, _state_shapes(config, u.shape[0]))
+    params, state = cast_arrays(params, u.dtype), cast_arrays(state, u.dtype)
     xp, eps, mp = namespace(u), config.norm_epsilon, _sub(params, "mixer.")
     conv = _gated_conv if config.conv == "gated" else mamba._plain_conv
     xc, z, conv_state = mamba._in_conv(config, mp, rms_norm(u, params["norm.weight"], eps),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import array_api_compat
 import numpy as np
 
-from ._common import check_array, check_choice, check_float, check_int, namespace
+from ._common import cast_arrays, check_array, check_choice, check_float, check_int, namespace
 from .nn import linear, silu
 from .selective import selective_scan, selective_state_update
 
@@ -252,6 +252,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     """The bare mixer (module docstring). u (batch, L, d_model) -> y (batch, L, d_model),
     and the cache {"conv_state", "ssm_state"} after the last position if return_state."""
     _prepare(config, params, u, state)
+    params, state = cast_arrays(params, u.dtype), cast_arrays(state, u.dtype)
     xp = namespace(u)
     xc, z, conv_state = _in_conv(config, params, u, None if state is None else
                                  state["conv_state"], _plain_conv)
@@ -275,6 +276,7 @@ def step(config: Config, params, state, u_t):
     _check_params(params, param_shapes(config))
     b, d = u_t.shape[0], config.d_inner
     _check_state(state, {"conv_state": (b, d, config.d_conv), "ssm_state": (b, d, config.d_state)})
+    params, state = cast_arrays(params, u_t.dtype), cast_arrays(state, u_t.dtype)
     xp = namespace(u_t)
     xc, z, conv_state = _in_conv(config, params, u_t[:, None, :], state["conv_state"],
                                  _plain_conv)

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import mamba
 from ._common import (
+    cast_arrays,
     check_array,
     check_bool,
     check_config,
@@ -70,6 +71,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     check_bool("return_state", return_state)
     check_array("u", u, ("batch", "length", config.d_model))
     check_params(params, param_shapes(config))
+    params = cast_arrays(params, u.dtype)  # the dtype policy: compute in u's dtype
     h = rms_norm(u, params["norm.weight"], config.norm_epsilon)
     out = mamba.forward(config.mixer, strip_prefix(params, "mixer."), h, state=state,
                         return_state=return_state)
@@ -81,6 +83,7 @@ def step(config: Config, params, state, u_t):
     check_config(config, Config)
     check_array("u_t", u_t, ("batch", config.d_model))
     check_params(params, param_shapes(config))
+    params = cast_arrays(params, u_t.dtype)
     h = rms_norm(u_t, params["norm.weight"], config.norm_epsilon)
     y, new = mamba.step(config.mixer, strip_prefix(params, "mixer."), state, h)
     return u_t + y, new

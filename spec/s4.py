@@ -19,8 +19,12 @@ J M (J = ceil(L / M)) with C-tilde replaced by Ct sum_{j<J} (Abar^M)^j = C (I - 
 
 The state is the first half x (batch, H, n) of the conjugate-symmetric full state (x, conj x):
     x_k = Abar11 x + Abar12 conj(x) + Bbar1 u_k,  y_k = 2 Re(C1 x_k) + D u_k  (blocks of the
-full matrices). Recurrence (mode="recurrent", or any forward given or returning a state) is a
-dense matrix-vector loop, since Abar is not diagonal.
+full matrices). The recurrence (mode="recurrent", `step`, any forward given or returning a state)
+runs this map in real coordinates r = (Re x, Im x) (batch, H, 2n): with A11 = a + i b,
+A12 = c + i d (real n x n blocks),
+    r_k = M r_{k-1} + (Re, Im)(Bbar1 u_k),   M = [[a + c, d - b], [b + d, a - c]]  (H, 2n, 2n),
+through the dense_scan primitive (scan.py), since Abar is not diagonal. (Abar's eigenvector basis
+is not used: for HiPPO-LegS it is exponentially ill-conditioned, docs/spec/s4.md.)
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from .s4d import (
     init_log_dt,
     to_channels_last,
 )
+from .scan import dense_scan
 
 __all__ = ["Config", "init", "forward", "step", "initial_state", "kernel", "dense"]
 
@@ -199,55 +204,61 @@ def initial_state(config: Config, batch: int) -> dict:
     return {"x": np.zeros((batch, config.d_model, config.d_state // 2), dtype=np.complex128)}
 
 
-def _blocks(Abar, Bbar, C, n):
-    return Abar[:, :n, :n], Abar[:, :n, n:], Bbar[:, :n], C[:, :n]
+def _real_system(config, params, dtype):
+    """(M (H, 2n, 2n), b1 (H, n) complex, C1 (H, n) complex, D (H,)): the state map in the real
+    coordinates r = (Re x, Im x) (module docstring), in the real dtype `dtype`."""
+    n = config.d_state // 2
+    Abar, Bbar, C, D = dense(config, params, dtype)
+    xp = namespace(D)
+    A11, A12 = Abar[:, :n, :n], Abar[:, :n, n:]
+    a, b, c, d = xp.real(A11), xp.imag(A11), xp.real(A12), xp.imag(A12)
+    M = xp.concat([xp.concat([a + c, d - b], axis=-1), xp.concat([b + d, a - c], axis=-1)],
+                  axis=-2)
+    return M, Bbar[:, :n], C[:, :n], D
 
 
-def _update(A11, A12, b1, x, u_t):
-    """First half of Abar (x, conj x) + Bbar u_t; x (batch, H, n), u_t (batch, H) complex."""
-    xp = namespace(x)
-    mv = lambda M, v: xp.matmul(M, v[..., None])[..., 0]  # noqa: E731
-    return mv(A11, x) + mv(A12, xp.conj(x)) + b1 * u_t[..., None]
+def _recurrent(config, params, u, state, *, need_state=False):
+    """The dense recurrence over u (batch, L, H) from state (None: zeros, unless need_state):
+    y (batch, L, H) and the final x (batch, H, n)."""
+    H, n = config.d_model, config.d_state // 2
+    xp = namespace(u)
+    batch = u.shape[0]
+    M, b1, C1, D = _real_system(config, params, u.dtype)
+    cdt = b1.dtype
+    h0 = None
+    if state is not None or need_state:
+        x = get_state(state, "x", (batch, H, n), xp, cdt)
+        h0 = xp.concat([xp.real(x), xp.imag(x)], axis=-1)
+    bu = b1 * xp.astype(u, cdt)[..., None]  # (batch, L, H, n)
+    r = dense_scan(M, xp.concat([xp.real(bu), xp.imag(bu)], axis=-1), h0)  # (batch, L, H, 2n)
+    p, q = r[..., :n], r[..., n:]
+    y = 2 * xp.sum(xp.real(C1) * p - xp.imag(C1) * q, axis=-1) + D * u
+    last = xp.astype(p[:, -1, ...], cdt) + 1j * xp.astype(q[:, -1, ...], cdt)
+    return y, last
 
 
 def forward(config: Config, params: dict, u, *, state=None, return_state=False):
     """u (batch, L, H) -> y (batch, L, H) [, {"x": x_L}]. mode="conv" without a state: FFT
     convolution with `kernel`; otherwise the dense recurrence (module docstring)."""
-    H, n = config.d_model, config.d_state // 2
+    H = config.d_model
     check_input(u, H)
     xp = namespace(u)
-    batch, L = u.shape[0], u.shape[1]
+    L = u.shape[1]
     if config.mode == "conv" and state is None and not return_state:
         K = _kernel(config, params, L, u.dtype)
         D = get_param(params, "D", (H,), u.dtype)
         uT = xp.permute_dims(u, (0, 2, 1))
         return to_channels_last(causal_fft_conv(uT, K) + D[:, None] * uT)
-    Abar, Bbar, C, D = dense(config, params, u.dtype)
-    A11, A12, b1, C1 = _blocks(Abar, Bbar, C, n)
-    if state is None:
-        x = xp.zeros((batch, H, n), dtype=Abar.dtype)
-    else:
-        x = get_state(state, "x", (batch, H, n), xp, Abar.dtype)
-    uc = xp.astype(u, Abar.dtype)
-    ys = []
-    for k in range(L):  # dense (non-diagonal) recurrence: no diagonal scan primitive applies
-        x = _update(A11, A12, b1, x, uc[:, k, ...])
-        ys.append(2 * xp.real(xp.sum(C1 * x, axis=-1)) + D * u[:, k, ...])
-    y = xp.stack(ys, axis=1)
+    y, x = _recurrent(config, params, u, state)
     return (y, {"x": x}) if return_state else y
 
 
 def step(config: Config, params: dict, state: dict, u_t):
     """One step of the dense recurrence: x <- Abar11 x + Abar12 conj(x) + Bbar1 u_t,
     y_t = 2 Re(C1 x) + D u_t; u_t (batch, H)."""
-    H, n = config.d_model, config.d_state // 2
-    check_step_input(u_t, H)
-    xp = namespace(u_t)
-    Abar, Bbar, C, D = dense(config, params, u_t.dtype)
-    A11, A12, b1, C1 = _blocks(Abar, Bbar, C, n)
-    x = get_state(state, "x", (u_t.shape[0], H, n), xp, Abar.dtype)
-    x = _update(A11, A12, b1, x, xp.astype(u_t, Abar.dtype))
-    return 2 * xp.real(xp.sum(C1 * x, axis=-1)) + D * u_t, {"x": x}
+    check_step_input(u_t, config.d_model)
+    y, x = _recurrent(config, params, u_t[:, None, :], state, need_state=True)
+    return y[:, 0, :], {"x": x}
 
 
 def init(config: Config, seed: int = 0) -> dict:

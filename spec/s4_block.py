@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._common import (
+    cast_arrays,
     check_array,
     check_bool,
     check_config,
@@ -157,6 +158,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     check_bool("return_state", return_state)
     check_array("u", u, ("batch", "length", config.d_model))
     check_params(params, param_shapes(config))
+    params = cast_arrays(params, u.dtype)  # the dtype policy: compute in u's dtype
     ssm, module = strip_prefix(params, "ssm."), ssm_module(config)
     return _apply(config, params, u, lambda x: module.forward(
         config.ssm, ssm, x, state=state, return_state=return_state))
@@ -167,5 +169,6 @@ def step(config: Config, params, state, u_t):
     check_config(config, Config)
     check_array("u_t", u_t, ("batch", config.d_model))
     check_params(params, param_shapes(config))
+    params = cast_arrays(params, u_t.dtype)
     ssm, module = strip_prefix(params, "ssm."), ssm_module(config)
     return _apply(config, params, u_t, lambda x: module.step(config.ssm, ssm, state, x))

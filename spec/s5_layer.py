@@ -28,6 +28,7 @@ import numpy as np
 
 from . import nn
 from ._common import (
+    cast_arrays,
     check_array,
     check_bool,
     check_choice,
@@ -163,6 +164,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False, timest
     check_bool("return_state", return_state)
     check_array("u", u, ("batch", "length", config.d_model))
     check_params(params, param_shapes(config))
+    params = cast_arrays(params, u.dtype)  # the dtype policy: compute in u's dtype
     module = ssm_module(config)
     ssm = {k: params[k] for k in module.param_shapes(config.ssm)}
     return _apply(config, params, u, lambda x: module.forward(
@@ -174,6 +176,7 @@ def step(config: Config, params, state, u_t, *, timesteps=None):
     check_config(config, Config)
     check_array("u_t", u_t, ("batch", config.d_model))
     check_params(params, param_shapes(config))
+    params = cast_arrays(params, u_t.dtype)
     module = ssm_module(config)
     ssm = {k: params[k] for k in module.param_shapes(config.ssm)}
     return _apply(config, params, u_t, lambda x: module.step(config.ssm, ssm, state, x,

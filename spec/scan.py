@@ -13,7 +13,7 @@ from ._checks import diag_scan_args, liquid_scan_args
 from ._common import namespace
 from ._dispatch import overridable
 
-__all__ = ["diag_scan", "liquid_scan"]
+__all__ = ["diag_scan", "liquid_scan", "dense_scan"]
 
 
 def _zeros_state(xp, b, shape_from):
@@ -79,3 +79,22 @@ def liquid_scan(a, b, c, h0=None, *, degree: int, reverse: bool = False):
             total = total + levels[m]
         out[t] = total
     return xp.stack(out, axis=1), xp.stack(levels, axis=1)
+
+
+@overridable
+def dense_scan(A, b, h0=None):
+    """Dense first-order linear recurrence with a time-invariant matrix (S4's DPLR recurrence).
+
+    h_t = A h_{t-1} + b_t   for t = 0..L-1, with h_{-1} = h0 (zeros if None), i.e.
+    h_t = A^(t+1) h0 + sum_{s<=t} A^(t-s) b_s.
+    A: (*S, N, N), broadcast against b's (batch, L, *S, N); h0: (batch, *S, N).
+    Returns h: (batch, L, *S, N); the final state is h[:, -1]. Real or complex.
+    """
+    xp = namespace(A, b, h0)
+    L = b.shape[1]
+    h = _zeros_state(xp, b, b) if h0 is None else h0
+    out = [None] * L
+    for t in range(L):
+        h = xp.matmul(A, h[..., None])[..., 0] + b[:, t, ...]
+        out[t] = h
+    return xp.stack(out, axis=1)

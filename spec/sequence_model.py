@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._common import (
+    cast_arrays,
     check_array,
     check_bool,
     check_choice,
@@ -292,10 +293,14 @@ def embed(config: Config, params, tokens, name: str, ndim: int):
 
 
 def _input(config, params, u, name, ndim):
+    """(x_0, params in the compute dtype): u's dtype for real input, the embedding's for tokens
+    (the dtype policy)."""
     if config.tokens:
-        return embed(config, params, u, name, ndim)
+        x = embed(config, params, u, name, ndim)
+        return x, cast_arrays(params, x.dtype)
     check_array(name, u, ("batch", "length")[:ndim - 1] + (config.d_input,))
-    return linear(u, params["encoder.weight"], params["encoder.bias"])
+    params = cast_arrays(params, u.dtype)
+    return linear(u, params["encoder.weight"], params["encoder.bias"]), params
 
 
 def _output(config, params, x, *, pool):
@@ -320,7 +325,8 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     if state is not None:
         _check_state(config, state)
     check_params(params, param_shapes(config))
-    x = _input(config, params, u, "tokens" if config.tokens else "u", 2 if config.tokens else 3)
+    x, params = _input(config, params, u, "tokens" if config.tokens else "u",
+                       2 if config.tokens else 3)
     module, lcfg, new = layer_module(config), layer_config(config), {}
     for i in range(config.n_layers):
         prefix = f"layers.{i}."
@@ -341,7 +347,8 @@ def step(config: Config, params, state, u_t):
     _check_streams(config, "step")
     check_params(params, param_shapes(config))
     _check_state(config, state)
-    x = _input(config, params, u_t, "token" if config.tokens else "u_t", 1 if config.tokens else 2)
+    x, params = _input(config, params, u_t, "token" if config.tokens else "u_t",
+                       1 if config.tokens else 2)
     module, lcfg, new = layer_module(config), layer_config(config), {}
     for i in range(config.n_layers):
         prefix = f"layers.{i}."

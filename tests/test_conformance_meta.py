@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from liquidssm.conformance import checks, fixtures
 from liquidssm.conformance.adapters import NumpyAdapter, Unsupported
-from liquidssm.conformance.cases import CASES
+from liquidssm.conformance.cases import CASES, DTYPE_CASES
 from liquidssm.spec import _dispatch
 from liquidssm.spec.scan import diag_scan
 
@@ -75,6 +75,20 @@ def test_a_primitive_off_by_1e_3_is_caught(monkeypatch, dtype):
     # S4D's conv mode uses the FFT, but its recurrent mode and step use diag_scan
     assert "check_outputs" in failed["s4d-inv-bilinear-rec-L16-b2"]
     assert "check_step" in failed["s4d-lin-zoh-conv-L7-b2"]
+
+
+def test_the_dtype_check_catches_a_float64_parameter_promotion(monkeypatch):
+    """Without the spec's cast of parameters and states to u's dtype, float64 init parameters
+    turn a float32 Mamba forward into float64 (the bug the check was written for)."""
+    from liquidssm.spec import liquid_mamba, mamba
+
+    case = next(c for c in DTYPE_CASES if c.target == "mamba")
+    checks.check_dtypes(NumpyAdapter(), case, "float32")
+    for mod in (mamba, liquid_mamba):
+        monkeypatch.setattr(mod, "cast_arrays", lambda arrays, dtype: arrays)
+    with pytest.raises(AssertionError, match="dtype float64, expected float32"):
+        checks.check_dtypes(NumpyAdapter(), case, "float32")
+    checks.check_dtypes(NumpyAdapter(), case, "float64")  # float64 in: nothing to promote
 
 
 def test_the_suite_run_by_pytest_reports_the_broken_backend(tmp_path):

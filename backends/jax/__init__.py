@@ -18,12 +18,13 @@ from liquidssm._bind import bind, map_arrays
 from liquidssm.spec import _dispatch
 
 from ._framework import JaxFramework, fw
+from .dense import dense_scan
 from .scans import diag_scan, liquid_scan, scan_strategy
 from .selective import liquid_selective_scan, selective_scan, selective_state_update
 
 __all__ = [
     "name", "fw", "JaxFramework", "scan_strategy", "params_from_spec", "params_to_spec",
-    "diag_scan", "liquid_scan", "selective_scan", "selective_state_update",
+    "diag_scan", "liquid_scan", "dense_scan", "selective_scan", "selective_state_update",
     "liquid_selective_scan", "VARIANTS",
 ]
 
@@ -33,6 +34,7 @@ VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba"
 for _name, _fn in (
     ("diag_scan", diag_scan),
     ("liquid_scan", liquid_scan),
+    ("dense_scan", dense_scan),
     ("selective_scan", selective_scan),
     ("selective_state_update", selective_state_update),
     ("liquid_selective_scan", liquid_selective_scan),

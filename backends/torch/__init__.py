@@ -3,8 +3,9 @@
 Variants (`s4d`, `s4`, `liquid_s4`, `s5`, `liquid_s5`, `mamba`, `liquid_mamba`) are the spec's
 modules bound to tensors (liquidssm._bind); params are dicts of tensors under the spec's names
 (`to_params` / `from_params` convert). The primitives are eager PyTorch with custom backward
-(scans.py, selective.py), or Triton kernels where LIQUIDSSM_TORCH_IMPL chooses them (_impl.py);
-they are registered with the spec's dispatch so the variants' recurrences run through them.
+(scans.py, selective.py; dense.py through autograd), or Triton kernels where LIQUIDSSM_TORCH_IMPL
+chooses them (_impl.py); they are registered with the spec's dispatch so the variants' recurrences
+run through them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from . import scans as _scans
 from . import selective as _selective
 from ._framework import FRAMEWORK, TorchFramework, from_params, to_params
 from ._impl import implementation, primitive
+from .dense import dense_scan
 
 name = "torch"
 
@@ -33,6 +35,8 @@ for _name in ("diag_scan", "liquid_scan", "selective_scan", "selective_state_upd
               "liquid_selective_scan"):
     _dispatch.register("torch", _name, globals()[_name])
 _dispatch.register("torch", "erf", torch.special.erf)
+#: no Triton kernel: chunked-doubling eager torch under every LIQUIDSSM_TORCH_IMPL (dense.py)
+_dispatch.register("torch", "dense_scan", dense_scan)
 
 
 for _name in (*VARIANTS, *BLOCKS, *MODELS):
@@ -41,7 +45,7 @@ for _name in (*VARIANTS, *BLOCKS, *MODELS):
 
 __all__ = [
     "name", "TorchFramework", "FRAMEWORK", "to_params", "from_params", "implementation",
-    "diag_scan", "liquid_scan", "selective_scan", "selective_state_update",
+    "diag_scan", "liquid_scan", "dense_scan", "selective_scan", "selective_state_update",
     "liquid_selective_scan",
     *VARIANTS, *BLOCKS, *MODELS,
 ]

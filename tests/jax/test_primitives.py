@@ -108,6 +108,27 @@ def test_scan_strategy_switch(monkeypatch):
 # ---- every strategy: values and gradients against the spec (float64) -----------------------------
 
 
+@pytest.mark.parametrize("cplx,length", [(True, l), (False, 1)])
+def test_dense_scan(strategy, cplx, length):
+    r = rng(4)
+    A = 0.3 * r.standard_normal((2, 3, 3))  # (S, N, N): S = 2 channels
+    bb, h0 = r.standard_normal((b, length, 2, 3)), r.standard_normal((b, 2, 3))
+    if cplx:
+        A, bb = A + 0.3j * r.standard_normal(A.shape), bb + 1j * r.standard_normal(bb.shape)
+    a = dict(A=A, b=bb, h0=h0)
+    w = r.standard_normal(bb.shape)
+
+    def loss(args):
+        return np.sum(np.real(w * spec_scan.dense_scan.reference(**args)))
+
+    out, grads = value_and_vjp(lambda **x: lj.dense_scan(**x), a, w + (0j if cplx else 0))
+    close(out, spec_scan.dense_scan.reference(**a))
+    check_by_finite_differences(loss, a, grads)
+    close(jit(lj.dense_scan)(jx(dict(A=A, b=bb))), spec_scan.dense_scan.reference(A, bb))
+    with pytest.raises(ValueError, match="b: expected shape"):
+        lj.dense_scan(jnp.asarray(A), jnp.asarray(bb[..., :2]))
+
+
 def test_diag_and_liquid_scan(strategy):
     r = rng(1)
     a = dict(a=r.uniform(-1, 1, (1, l, 2, 3)) + 1j * r.uniform(-0.5, 0.5, (1, l, 2, 3)),

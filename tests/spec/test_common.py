@@ -14,7 +14,7 @@ from liquidssm.spec._common import (
     check_int,
     discretize,
 )
-from liquidssm.spec.scan import diag_scan, liquid_scan
+from liquidssm.spec.scan import dense_scan, diag_scan, liquid_scan
 
 rng = np.random.default_rng(0)
 
@@ -121,6 +121,21 @@ def test_diag_scan_forward_reverse_and_initial_state():
     # chunked == whole
     h1 = diag_scan(a[:, :4], b[:, :4], h0)
     np.testing.assert_allclose(diag_scan(a[:, 4:], b[:, 4:], h1[:, -1]), h[:, 4:], rtol=1e-14)
+
+
+def test_dense_scan_is_the_matrix_power_sum():
+    # h_t = A^(t+1) h0 + sum_{s<=t} A^(t-s) b_s, A (2, 3, 3) broadcast over batch and time
+    A = rng.standard_normal((2, 3, 3)) + 1j * rng.standard_normal((2, 3, 3))
+    b = rng.standard_normal((2, 5, 2, 3)) + 0j
+    h0 = rng.standard_normal((2, 2, 3)) + 0j
+    mp = np.linalg.matrix_power
+    ref = np.stack([np.einsum("sij,bsj->bsi", mp(A, t + 1), h0)
+                    + sum(np.einsum("sij,bsj->bsi", mp(A, t - s), b[:, s]) for s in range(t + 1))
+                    for t in range(5)], axis=1)
+    np.testing.assert_allclose(dense_scan(A, b, h0), ref, rtol=1e-12)
+    np.testing.assert_allclose(dense_scan(A.real, b.real), dense_scan(A.real, b.real, 0 * h0.real))
+    h = dense_scan(A, b, h0)
+    np.testing.assert_allclose(dense_scan(A, b[:, 2:], h[:, 1]), h[:, 2:], rtol=1e-13)
 
 
 def test_liquid_scan_truncation():

@@ -113,6 +113,57 @@ def test_conv_recurrent_step_and_chunks_agree(rank):
     np.testing.assert_allclose(s2["x"], final["x"], rtol=0, atol=1e-12)
 
 
+def _complex_loop(p, l_max, u):
+    """The dense recurrence on the full complex state (x, conj x), independently built."""
+    ys, xs = [], []
+    for h, (_, Abar, Bbar, C) in enumerate(_dense_numpy(p, l_max)):
+        x, yh = np.zeros((u.shape[0], N), complex), []
+        for t in range(u.shape[1]):
+            x = x @ Abar.T + Bbar * u[:, t, h, None]
+            yh.append((x @ C).real + p["D"][h] * u[:, t, h])
+        ys.append(np.stack(yh, 1))
+        xs.append(x)
+    return np.stack(ys, -1), np.stack(xs, 1)
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_recurrence_equals_the_complex_dense_loop(rank):
+    # the real-coordinate dense_scan form against the full complex recurrence, at a length
+    # beyond the torch / jax chunk (64) and l_max (the recurrence does not depend on l_max
+    # except through C)
+    L, l_max = 150, 16
+    cfg = s4.Config(H, N, rank=rank, l_max=l_max, mode="recurrent")
+    p = _params(cfg)
+    u = np.random.default_rng(2).normal(size=(B, L, H))
+    y, st = s4.forward(cfg, p, u, return_state=True)
+    y_ref, x_ref = _complex_loop(p, l_max, u)
+    assert np.max(np.abs(y_ref)) > 0.5
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(st["x"], x_ref[..., : N // 2], rtol=0, atol=1e-10)
+    # recurrent == convolution mode at the same length (l_max = L: the kernel is exact)
+    conv = s4.Config(H, N, rank=rank, l_max=L)
+    np.testing.assert_allclose(s4.forward(s4.Config(H, N, rank=rank, l_max=L,
+                                                    mode="recurrent"), p, u),
+                               s4.forward(conv, p, u), rtol=0, atol=1e-9)
+
+
+def test_recurrence_is_one_dense_scan_call(monkeypatch):
+    # no Python loop over time: forward and step call the dense_scan primitive once
+    calls, dense_scan = [], s4.dense_scan
+
+    def counting(A, b, h0=None):
+        calls.append(b.shape)
+        return dense_scan(A, b, h0)
+
+    monkeypatch.setattr(s4, "dense_scan", counting)
+    cfg = s4.Config(H, N, mode="recurrent")
+    p = _params(cfg)
+    u = np.random.default_rng(3).normal(size=(B, 9, H))
+    _, st = s4.forward(cfg, p, u, return_state=True)
+    s4.step(cfg, p, st, u[:, 0])
+    assert calls == [(B, 9, H, N), (B, 1, H, N)]
+
+
 def test_sequences_longer_than_l_max_keep_the_same_system():
     cfg_short, cfg = s4.Config(H, N, l_max=4), s4.Config(H, N, l_max=4, mode="recurrent")
     p = _params(cfg_short)

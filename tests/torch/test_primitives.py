@@ -9,8 +9,9 @@ import liquidssm.torch as lt
 import numpy as np
 import pytest
 import torch
+from liquidssm.spec import scan as spec_scan
 from liquidssm.spec import selective as spec_sel
-from liquidssm.torch import _impl, scans
+from liquidssm.torch import _impl, dense, scans
 from liquidssm.torch._memory import PeakMemory
 
 F64 = torch.float64
@@ -90,6 +91,36 @@ def test_diag_and_liquid_scan_gradcheck(small_chunks, cplx, reverse):
         lambda a, b, c, h0: tuple(map(fr, lt.liquid_scan(a, b, c, h0, degree=2,
                                                           reverse=reverse))),
         [t.detach().requires_grad_() for t in (a, b, c, hl0)], eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cplx", [False, True])
+@pytest.mark.parametrize("length", [1, 3, 4, 11, 16])  # chunks of 4: one, several, ragged
+def test_dense_scan_equals_spec_and_gradcheck(monkeypatch, cplx, length):
+    monkeypatch.setattr(dense, "CHUNK", 4)
+    g = torch.Generator().manual_seed(length)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
+    A, b, h0 = 0.3 * r(2, 3, 3), r(2, length, 2, 3), r(2, 2, 3)
+    if cplx:
+        A, b, h0 = torch.complex(A, 0.3 * r(2, 3, 3)), torch.complex(b, r(*b.shape)), h0 + 0j
+    want = spec_scan.dense_scan.reference(A.numpy(), b.numpy(), h0.numpy())
+    np.testing.assert_allclose(lt.dense_scan(A, b, h0).numpy(), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(lt.dense_scan(A, b).numpy(),
+                               spec_scan.dense_scan.reference(A.numpy(), b.numpy()),
+                               rtol=1e-12, atol=1e-12)
+    if length in (1, 11):  # gradcheck is slow; 11 = chunks 4 + 4 + 3 (carry and padding)
+        args = [x[:1].clone().requires_grad_(True) if x is not A else x.clone().requires_grad_(True)
+                for x in (A, b, h0)]
+        assert torch.autograd.gradcheck(lt.dense_scan, args)
+
+
+def test_dense_scan_dtypes_and_errors():
+    A, b = torch.eye(3) * 0.5, torch.ones(2, 5, 3)
+    assert lt.dense_scan(A, b.bfloat16()).dtype == torch.bfloat16
+    assert lt.dense_scan(A.double(), b).dtype == F64
+    with pytest.raises(ValueError, match="b: expected shape"):
+        lt.dense_scan(A, b[..., :2])
+    with pytest.raises(ValueError, match="A: expected shape"):
+        lt.dense_scan(A[0], b)
 
 
 def test_selective_scan_equals_spec_and_its_vjp(small_chunks):
