@@ -19,6 +19,7 @@ CONFORMANCE = {
     "array_api_strict": ("test", {}),
     "torch": ("test,torch,hf", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
     "torch-triton": ("test,triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
+    "torch-numba": ("test,torch,cpu", {"LIQUIDSSM_TORCH_IMPL": "numba"}),
     # torch and transformers too: tests/jax/test_cross_framework.py and test_readme.py
     "jax": ("test,jax,torch,hf", {}),
     "jax-pallas": ("test,jax", {"LIQUIDSSM_JAX_SCAN": "pallas", "LIQUIDSSM_PALLAS_INTERPRET": "1"}),
@@ -28,6 +29,7 @@ CONFORMANCE = {
 BACKEND_TESTS = {
     "torch": "tests/torch",
     "torch-triton": "tests/torch/test_triton.py",
+    "torch-numba": "tests/torch/test_numba.py",
     "jax": "tests/jax",
     "jax-pallas": "tests/jax/test_pallas.py",
 }

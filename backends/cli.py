@@ -26,6 +26,7 @@ CHECK_BACKENDS = {
     "array_api_strict": ("array_api_strict", {}),
     "torch": ("torch", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
     "torch-triton": ("triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
+    "torch-numba": ("numba", {"LIQUIDSSM_TORCH_IMPL": "numba"}),
     "jax": ("jax", {}),
     "jax-pallas": ("jax", {"LIQUIDSSM_JAX_SCAN": "pallas"}),
 }
@@ -50,7 +51,9 @@ def _torch_info() -> tuple[str, str]:
         triton = f"triton {_version('triton')}"
     else:
         triton = f"triton {_version('triton')}: no CUDA (kernels run only with TRITON_INTERPRET=1)"
-    return f"eager; {triton}", ", ".join(devices)
+    numba = (f"numba {_version('numba')} (liquidssm.cpu, CPU tensors; auto picks it)"
+             if importlib.util.find_spec("numba") else "numba: not installed (liquidssm[cpu])")
+    return f"eager; {triton}; {numba}", ", ".join(devices)
 
 
 def _jax_info() -> tuple[str, str]:

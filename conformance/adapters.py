@@ -7,7 +7,8 @@ and model modules and primitives, and (where the backend has autodiff) computes 
 
 Built in: numpy (liquidssm.numpy, the spec), array_api_strict (the spec's functions on
 array_api_strict arrays), torch (liquidssm.torch, LIQUIDSSM_TORCH_IMPL=eager), torch-triton
-(LIQUIDSSM_TORCH_IMPL=triton, TRITON_INTERPRET=1 on CPU: float32, small cases only), jax
+(LIQUIDSSM_TORCH_IMPL=triton, TRITON_INTERPRET=1 on CPU: float32, small cases only),
+torch-numba (LIQUIDSSM_TORCH_IMPL=numba: liquidssm.cpu's kernels), jax
 (liquidssm.jax, x64 enabled), jax-pallas (LIQUIDSSM_JAX_SCAN=pallas; on CPU in the Pallas
 interpreter: small cases only).
 
@@ -262,6 +263,13 @@ class TorchTritonAdapter(TorchAdapter):
         super().__init__(device)
 
 
+class TorchNumbaAdapter(TorchAdapter):
+    """liquidssm.torch with LIQUIDSSM_TORCH_IMPL=numba (liquidssm.cpu's kernels, CPU only)."""
+
+    name = "torch-numba"
+    impl = "numba"
+
+
 def _is_data(x) -> bool:
     return hasattr(x, "dtype") or (isinstance(x, dict) and all(map(_is_data, x.values())))
 
@@ -409,6 +417,7 @@ BUILTIN = {
     "array_api_strict": ArrayApiStrictAdapter,
     "torch": TorchAdapter,
     "torch-triton": TorchTritonAdapter,
+    "torch-numba": TorchNumbaAdapter,
     "jax": JaxAdapter,
     "jax-pallas": JaxPallasAdapter,
 }

@@ -1,8 +1,11 @@
-"""Implementation registry: which code runs a primitive (LIQUIDSSM_TORCH_IMPL=auto|eager|triton).
+"""Implementation registry: which code runs a primitive
+(LIQUIDSSM_TORCH_IMPL=auto|eager|triton|numba).
 
 auto: the Triton kernels (liquidssm.torch.triton) for CUDA tensors when CUDA, the `triton`
-package and the kernel are available, else eager PyTorch. An explicit choice that cannot be
-honoured raises a RuntimeError naming the variable, the choices and the reason.
+package and the kernel are available; the numba kernels (liquidssm.cpu) for CPU tensors when
+numba is installed and liquidssm.cpu has a kernel for the primitive; else eager PyTorch.
+An explicit choice that cannot be honoured raises a RuntimeError naming the variable, the
+choices and the reason.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 import torch
 
 ENV = "LIQUIDSSM_TORCH_IMPL"
-CHOICES = ("auto", "eager", "triton")
+CHOICES = ("auto", "eager", "triton", "numba")
 
 __all__ = ["ENV", "CHOICES", "requested", "implementation", "primitive"]
 
@@ -46,11 +49,32 @@ def _triton_problem(x, name: str, explicit: bool) -> str | None:
     return None
 
 
+def _numba_problem(x) -> str | None:
+    """Why the numba kernels cannot run on tensor x, or None if they can."""
+    if importlib.util.find_spec("numba") is None:
+        return "the package 'numba' is not installed (pip install 'liquidssm[cpu]')"
+    if getattr(getattr(x, "device", None), "type", "cpu") != "cpu":
+        return f"the input is on {x.device}, not on the CPU"
+    return None
+
+
 def implementation(x=None, name: str = "selective_scan") -> str:
-    """'eager' or 'triton': the implementation of primitive `name` for input tensor x."""
+    """'eager', 'triton' or 'numba': the implementation of primitive `name` for input tensor x.
+
+    Explicit numba runs liquidssm.cpu's version of every primitive (which itself runs eager
+    where it has no kernel, e.g. complex A); auto picks it only where it has a kernel."""
     choice = requested()
     if choice == "eager":
         return "eager"
+    if choice == "numba" or (choice == "auto" and not getattr(x, "is_cuda", False)):
+        problem = _numba_problem(x)
+        if choice == "numba" and problem is not None:
+            raise RuntimeError(f"{ENV}='numba': cannot run the numba {name}: {problem} "
+                               f"(choices: {list(CHOICES)}; 'auto' falls back to eager)")
+        if choice == "numba":
+            return "numba"
+        if problem is None and name in importlib.import_module("liquidssm.cpu").KERNELS:
+            return "numba"
     problem = _triton_problem(x, name, choice == "triton")
     if problem is None:
         return "triton"
@@ -63,12 +87,15 @@ def implementation(x=None, name: str = "selective_scan") -> str:
 
 
 def primitive(name: str, eager):
-    """`eager`, or liquidssm.torch.triton.<name> where `implementation` chooses Triton."""
+    """`eager`, or liquidssm.torch.triton.<name> / liquidssm.cpu._torch.<name> where
+    `implementation` chooses Triton / numba."""
+    modules = {"triton": "liquidssm.torch.triton", "numba": "liquidssm.cpu._torch"}
 
     @functools.wraps(eager)
     def run(*args, **kwargs):
-        if implementation(args[0] if args else None, name) == "triton":
-            return getattr(importlib.import_module("liquidssm.torch.triton"), name)(*args, **kwargs)
+        impl = implementation(args[0] if args else None, name)
+        if impl != "eager":
+            return getattr(importlib.import_module(modules[impl]), name)(*args, **kwargs)
         return eager(*args, **kwargs)
 
     run.eager = eager

@@ -3,6 +3,8 @@ implementation registry, determinism and the dtype policy."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import liquidssm.torch as lt
 import numpy as np
 import pytest
@@ -170,8 +172,9 @@ def test_forward_backward_memory_is_bounded(monkeypatch):
 def test_implementation_registry(monkeypatch):
     x = torch.zeros(1, 1, 1)
     monkeypatch.setenv("LIQUIDSSM_TORCH_IMPL", "auto")
-    if not torch.cuda.is_available():
-        assert _impl.implementation(x) == "eager"
+    numba = importlib.util.find_spec("numba") is not None  # auto: numba for CPU tensors
+    assert _impl.implementation(x) == ("numba" if numba else "eager")
+    assert _impl.implementation(x, "diag_scan") == "eager"  # no numba kernel
     monkeypatch.setenv("LIQUIDSSM_TORCH_IMPL", "eager")
     assert _impl.implementation(x) == "eager"
     monkeypatch.setenv("LIQUIDSSM_TORCH_IMPL", "fast")

@@ -1,0 +1,33 @@
+"""liquidssm.cpu: fused CPU kernels of the scan primitives, compiled with numba (LLVM).
+
+Optional (pip install 'liquidssm[cpu]'). The kernels (_kernels.py) work on NumPy arrays; the torch
+primitives built on them (liquidssm.cpu._torch, torch.library custom ops) are what
+LIQUIDSSM_TORCH_IMPL=numba runs, and what `auto` runs for CPU tensors when numba is installed.
+Each kernel is compiled on first use (reported apart by benchmarks/cpu_selective_scan.py) and
+cached on disk (numba cache=True), so later processes load it.
+
+Implemented, forward and backward (deterministic: per-thread partial sums reduced in a fixed
+order): selective_scan with real A (B / C constant, input-dependent or grouped; D, z,
+delta_bias, softplus, initial_state, return_last_state), float32 and float64 (bfloat16 / float16
+inputs are computed in float32), and liquid_selective_scan with liquid_degree = 1.
+Not implemented here, run by the eager implementation (same results, eager speed): complex A,
+liquid_selective_scan with liquid_degree >= 2, diag_scan, liquid_scan, selective_state_update.
+The NumPy backend keeps the spec's loops: they are the reference the kernels are checked against.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+__all__ = ["available", "PRIMITIVES", "KERNELS"]
+
+#: primitives liquidssm.cpu._torch provides (some by the eager fallback; see above)
+PRIMITIVES = ("selective_scan", "liquid_selective_scan", "selective_state_update", "diag_scan",
+              "liquid_scan")
+#: those with a numba kernel (for some arguments): what LIQUIDSSM_TORCH_IMPL=auto picks on CPU
+KERNELS = ("selective_scan", "liquid_selective_scan")
+
+
+def available() -> bool:
+    """True if numba is installed."""
+    return importlib.util.find_spec("numba") is not None

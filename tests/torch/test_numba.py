@@ -1,0 +1,166 @@
+"""liquidssm.cpu (numba kernels as torch custom ops): the spec's outputs, gradcheck in float64,
+a bitwise-repeatable backward (also across thread counts), the dtype policy, the eager fallback,
+torch.compile and the registry. Small shapes; CHUNK is lowered so that l spans several chunks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+numba = pytest.importorskip("numba")
+
+import liquidssm.torch as lt  # noqa: E402
+from liquidssm.cpu import _torch as N  # noqa: E402
+from liquidssm.spec import selective as spec_sel  # noqa: E402
+from liquidssm.torch import selective as eager  # noqa: E402
+
+FORMS = ("const", "var", "group")
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(N, "CHUNK", 8)
+
+
+def _inputs(form, dtype=torch.float64, b=2, d=4, n=3, l=20, seed=0, cb="group"):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+
+    def bc(f, groups):
+        return {"const": lambda: r(d, n), "var": lambda: r(b, n, l),
+                "group": lambda: r(b, groups, n, l)}[f]()
+
+    return dict(u=r(b, d, l), delta=0.5 * r(b, d, l),
+                A=-torch.rand(d, n, generator=g, dtype=dtype) - 0.2, B=bc(form, 2),
+                C=bc(form if cb == "group" else cb, 4 if form == "group" else 2), D=r(d),
+                z=r(b, d, l), delta_bias=0.3 * r(d), initial_state=r(b, d, n))
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_matches_the_spec(form):
+    x = _inputs(form)
+    out, last = N.selective_scan(**x, delta_softplus=True, return_last_state=True)
+    ref, ref_last = spec_sel.selective_scan(**{k: v.numpy() for k, v in x.items()},
+                                            delta_softplus=True, return_last_state=True)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(last.numpy(), ref_last, rtol=1e-11, atol=1e-11)
+
+
+def _gradcheck(x, fast):
+    names = list(x)
+
+    def f(*args):
+        return N.selective_scan(**dict(zip(names, args)), delta_softplus=True,
+                                return_last_state=True)
+
+    args = [v.clone().requires_grad_() for v in x.values()]
+    return torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7, rtol=1e-6, fast_mode=fast)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_gradcheck_float64(form):
+    # fast mode (random projections of the Jacobian): the full one costs minutes here
+    assert _gradcheck(_inputs(form, b=2, d=4, n=2), fast=True)
+
+
+def test_gradcheck_float64_full_jacobian():
+    assert _gradcheck(_inputs("group", b=1, d=4, n=2, l=12), fast=False)
+
+
+def test_gradients_match_the_spec_without_optionals():
+    x = _inputs("var")
+    for k in ("D", "z", "delta_bias", "initial_state"):
+        x.pop(k)
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+    out = N.selective_scan(**leaves)
+    dout = torch.randn_like(out)
+    grads = torch.autograd.grad(out, list(leaves.values()), dout)
+    ref = spec_sel.selective_scan_vjp(**{k: v.numpy() for k, v in x.items()},
+                                      dout=dout.numpy())
+    for k, gk in zip(leaves, grads):
+        np.testing.assert_allclose(gk.numpy(), ref[k], rtol=1e-10, atol=1e-10, err_msg=k)
+
+
+def _grads(x, threads):
+    old = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+        out, last = N.selective_scan(**leaves, delta_softplus=True, return_last_state=True)
+        (out.sum() + last.square().sum()).backward()
+        return [out.detach(), last.detach(), *(v.grad for v in leaves.values())]
+    finally:
+        numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_backward_is_bitwise_repeatable(form):
+    x = _inputs(form, dtype=torch.float32, b=3, d=32, n=4, l=130)
+    first = _grads(x, numba.config.NUMBA_NUM_THREADS)
+    again = _grads(x, numba.config.NUMBA_NUM_THREADS)
+    one_thread = _grads(x, 1)
+    for a, b, c in zip(first, again, one_thread):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_low_precision_inputs_compute_in_float32():
+    x = _inputs("var", dtype=torch.float32)
+    low = {k: v.to(torch.bfloat16) for k, v in x.items()}
+    out, last = N.selective_scan(**low, delta_softplus=True, return_last_state=True)
+    assert out.dtype == torch.bfloat16 and last.dtype == torch.float32
+    ref = spec_sel.selective_scan(**{k: v.double().numpy() for k, v in low.items()},
+                                  delta_softplus=True)
+    # float32 compute on the bf16-rounded inputs, then the output rounded to bf16 (2**-9)
+    err = np.abs(out.double().numpy() - ref).max() / np.abs(ref).max()
+    assert err < 1e-2, err
+
+
+def test_fallbacks_are_the_eager_results():
+    x = _inputs("const")
+    x["A"] = torch.complex(x["A"], torch.randn(x["A"].shape, dtype=torch.float64))
+    x["initial_state"] = x["initial_state"].to(torch.complex128)
+    assert torch.equal(N.selective_scan(**x), eager.selective_scan(**x))
+    y = _inputs("var")
+    h0 = torch.randn(2, 2, 4, 3, dtype=torch.float64)
+    kw = dict(liquid_degree=2, lcontract="tanh", initial_state=h0)
+    got = N.liquid_selective_scan(**{**y, **kw})
+    assert torch.equal(got, eager.liquid_selective_scan(**{**y, **kw}))
+    # liquid_degree = 1 runs the kernel: the selective scan with (b, 1, d, n) states
+    out, last = N.liquid_selective_scan(**{**y, "initial_state": h0[:, :1]},
+                                        return_last_state=True)
+    ref, ref_last = N.selective_scan(**{**y, "initial_state": h0[:, 0]}, return_last_state=True)
+    assert torch.equal(out, ref) and torch.equal(last[:, 0], ref_last)
+
+
+def test_bad_input_names_the_argument():
+    x = _inputs("var")
+    x["delta"] = x["delta"][..., :-1]
+    with pytest.raises(ValueError, match=r"delta: expected shape"):
+        N.selective_scan(**x)
+
+
+def test_torch_compile_keeps_the_custom_op():
+    x = _inputs("group", dtype=torch.float32)
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+    fn = torch.compile(lambda **kw: N.selective_scan(**kw, delta_softplus=True),
+                       backend="aot_eager")
+    out = fn(**leaves)
+    out.sum().backward()
+    leaves2 = {k: v.clone().requires_grad_() for k, v in x.items()}
+    ref_out = N.selective_scan(**leaves2, delta_softplus=True)
+    ref_out.sum().backward()
+    assert torch.equal(out, ref_out)
+    for k in x:
+        assert torch.equal(leaves[k].grad, leaves2[k].grad), k
+
+
+def test_registry_runs_the_kernels(monkeypatch):
+    x = _inputs("const")
+    monkeypatch.setenv("LIQUIDSSM_TORCH_IMPL", "numba")
+    assert lt.implementation(x["u"]) == "numba"
+    assert lt.implementation(x["u"], "diag_scan") == "numba"  # explicit: its eager fallback
+    assert torch.equal(lt.selective_scan(**x), N.selective_scan(**x))
+    monkeypatch.setenv("LIQUIDSSM_TORCH_IMPL", "auto")
+    assert lt.implementation(x["u"]) == "numba"
+    assert lt.implementation(x["u"], "diag_scan") == "eager"
