@@ -127,7 +127,7 @@ class Trainer:
 
         def update(params, opt_state, x, y):
             loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-            norm = optax.global_norm(grads)
+            norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
             scale = jnp.minimum(1.0, c.clip / (norm + 1e-6))  # torch's clip_grad_norm_
             grads = jax.tree_util.tree_map(lambda g: g * scale.astype(g.dtype), grads)
             updates, opt_state = tx.update(grads, opt_state, params)
