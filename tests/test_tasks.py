@@ -5,7 +5,6 @@ import importlib.metadata
 
 import numpy as np
 import pytest
-
 from liquidssm import tasks
 
 SMALL = {"listops-short": dict(n=40), "listops": dict(n=4), "selective-copy": dict(n=50),

@@ -8,7 +8,6 @@ import importlib.metadata
 import numpy as np
 import pytest
 import torch
-
 from liquidssm import tasks
 from liquidssm.cli import main
 from liquidssm.train import TrainConfig, run
