@@ -17,11 +17,12 @@ CONSTRAINTS = ".ci/constraints.txt"
 CONFORMANCE = {
     "numpy": ("test", {}),
     "array_api_strict": ("test", {}),
-    "torch": ("test,torch,hf", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
+    "torch": ("test,torch,hf,train", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
     "torch-triton": ("test,triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
     "torch-numba": ("test,torch,cpu", {"LIQUIDSSM_TORCH_IMPL": "numba"}),
-    # torch and transformers too: tests/jax/test_cross_framework.py and test_readme.py
-    "jax": ("test,jax,torch,hf", {}),
+    # torch and transformers too: tests/jax/test_cross_framework.py, test_readme.py and
+    # test_train.py (the cross-framework training equivalence)
+    "jax": ("test,jax,torch,hf,train", {}),
     "jax-pallas": ("test,jax", {"LIQUIDSSM_JAX_SCAN": "pallas", "LIQUIDSSM_PALLAS_INTERPRET": "1"}),
 }
 
@@ -37,6 +38,8 @@ BACKEND_TESTS = {
 
 def install(session, extras):
     session.install("-c", CONSTRAINTS, "-e", f".[{extras}]")
+    if "train" in extras.split(","):  # the gunpoint task reads only the aeon wheel's data files
+        session.install("-c", CONSTRAINTS, "--no-deps", "aeon")
 
 
 @nox.session
@@ -49,7 +52,7 @@ def lint(session):
 def tests(session):
     """The specification's own tests (NumPy and array-api-strict), the front package, the
     conformance suite's own tests and the command line (everything outside tests/<backend>/)."""
-    install(session, "test,bench")
+    install(session, "test,bench,train")
     ignore = [f"--ignore={d}" for d in sorted(set(BACKEND_TESTS.values()))]
     session.run("pytest", "-q", "tests", *ignore, *session.posargs)
 

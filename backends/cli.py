@@ -4,6 +4,8 @@
     liquidssm check [--backend B]   the conformance suite per installed backend; prints the matrix
     liquidssm bench [--quick] [--backend B ...] [--variant V ...] [--mode M ...]
                     [--device cpu|cuda] [--out DIR]    rows (CSV, JSON), tables.md and plots
+    liquidssm train TASK --model VARIANT --backend torch|jax [--steps N] [--seed S] [--out DIR]
+                    train on a task (liquidssm.tasks): metrics.csv, curves.png, checkpoint/
 """
 
 from __future__ import annotations
@@ -157,6 +159,31 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from liquidssm.train import TrainConfig, run
+
+    try:
+        config = TrainConfig(
+            task=args.task, model=args.model, backend=args.backend, steps=args.steps,
+            batch_size=args.batch_size, lr=args.lr, ssm_lr=args.ssm_lr,
+            weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip, dtype=args.dtype,
+            eval_every=args.eval_every or max(1, args.steps // 5),
+            eval_batches=args.eval_batches, seed=args.seed, d_model=args.d_model,
+            n_layers=args.n_layers, target_params=args.params, out=args.out,
+            resume=args.resume, progress=not args.no_progress)
+        result = run(config)
+    except (ValueError, ImportError) as err:
+        raise SystemExit(f"liquidssm train: {err}") from None
+    print(f"{args.task} {args.model} ({args.backend}): {result['n_params']} parameters "
+          f"(d_model {result['d_model']}), {args.steps} steps in {result['wall_s']:.0f} s")
+    for split, (loss, value) in result["final"].items():
+        extra = "" if value is None else f", {result['metric']} {value:.4f}"
+        print(f"  {split:9} loss {loss:.4f}{extra}")
+    print(f"  trivial baseline ({result['metric']}, test): {result['baseline']:.4f}")
+    print(f"wrote {args.out}/metrics.csv, curves.png, checkpoint/")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from liquidssm.bench.cases import MODES, OPS, VARIANTS
     from liquidssm.bench.runner import BACKENDS
@@ -189,6 +216,34 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--from-rows", metavar="ROWS_JSON",
                    help="re-render tables and plots from a rows.json instead of measuring")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from liquidssm.tasks import TASKS
+    from liquidssm.train import MODELS
+
+    t = sub.add_parser("train", help="train a model on a task (metrics, plots, checkpoint)")
+    t.add_argument("task", choices=list(TASKS))
+    t.add_argument("--model", default="s4d", choices=list(MODELS))
+    t.add_argument("--backend", default="torch", choices=("torch", "jax"))
+    t.add_argument("--steps", type=int, default=200)
+    t.add_argument("--seed", type=int, default=0, help="the data splits' and the weights' seed")
+    t.add_argument("--out", default="liquidssm-run", help="output folder")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--ssm-lr", type=float, default=1e-3,
+                   help="learning rate of the SSM parameters (no weight decay)")
+    t.add_argument("--weight-decay", type=float, default=0.05)
+    t.add_argument("--warmup", type=int, default=None, help="warm-up steps (default steps/10)")
+    t.add_argument("--clip", type=float, default=1.0, help="global gradient-norm limit")
+    t.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float64"))
+    t.add_argument("--eval-every", type=int, default=None, help="default steps/5")
+    t.add_argument("--eval-batches", type=int, default=None,
+                   help="at most this many batches per evaluated split (default all)")
+    t.add_argument("--d-model", type=int, default=32)
+    t.add_argument("--n-layers", type=int, default=2)
+    t.add_argument("--params", type=int, default=None,
+                   help="choose d_model: the widest with at most this many parameters")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -212,6 +267,8 @@ def main(argv=None) -> int:
         return cmd_info(args)
     if args.command == "check":
         return cmd_check(args)
+    if args.command == "train":
+        return cmd_train(args)
     _check_device(args.device)
     return cmd_bench(args)
 

@@ -1,0 +1,134 @@
+"""The quality experiments (benchmarks/results/quality/): run a list of TrainConfigs one after
+another, append one row per finished run to rows.csv, then write table.md and plot.png.
+
+    python -m liquidssm.train.experiments OUT_DIR PLAN   (PLAN: "small", see PLANS)
+
+rows.csv columns: task, model, backend, n_params, d_model, steps, seed, metric, value,
+baseline, wall_s, device, commit (value: the test split's metric after the last step).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from .common import TrainConfig, run
+
+COLUMNS = ("task", "model", "backend", "n_params", "d_model", "steps", "seed", "metric",
+           "value", "baseline", "wall_s", "device", "commit")
+DIGITS_MODELS = ("s4d", "liquid_s4", "mamba", "liquid_mamba", "transformer", "s5", "liquid_s5")
+BYTES_MODELS = ("mamba", "liquid_mamba", "transformer")
+
+
+def _small(seeds=(0,)):
+    """Sized for ~45 min on 2 shared CPU cores (a fraction of one core per process): digits at
+    ~16k parameters, 60 steps of 16 (peak lr 3e-2, SSM 5e-3: a short budget needs a high rate);
+    bytes at ~40k parameters, 40 steps of 8 windows of 128."""
+    plan = []
+    for seed in seeds:
+        plan += [TrainConfig(task="digits", model=m, steps=60, batch_size=16, eval_every=30,
+                             target_params=16000, n_layers=2, seed=seed, lr=3e-2, ssm_lr=5e-3,
+                             progress=False) for m in DIGITS_MODELS]
+    for seed in seeds:
+        plan += [TrainConfig(task="bytes", model=m, steps=40, batch_size=8, eval_every=20,
+                             target_params=40000, n_layers=2, seed=seed, lr=1e-2, ssm_lr=2e-3,
+                             progress=False, task_options=dict(length=128, eval_windows=16))
+                 for m in BYTES_MODELS]
+    return plan
+
+
+PLANS = {"small": _small}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        return ""
+
+
+def device() -> str:
+    return f"cpu {platform.machine()} ({os.cpu_count()} cores, shared)"
+
+
+def main(out: str, plan: str = "small") -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_path = out / "rows.csv"
+    done = set()
+    if rows_path.exists():
+        with rows_path.open() as f:
+            done = {(r["task"], r["model"], r["backend"], r["seed"]) for r in csv.DictReader(f)}
+    for config in PLANS[plan]():
+        key = (config.task, config.model, config.backend, str(config.seed))
+        if key in done:
+            continue
+        config.out = str(out / "runs" / f"{config.task}-{config.model}-{config.backend}-"
+                         f"s{config.seed}")
+        config.resume = True
+        result = run(config)
+        row = dict(task=config.task, model=config.model, backend=config.backend,
+                   n_params=result["n_params"], d_model=result["d_model"], steps=config.steps,
+                   seed=config.seed, metric=result["metric"],
+                   value=result["final"]["test"][1], baseline=result["baseline"],
+                   wall_s=round(result["wall_s"], 1), device=device(), commit=_commit())
+        new = not rows_path.exists()
+        with rows_path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        print(row, flush=True)
+        report(out)
+
+
+def report(out) -> None:
+    """table.md (mean +- std over seeds per task and model) and plot.png from rows.csv."""
+    out = Path(out)
+    with (out / "rows.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["model"], r["backend"]), []).append(r)
+    lines = ["| task | model | backend | params | steps | wall s | metric | mean +- std "
+             "(seeds) | trivial baseline |", "|---|---|---|---|---|---|---|---|---|"]
+    for (task, model, backend), rs in groups.items():
+        v = [float(r["value"]) for r in rs]
+        std = statistics.stdev(v) if len(v) > 1 else float("nan")
+        lines.append(f"| {task} | {model} | {backend} | {rs[0]['n_params']} | {rs[0]['steps']} "
+                     f"| {statistics.mean(float(r['wall_s']) for r in rs):.0f} | "
+                     f"{rs[0]['metric']} | {statistics.mean(v):.4f} +- {std:.4f} ({len(v)}) | "
+                     f"{float(rs[0]['baseline']):.4f} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        rs = [(k, g) for k, g in groups.items() if k[0] == task]
+        names = [f"{k[1]}" for k, _ in rs]
+        means = [statistics.mean(float(r["value"]) for r in g) for _, g in rs]
+        ax.bar(range(len(rs)), means)
+        ax.axhline(float(rs[0][1][0]["baseline"]), color="gray", ls="--",
+                   label="trivial baseline")
+        ax.set_xticks(range(len(rs)), names, rotation=45, ha="right", fontsize=8)
+        ax.set(title=task, ylabel=rs[0][1][0]["metric"])
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "plot.png", dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
