@@ -100,10 +100,10 @@ def report(out) -> None:
              "(seeds) | trivial baseline |", "|---|---|---|---|---|---|---|---|---|"]
     for (task, model, backend), rs in groups.items():
         v = [float(r["value"]) for r in rs]
-        std = statistics.stdev(v) if len(v) > 1 else float("nan")
+        spread = f" +- {statistics.stdev(v):.4f}" if len(v) > 1 else ""
         lines.append(f"| {task} | {model} | {backend} | {rs[0]['n_params']} | {rs[0]['steps']} "
                      f"| {statistics.mean(float(r['wall_s']) for r in rs):.0f} | "
-                     f"{rs[0]['metric']} | {statistics.mean(v):.4f} +- {std:.4f} ({len(v)}) | "
+                     f"{rs[0]['metric']} | {statistics.mean(v):.4f}{spread} ({len(v)}) | "
                      f"{float(rs[0]['baseline']):.4f} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     try:
