@@ -14,8 +14,9 @@ import functools
 
 import jax
 from liquidssm.spec import selective as _spec_selective
+from liquidssm.spec._checks import selective_state_update_args
 
-from .scans import scan_strategy
+from .scans import JAX, scan_strategy
 
 __all__ = ["selective_state_update"]
 
@@ -31,6 +32,8 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
 
     if scan_strategy(1) != "pallas":
         return checked_reference(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+    # the shared check first (arrays of this backend, shapes), then the spec's own, abstractly
+    selective_state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, kind=JAX)
     check = functools.partial(_reference, dt_softplus=dt_softplus)
     jax.eval_shape(check, state, x, dt, A, B, C, D, z, dt_bias)
 
