@@ -36,8 +36,12 @@ def pytest_addoption(parser):
     g.addoption("--no-report", action="store_true", help="write no report files")
 
 
+#: the records of this pytest session (logreport gets no config argument)
+_RECORDS_OF: dict = {}
+
+
 def pytest_configure(config):
-    config.stash[_RECORDS] = []
+    config.stash[_RECORDS] = _RECORDS_OF["records"] = []
     config.addinivalue_line("markers", "io_dtypes: dtype runs over the adapter's io_dtypes")
 
 
@@ -83,8 +87,13 @@ def _target_and_check(item):
     return target, item.originalname.removeprefix("test_"), params.get("dtype")
 
 
+_RECORD = "liquidssm_conformance_record"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
+    """Attach this test's matrix record to its report (user_properties travel with the report
+    from a pytest-xdist worker to the controller, which collects them in logreport below)."""
     outcome = yield
     rep = outcome.get_result()
     if not _ours(getattr(item.module, "__name__", "")):
@@ -99,18 +108,26 @@ def pytest_runtest_makereport(item, call):
             reason = crash.message if crash is not None else str(rep.longrepr)[-500:]
         else:
             reason = ""
-        item.config.stash[_RECORDS].append({
+        rep.user_properties.append((_RECORD, {
             "test": item.nodeid.split("::", 1)[-1], "target": target, "check": check,
             "dtype": dtype, "outcome": "failed" if rep.failed else rep.outcome,
             "reason": reason.splitlines()[0][:300] if reason else "",
-        })
+        }))
+
+
+def pytest_runtest_logreport(report):
+    """Runs in the process that reports (the only one without xdist, the controller with it)."""
+    records = _RECORDS_OF.get("records")
+    if records is None:
+        return
+    records.extend(value for key, value in report.user_properties if key == _RECORD)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     records = config.stash.get(_RECORDS, [])
-    if not records or _ADAPTER not in config.stash:
+    if not records or hasattr(config, "workerinput"):  # a worker: the controller writes it
         return
-    ad = config.stash[_ADAPTER]
+    ad = get_adapter(config)
     terminalreporter.write_sep("=", "liquidssm conformance")
     terminalreporter.write_line(report.terminal_matrix(ad.name, records))
     if not config.getoption("--no-report"):
