@@ -14,8 +14,7 @@ import math
 import numpy as np
 
 from .spec import s5_layer
-from .spec._common import check_config, check_int, check_seed, shapes_of
-from .spec.s4_block import check_params
+from .spec._common import check_config, check_int, check_params, check_seed, shapes_of
 
 __all__ = ["CLASSES", "make_config", "spec_params", "is_statistic", "ssm_leaves", "vocab_size",
            "generate"]

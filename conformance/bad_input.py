@@ -267,22 +267,9 @@ def _init(name, seed):
     return build
 
 
-#: rows whose fix lives in a variant file another change owns (issue 20), with the backends they
-#: fail on (None: all): expected to fail now; strict, so a fix shows up as an XPASS and the
-#: entry is removed.
-_SPEC_BACKENDS = ("numpy", "array_api_strict")
-PENDING = {
-    ("s4", "return_state-no"): ("spec/s4.py does not check return_state", None),
-    ("liquid_s4", "return_state-no"): ("spec/liquid_s4.py does not check return_state", None),
-    ("mamba", "return_state-no"):
-        ("spec/mamba.py names return_last_state, not return_state", None),
-    ("liquid_mamba", "return_state-no"):
-        ("spec/liquid_mamba.py names return_last_state, not return_state", None),
-    **{("s4", f"seed-{k}"): ("spec/s4.py init does not call _common.check_seed", None)
-       for k in ("None", "bool", "float", "negative")},
-    **{(v, "u-foreign"): ("the spec's variant functions do not check that u and the params are "
-                          "arrays of one library", _SPEC_BACKENDS) for v in VARIANTS},
-}
+#: rows expected to fail for now, {(target, label): (why, backends or None for all)}: strict
+#: xfails, so that a fix shows up as an XPASS and its entry is removed. Empty: every row passes.
+PENDING: dict = {}
 
 
 def pending(row: Bad, backend: str) -> str | None:

@@ -391,9 +391,6 @@ REAL_SCENARIOS = ("u-rank", "u-width", "u-empty", "u-dtype", "u-foreign", "u_t-s
 TOKEN_SCENARIOS = ("tokens-rank", "tokens-empty", "tokens-dtype", "tokens-foreign",
                    "token-shape")
 COMMON_SCENARIOS = ("params-missing", "params-unexpected", "state-batch")
-#: the variants' forward ignores extra parameter names (only the blocks and models check for
-#: them, spec/s4_block.check_params): not a scenario of the variants until the spec checks it
-VARIANT_EXEMPT = ("params-unexpected",)
 
 
 def _module_errors(adapter, case, arrays):
@@ -462,6 +459,25 @@ def _selective_errors(adapter, case, arrays):
     return errs
 
 
+def _scan_errors(adapter, case, arrays):
+    a = runner.prefixed(arrays, "in")
+    fn = adapter.primitive(case.target)
+    as_int = adapter.asarray(np.zeros(fixtures.load(case.name)["in/b"].shape, np.int64), None)
+
+    def call(**over):
+        return lambda: runner.call_primitive(fn, case, {**a, **over})
+
+    errs = {
+        "a-length": ("a", call(a=a["a"][:, :-1, ...])),  # one step shorter than b
+        "b-None": ("b", call(b=None)),
+        "b-dtype": ("b", call(b=as_int)),
+    }
+    if case.target == "liquid_scan":
+        errs["c-shape"] = ("c", call(c=a["c"][:, :-1, ...]))
+        errs["degree"] = ("degree", lambda: runner.call_primitive(fn, case, a, degree=0))
+    return errs
+
+
 def _update_errors(adapter, case, arrays):
     a = runner.prefixed(arrays, "in")
     fn = adapter.primitive(case.target)
@@ -481,7 +497,7 @@ def _module_scenarios(target: str) -> tuple[str, ...]:
     kinds = {c.tokens for c in CASES if c.target == target and c.streaming}
     names = ((REAL_SCENARIOS if False in kinds else ()) + (TOKEN_SCENARIOS if True in kinds else ())
              + COMMON_SCENARIOS)
-    return tuple(n for n in names if target not in VARIANTS or n not in VARIANT_EXEMPT)
+    return names
 
 
 ERROR_SCENARIOS = {
@@ -490,8 +506,8 @@ ERROR_SCENARIOS = {
     "liquid_selective_scan": ("u-rank", "u-dtype", "delta-shape", "A-shape", "B-shape",
                               "D-shape", "liquid_degree"),
     "selective_state_update": ("x-rank", "state-shape", "dt-shape", "A-shape"),
-    "diag_scan": ("validation",),
-    "liquid_scan": ("validation",),
+    "diag_scan": ("a-length", "b-None", "b-dtype"),
+    "liquid_scan": ("a-length", "b-None", "b-dtype", "c-shape", "degree"),
 }
 NON_STREAMING = sorted({c.target for c in CASES if not c.streaming and c.is_module})
 for _v in NON_STREAMING:
@@ -499,8 +515,6 @@ for _v in NON_STREAMING:
 
 
 def check_errors(adapter: Adapter, target: str, scenario: str) -> None:
-    if target in ("diag_scan", "liquid_scan"):
-        raise Unsupported(f"{target} is an internal primitive: the spec does not validate it")
     dtype = adapter.dtypes[0]
     if scenario == "step-whole-sequence":
         case = _representative(target, streaming=False)
@@ -522,6 +536,8 @@ def check_errors(adapter: Adapter, target: str, scenario: str) -> None:
             table = _module_errors(adapter, case, arrays)
         elif target == "selective_state_update":
             table = _update_errors(adapter, case, arrays)
+        elif target in ("diag_scan", "liquid_scan"):
+            table = _scan_errors(adapter, case, arrays)
         else:
             table = _selective_errors(adapter, case, arrays)
         if scenario not in table:

@@ -30,6 +30,8 @@ __all__ = [
     "with_prefix",
     "strip_prefix",
     "check_config",
+    "check_params",
+    "check_library",
     "shapes_of",
 ]
 
@@ -138,6 +140,44 @@ def check_config(config, types, name: str = "config"):
         raise TypeError(f"{name}: expected {expected}, got {type(config).__module__}."
                         f"{type(config).__qualname__} ({config!r})")
     return config
+
+
+def check_library(name: str, x, ref, ref_name: str = "params"):
+    """The array x must be of the same array library as `ref` (one call never mixes libraries:
+    a NumPy array among torch tensors would otherwise fail deep inside the computation, or be
+    silently converted); a TypeError naming `name` and the expected library otherwise."""
+    want = array_api_compat.array_namespace(ref)
+    if array_api_compat.array_namespace(x) is not want:
+        raise TypeError(f"{name}: expected an array of the library of {ref_name} "
+                        f"({type(ref).__module__}.{type(ref).__qualname__}), got "
+                        f"{type(x).__module__}.{type(x).__qualname__}")
+    return x
+
+
+def check_params(params, shapes: dict, *, inputs: dict | None = None) -> dict:
+    """params must hold exactly `shapes`' names (missing and unexpected both named: a stray key,
+    such as a bias of a bias=False model, must never change an output), each a real floating
+    array of its shape, all of one array library; `inputs` ({name: array}, such as {"u": u}) must
+    be arrays of that library too (None entries are skipped). Returns params."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params: expected a dict of arrays (keys {sorted(shapes)}), got "
+                        f"{type(params).__name__}")
+    missing = [k for k in shapes if k not in params]
+    extra = sorted((k for k in params if k not in shapes), key=repr)
+    if missing or extra:
+        raise ValueError(f"params: expected exactly the keys of param_shapes(config), got "
+                         f"missing {missing} and unexpected {extra}")
+    ref = None
+    for name, shape in shapes.items():
+        x = check_array(f"params[{name!r}]", params[name], shape)
+        if ref is None:
+            ref = x
+        else:
+            check_library(f"params[{name!r}]", x, ref, f"params[{next(iter(shapes))!r}]")
+    for name, x in (inputs or {}).items():  # non-arrays are left to the input's own check
+        if ref is not None and hasattr(x, "shape") and hasattr(x, "dtype"):
+            check_library(name, x, ref)
+    return params
 
 
 def shapes_of(module, config) -> dict:

@@ -32,8 +32,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import mamba
-from ._common import cast_arrays, check_array, check_choice, check_float, check_int, namespace
-from .mamba import _causal_conv, _check_bool, _check_params, _check_state, _sub, _t
+from ._common import (
+    cast_arrays,
+    check_array,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_params,
+    namespace,
+)
+from .mamba import _causal_conv, _check_state, _sub, _t
 from .nn import gelu, linear, rms_norm, sigmoid, silu
 from .selective import liquid_selective_scan
 
@@ -59,7 +68,7 @@ class Config(mamba._MixerConfig):
     def __post_init__(self):
         super().__post_init__()
         check_int("liquid_degree", self.liquid_degree)
-        _check_bool("tied", self.tied)
+        check_bool("tied", self.tied)
         check_choice("lcontract", self.lcontract, ("none", "tanh", "lecun"))
         check_choice("conv", self.conv, ("plain", "gated"))
         check_choice("ffn", self.ffn, ("none", "swiglu", "gelu"))
@@ -171,8 +180,9 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     """The whole block (module docstring): u (batch, L, d_model) -> (batch, L, d_model), and the
     cache {"conv_state", "ssm_state"} after the last position if return_state."""
     _check_config(config)
+    check_bool("return_state", return_state)
     check_array("u", u, ("batch", "length", config.d_model))
-    _check_params(params, param_shapes(config))
+    check_params(params, param_shapes(config), inputs={"u": u})
     if state is not None:
         _check_state(state, _state_shapes(config, u.shape[0]))
     params, state = cast_arrays(params, u.dtype), cast_arrays(state, u.dtype)

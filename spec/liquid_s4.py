@@ -37,13 +37,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import s4, s4d
-from ._common import check_choice, check_int, complex_dtype, discretize, namespace
+from ._common import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_params,
+    complex_dtype,
+    discretize,
+    namespace,
+)
 from .nn import lcontract as _lcontract
 from .s4d import check_input, check_step_input, get_param, get_state
 from .scan import liquid_scan
 
 __all__ = [
-    "Config", "init", "forward", "step", "initial_state", "kernel", "base_config",
+    "Config", "param_shapes", "init", "forward", "step", "initial_state", "kernel", "base_config",
     "input_products", "allcombs_indices", "published_kb_product",
 ]
 
@@ -107,6 +115,19 @@ def _module(config):
     return s4 if config.base == "s4" else s4d
 
 
+def param_shapes(config: Config) -> dict:
+    """{name: shape}: the base model's parameters, and BL_re, BL_im (H, n) when untied."""
+    shapes = _module(config).param_shapes(base_config(config))
+    if not config.tied:
+        shapes["BL_re"] = shapes["BL_im"] = (config.d_model, config.d_state // 2)
+    return shapes
+
+
+def _base_params(config, params):
+    """The base model's entries of params (the base checks its params exactly)."""
+    return {k: params[k] for k in _module(config).param_shapes(base_config(config))}
+
+
 def init(config: Config, seed: int = 0) -> dict:
     """The base model's parameters (the s4 base without the B clip: base_config sets
     B_clip=None, as raminmh/liquid-s4); untied adds BL_re, BL_im (H, n), initialised as copies
@@ -119,7 +140,8 @@ def init(config: Config, seed: int = 0) -> dict:
 
 def kernel(config: Config, params: dict, length: int):
     """The base model's kernel K (H, length) (the linear, degree-1 part)."""
-    return _module(config).kernel(base_config(config), params, length)
+    check_params(params, param_shapes(config))
+    return _module(config).kernel(base_config(config), _base_params(config, params), length)
 
 
 def _liquid_coefficients(config, params, dtype):
@@ -188,8 +210,10 @@ def initial_state(config: Config, batch: int) -> dict:
 
 def forward(config: Config, params: dict, u, *, state=None, return_state=False):
     """u (batch, L, H) -> y (batch, L, H) [, state] (see the module docstring)."""
+    check_bool("return_state", return_state)
     H, n, p = config.d_model, config.d_state // 2, config.liquid_degree
     check_input(u, H)
+    check_params(params, param_shapes(config), inputs={"u": u})
     xp = namespace(u)
     if config.liquid_kernel == "scan":
         Abar, Bbar, BbarL, C = _liquid_coefficients(config, params, u.dtype)
@@ -207,14 +231,14 @@ def forward(config: Config, params: dict, u, *, state=None, return_state=False):
     if return_state:
         _refuse_state(config, "return_state")
     module, cfg = _module(config), base_config(config)
-    y = module.forward(cfg, params, u)
+    y = module.forward(cfg, _base_params(config, params), u)
     if p == 1:
         return y
     _, Bbar, BbarL, C = _liquid_coefficients(config, params, u.dtype)
     s = 2 * xp.real(xp.sum(BbarL, axis=-1))  # (H,)
     uT = xp.permute_dims(u, (0, 2, 1))  # (batch, H, L)
     if config.liquid_kernel == "kb":
-        K = xp.astype(module.kernel(cfg, params, u.shape[1]), u.dtype)
+        K = xp.astype(module.kernel(cfg, _base_params(config, params), u.shape[1]), u.dtype)
     else:
         cb = 2 * xp.real(xp.sum(xp.conj(C) * Bbar, axis=-1))  # (H,)
     extra = xp.zeros_like(uT)
@@ -250,6 +274,7 @@ def step(config: Config, params: dict, state: dict, u_t):
         _refuse_state(config, "step")
     H, n, p = config.d_model, config.d_state // 2, config.liquid_degree
     check_step_input(u_t, H)
+    check_params(params, param_shapes(config), inputs={"u_t": u_t})
     xp = namespace(u_t)
     Abar, Bbar, BbarL, C = _liquid_coefficients(config, params, u_t.dtype)
     D = get_param(params, "D", (H,), u_t.dtype)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import nn, s5
-from ._common import check_choice, check_int, check_seed
+from ._common import check_choice, check_int, check_params, check_seed
 from .scan import liquid_scan
 
 __all__ = [
@@ -95,7 +95,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False, timest
     applied to Lambdabar, Bbar and BbarL alike.
     """
     s5._check_config(config, Config)
-    params = s5._check_params(params, param_shapes(config))
+    check_params(params, param_shapes(config), inputs={"u": u, "timesteps": timesteps})
     s5._check_stream(config, state, return_state)
     xp, p, dirs = s5._setup(config, params, u, timesteps)
     deg = config.liquid_degree

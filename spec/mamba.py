@@ -21,19 +21,23 @@ from dataclasses import dataclass
 import array_api_compat
 import numpy as np
 
-from ._common import cast_arrays, check_array, check_choice, check_float, check_int, namespace
+from ._common import (
+    cast_arrays,
+    check_array,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_params,
+    check_seed,
+    namespace,
+)
 from .nn import linear, silu
 from .selective import selective_scan, selective_state_update
 
 __all__ = [
     "Config", "param_shapes", "init", "initial_state", "forward", "step",
 ]
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,8 @@ class _MixerConfig:
         check_choice("dt_init", self.dt_init, ("random", "constant"))
         check_float("dt_scale", self.dt_scale, positive=True)
         check_float("dt_init_floor", self.dt_init_floor, positive=True)
-        _check_bool("conv_bias", self.conv_bias)
-        _check_bool("bias", self.bias)
+        check_bool("conv_bias", self.conv_bias)
+        check_bool("bias", self.bias)
 
     @property
     def d_inner(self) -> int:
@@ -147,7 +151,7 @@ def _init_mixer(config: _MixerConfig, rng) -> dict[str, np.ndarray]:
 
 
 def _rng(seed):
-    check_int("seed", seed, minimum=0)
+    check_seed(seed)
     return np.random.default_rng(seed)
 
 
@@ -164,16 +168,6 @@ def initial_state(config: Config, batch: int) -> dict[str, np.ndarray]:
     d = config.d_inner
     return {"conv_state": np.zeros((batch, d, config.d_conv)),
             "ssm_state": np.zeros((batch, d, config.d_state))}
-
-
-def _check_params(params, shapes, prefix=""):
-    if not isinstance(params, dict):
-        raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
-    for name, shape in shapes.items():
-        if prefix + name not in params:
-            raise ValueError(f"params: expected an entry {prefix + name!r} of shape {shape}, "
-                             "got none")
-        check_array(f"params[{prefix + name!r}]", params[prefix + name], shape)
 
 
 def _check_state(state, shapes):
@@ -241,7 +235,7 @@ def _x_proj(config, p, xc):
 def _prepare(config, params, u, state):
     _check_config(config)
     check_array("u", u, ("batch", "length", config.d_model))
-    _check_params(params, param_shapes(config))
+    check_params(params, param_shapes(config), inputs={"u": u})
     if state is not None:
         b, d = u.shape[0], config.d_inner
         _check_state(state, {"conv_state": (b, d, config.d_conv),
@@ -251,6 +245,7 @@ def _prepare(config, params, u, state):
 def forward(config: Config, params, u, *, state=None, return_state=False):
     """The bare mixer (module docstring). u (batch, L, d_model) -> y (batch, L, d_model),
     and the cache {"conv_state", "ssm_state"} after the last position if return_state."""
+    check_bool("return_state", return_state)
     _prepare(config, params, u, state)
     params, state = cast_arrays(params, u.dtype), cast_arrays(state, u.dtype)
     xp = namespace(u)
@@ -273,7 +268,7 @@ def step(config: Config, params, state, u_t):
     ssm_state <- exp(dt A) ssm_state + dt B x_c (selective_state_update); y = out_proj(...)."""
     _check_config(config)
     check_array("u_t", u_t, ("batch", config.d_model))
-    _check_params(params, param_shapes(config))
+    check_params(params, param_shapes(config), inputs={"u_t": u_t})
     b, d = u_t.shape[0], config.d_inner
     _check_state(state, {"conv_state": (b, d, config.d_conv), "ssm_state": (b, d, config.d_state)})
     params, state = cast_arrays(params, u_t.dtype), cast_arrays(state, u_t.dtype)

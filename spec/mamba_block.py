@@ -22,12 +22,12 @@ from ._common import (
     check_config,
     check_float,
     check_int,
+    check_params,
     check_seed,
     strip_prefix,
     with_prefix,
 )
 from .nn import rms_norm
-from .s4_block import check_params
 
 __all__ = ["Config", "param_shapes", "init", "initial_state", "forward", "step"]
 
@@ -70,7 +70,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     check_config(config, Config)
     check_bool("return_state", return_state)
     check_array("u", u, ("batch", "length", config.d_model))
-    check_params(params, param_shapes(config))
+    check_params(params, param_shapes(config), inputs={"u": u})
     params = cast_arrays(params, u.dtype)  # the dtype policy: compute in u's dtype
     h = rms_norm(u, params["norm.weight"], config.norm_epsilon)
     out = mamba.forward(config.mixer, strip_prefix(params, "mixer."), h, state=state,
@@ -82,7 +82,7 @@ def step(config: Config, params, state, u_t):
     """One position: u_t (batch, d_model) -> (y_t, new state)."""
     check_config(config, Config)
     check_array("u_t", u_t, ("batch", config.d_model))
-    check_params(params, param_shapes(config))
+    check_params(params, param_shapes(config), inputs={"u_t": u_t})
     params = cast_arrays(params, u_t.dtype)
     h = rms_norm(u_t, params["norm.weight"], config.norm_epsilon)
     y, new = mamba.step(config.mixer, strip_prefix(params, "mixer."), state, h)

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import mamba, sequence_model
-from ._common import check_bool, check_float, check_int, check_seed, with_prefix
-from .s4_block import check_params
+from ._common import check_bool, check_float, check_int, check_params, check_seed, with_prefix
 
 __all__ = ["Config", "param_shapes", "init", "initial_state", "forward", "step",
            "sequence_config", "sequence_names", "published_names", "takes_tokens"]
@@ -134,12 +133,12 @@ def initial_state(config: Config, batch: int) -> dict[str, np.ndarray]:
 def forward(config: Config, params, tokens, *, state=None, return_state=False):
     """tokens (batch, L) integers in [0, padded_vocab_size) -> logits (batch, L,
     padded_vocab_size) [, new state]."""
-    check_params(params, param_shapes(config))  # errors in the published names
+    check_params(params, param_shapes(config), inputs={"tokens": tokens})  # published names
     return sequence_model.forward(sequence_config(config), sequence_names(params), tokens,
                                   state=state, return_state=return_state)
 
 
 def step(config: Config, params, state, token):
     """token (batch,) integers -> (logits (batch, padded_vocab_size), new state)."""
-    check_params(params, param_shapes(config))
+    check_params(params, param_shapes(config), inputs={"token": token})
     return sequence_model.step(sequence_config(config), sequence_names(params), state, token)

@@ -35,7 +35,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import hippo
-from ._common import check_choice, check_int, complex_dtype, namespace
+from ._common import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_params,
+    check_seed,
+    complex_dtype,
+    namespace,
+)
 from .s4d import (
     causal_fft_conv,
     check_dt_range,
@@ -50,7 +58,7 @@ from .s4d import (
 )
 from .scan import dense_scan
 
-__all__ = ["Config", "init", "forward", "step", "initial_state", "kernel", "dense"]
+__all__ = ["Config", "param_shapes", "init", "forward", "step", "initial_state", "kernel", "dense"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,11 @@ class Config:
         check_int("rank", self.rank)
         check_int("l_max", self.l_max)
         hippo.check_b_clip(self.B_clip)
+
+
+def param_shapes(config: Config) -> dict:
+    """{name: shape} of the parameters (every entry point checks params exactly against it)."""
+    return _shapes(config.d_model, config.d_state // 2, config.rank)
 
 
 def _shapes(H, n, r):
@@ -178,6 +191,7 @@ def _cauchy_kernel(dt, Lam, P, B, Ct, M):
 
 def kernel(config: Config, params: dict, length: int):
     """K (H, length): K_l = Re(C_full Abar^l Bbar), by Cauchy sums + Woodbury (module docs)."""
+    check_params(params, param_shapes(config))
     return _kernel(config, params, length, None)
 
 
@@ -240,8 +254,10 @@ def _recurrent(config, params, u, state, *, need_state=False):
 def forward(config: Config, params: dict, u, *, state=None, return_state=False):
     """u (batch, L, H) -> y (batch, L, H) [, {"x": x_L}]. mode="conv" without a state: FFT
     convolution with `kernel`; otherwise the dense recurrence (module docstring)."""
+    check_bool("return_state", return_state)
     H = config.d_model
     check_input(u, H)
+    check_params(params, param_shapes(config), inputs={"u": u})
     xp = namespace(u)
     L = u.shape[1]
     if config.mode == "conv" and state is None and not return_state:
@@ -257,6 +273,7 @@ def step(config: Config, params: dict, state: dict, u_t):
     """One step of the dense recurrence: x <- Abar11 x + Abar12 conj(x) + Bbar1 u_t,
     y_t = 2 Re(C1 x) + D u_t; u_t (batch, H)."""
     check_step_input(u_t, config.d_model)
+    check_params(params, param_shapes(config), inputs={"u_t": u_t})
     y, x = _recurrent(config, params, u_t[:, None, :], state, need_state=True)
     return y[:, 0, :], {"x": x}
 
@@ -269,7 +286,7 @@ def init(config: Config, seed: int = 0) -> dict:
     before its first kernel); D ~ N(0, 1)."""
     H, n, r = config.d_model, config.d_state // 2, config.rank
     Lam, P, B, _ = hippo.nplr(config.d_state, r, B_clip=config.B_clip)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     log_dt = init_log_dt(rng, H, config.dt_min, config.dt_max)
     C = rng.normal(0.0, math.sqrt(0.5), (2, H, n))
     D = rng.normal(0.0, 1.0, H)

@@ -29,6 +29,7 @@ from ._common import (
     check_bool,
     check_config,
     check_int,
+    check_params,
     check_seed,
     child_seed,
     shapes_of,
@@ -38,7 +39,7 @@ from ._common import (
 from .nn import gelu, glu, layer_norm, linear
 
 __all__ = ["Config", "param_shapes", "init", "initial_state", "forward", "step",
-           "feedforward", "residual", "check_params"]
+           "feedforward", "residual"]
 
 LAYER_NORM_EPS = 1e-5
 
@@ -107,22 +108,6 @@ def initial_state(config: Config, batch: int) -> dict[str, np.ndarray]:
     return ssm_module(config).initial_state(config.ssm, batch)
 
 
-def check_params(params, shapes: dict) -> dict:
-    """params must hold exactly `shapes`' names (missing and unexpected both named), each a real
-    floating array of its shape; returns params."""
-    if not isinstance(params, dict):
-        raise TypeError(f"params: expected a dict of arrays with the keys {sorted(shapes)}, got "
-                        f"{type(params).__name__}")
-    missing = sorted(set(shapes) - set(params))
-    extra = sorted(set(params) - set(shapes))
-    if missing or extra:
-        raise ValueError(f"params: expected exactly the keys of param_shapes(config), got "
-                         f"missing {missing} and unexpected {extra}")
-    for name, shape in shapes.items():
-        check_array(f"params[{name!r}]", params[name], shape)
-    return params
-
-
 def feedforward(params: dict, z, *, approximate_gelu: bool = False):
     """GLU(Linear(GELU(z))): z (..., H) -> (..., H)."""
     check_bool("approximate_gelu", approximate_gelu)
@@ -157,7 +142,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     check_config(config, Config)
     check_bool("return_state", return_state)
     check_array("u", u, ("batch", "length", config.d_model))
-    check_params(params, param_shapes(config))
+    check_params(params, param_shapes(config), inputs={"u": u})
     params = cast_arrays(params, u.dtype)  # the dtype policy: compute in u's dtype
     ssm, module = strip_prefix(params, "ssm."), ssm_module(config)
     return _apply(config, params, u, lambda x: module.forward(
@@ -168,7 +153,7 @@ def step(config: Config, params, state, u_t):
     """One position: u_t (batch, H) -> (y_t (batch, H), new state)."""
     check_config(config, Config)
     check_array("u_t", u_t, ("batch", config.d_model))
-    check_params(params, param_shapes(config))
+    check_params(params, param_shapes(config), inputs={"u_t": u_t})
     params = cast_arrays(params, u_t.dtype)
     ssm, module = strip_prefix(params, "ssm."), ssm_module(config)
     return _apply(config, params, u_t, lambda x: module.step(config.ssm, ssm, state, x))

@@ -26,6 +26,7 @@ from ._common import (
     check_choice,
     check_float,
     check_int,
+    check_params,
     check_seed,
     complex_dtype,
     discretize,
@@ -34,7 +35,8 @@ from ._common import (
 from .scan import diag_scan
 
 __all__ = [
-    "Config", "init", "forward", "step", "initial_state", "kernel", "discrete", "continuous",
+    "Config", "param_shapes", "init", "forward", "step", "initial_state", "kernel", "discrete",
+    "continuous",
 ]
 
 INITS = ("lin", "inv", "real", "legs")
@@ -171,6 +173,11 @@ def discrete(config: Config, params: dict, dtype):
     return Abar, Bbar, C, D, log_Abar
 
 
+def param_shapes(config: Config) -> dict:
+    """{name: shape} of the parameters (every entry point checks params exactly against it)."""
+    return _shapes(config.d_model, config.d_state // 2)
+
+
 def _shapes(H, n):
     return {
         "log_dt": (H,),
@@ -201,6 +208,7 @@ def check_length(length):
 def kernel(config: Config, params: dict, length: int):
     """K (H, length): K[h, l] = 2 Re sum_n C_n Bbar_n Abar_n^l, in the parameters' dtype."""
     check_length(length)
+    check_params(params, param_shapes(config))
     Abar, Bbar, C, D, log_Abar = discrete(config, params, None)
     xp = namespace(D)
     return 2 * xp.real(xp.sum((C * Bbar)[..., None] * powers(log_Abar, 0, length), axis=1))
@@ -217,6 +225,7 @@ def forward(config: Config, params: dict, u, *, state=None, return_state=False):
     check_bool("return_state", return_state)
     H, n = config.d_model, config.d_state // 2
     check_input(u, H)
+    check_params(params, param_shapes(config), inputs={"u": u})
     xp = namespace(u)
     Abar, Bbar, C, D, log_Abar = discrete(config, params, u.dtype)
     cdt = Abar.dtype
@@ -249,6 +258,7 @@ def step(config: Config, params: dict, state: dict, u_t):
     """One step: x <- Abar x + Bbar u_t, y_t = 2 Re(C x) + D u_t; u_t (batch, H)."""
     H, n = config.d_model, config.d_state // 2
     check_step_input(u_t, H)
+    check_params(params, param_shapes(config), inputs={"u_t": u_t})
     xp = namespace(u_t)
     Abar, Bbar, C, D, _ = discrete(config, params, u_t.dtype)
     x = get_state(state, "x", (u_t.shape[0], H, n), xp, Abar.dtype)

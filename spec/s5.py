@@ -32,9 +32,11 @@ import numpy as np
 
 from ._common import (
     check_array,
+    check_bool,
     check_choice,
     check_float,
     check_int,
+    check_params,
     check_seed,
     complex_dtype,
     discretize,
@@ -59,12 +61,6 @@ DISCRETIZATIONS = ("zoh", "bilinear")
 _TRUNC_STD = 0.87962566103423978
 
 
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class Config:
     """S5 configuration (defaults from lindermanlab/S5 run_train.py, except d_model)."""
@@ -86,7 +82,7 @@ class Config:
         check_int("d_state", self.d_state)
         check_int("blocks", self.blocks)
         for name in ("conj_sym", "clip_eigs", "bidirectional"):
-            _check_bool(name, getattr(self, name))
+            check_bool(name, getattr(self, name))
         check_choice("C_init", self.C_init, C_INITS)
         check_choice("discretization", self.discretization, DISCRETIZATIONS)
         check_float("dt_min", self.dt_min, positive=True)
@@ -227,22 +223,8 @@ def initial_state(config: Config, batch: int) -> dict[str, np.ndarray]:
 # shared compute pieces (also used by liquid_s5)
 
 
-def _check_params(params, shapes):
-    """Check that params has every key of `shapes`, each a real floating array of its shape;
-    return the dict of those entries. Other keys are ignored (as S4 and mamba do: a layer or
-    liquid model passes its whole dict), so they never reach the compute code."""
-    if not isinstance(params, dict):
-        raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
-    missing = [k for k in shapes if k not in params]
-    if missing:
-        raise ValueError(f"params: expected keys {sorted(shapes)}, missing {missing}")
-    for name, shape in shapes.items():
-        check_array(f"params[{name!r}]", params[name], shape)
-    return {k: params[k] for k in shapes}
-
-
 def _check_stream(config, state, return_state):
-    _check_bool("return_state", return_state)
+    check_bool("return_state", return_state)
     if config.bidirectional and (state is not None or return_state):
         raise ValueError(
             "state: a bidirectional S5 cannot stream (its reverse recursion needs the whole "
@@ -321,7 +303,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False, timest
     y_k = 2 Re(Ctilde x_k) + D u_k. timesteps tau (batch, L): dt_k = dt * tau_k (module doc).
     """
     _check_config(config, Config)
-    params = _check_params(params, param_shapes(config))
+    check_params(params, param_shapes(config), inputs={"u": u, "timesteps": timesteps})
     _check_stream(config, state, return_state)
     xp, p, dirs = _setup(config, params, u, timesteps)
     Pp = config.n_modes

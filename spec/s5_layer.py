@@ -34,10 +34,10 @@ from ._common import (
     check_choice,
     check_config,
     check_int,
+    check_params,
     check_seed,
     child_seed,
 )
-from .s4_block import check_params
 
 __all__ = ["Config", "param_shapes", "init", "initial_state", "forward", "step", "ACTIVATIONS",
            "NORMS"]
@@ -163,7 +163,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False, timest
     check_config(config, Config)
     check_bool("return_state", return_state)
     check_array("u", u, ("batch", "length", config.d_model))
-    check_params(params, param_shapes(config))
+    check_params(params, param_shapes(config), inputs={"u": u})
     params = cast_arrays(params, u.dtype)  # the dtype policy: compute in u's dtype
     module = ssm_module(config)
     ssm = {k: params[k] for k in module.param_shapes(config.ssm)}
@@ -175,7 +175,7 @@ def step(config: Config, params, state, u_t, *, timesteps=None):
     """One position: u_t (batch, H) -> (y_t, new state); timesteps (batch,)."""
     check_config(config, Config)
     check_array("u_t", u_t, ("batch", config.d_model))
-    check_params(params, param_shapes(config))
+    check_params(params, param_shapes(config), inputs={"u_t": u_t})
     params = cast_arrays(params, u_t.dtype)
     module = ssm_module(config)
     ssm = {k: params[k] for k in module.param_shapes(config.ssm)}

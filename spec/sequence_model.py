@@ -46,6 +46,7 @@ from ._common import (
     check_choice,
     check_float,
     check_int,
+    check_params,
     check_seed,
     child_seed,
     namespace,
@@ -53,7 +54,6 @@ from ._common import (
     with_prefix,
 )
 from .nn import layer_norm, linear, rms_norm
-from .s4_block import check_params
 
 __all__ = ["Config", "LAYERS", "param_shapes", "init", "initial_state", "forward", "step",
            "layer_config", "layer_module", "embed", "takes_tokens"]
@@ -295,6 +295,7 @@ def embed(config: Config, params, tokens, name: str, ndim: int):
 def _input(config, params, u, name, ndim):
     """(x_0, params in the compute dtype): u's dtype for real input, the embedding's for tokens
     (the dtype policy)."""
+    check_params(params, param_shapes(config), inputs={name: u})
     if config.tokens:
         x = embed(config, params, u, name, ndim)
         return x, cast_arrays(params, x.dtype)
@@ -324,7 +325,6 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
         _check_streams(config, "state" if state is not None else "return_state")
     if state is not None:
         _check_state(config, state)
-    check_params(params, param_shapes(config))
     x, params = _input(config, params, u, "tokens" if config.tokens else "u",
                        2 if config.tokens else 3)
     module, lcfg, new = layer_module(config), layer_config(config), {}
@@ -345,7 +345,6 @@ def step(config: Config, params, state, u_t):
     """One position: u_t (batch, d_input) or token (batch,) -> (y_t, new state)."""
     _check(config)
     _check_streams(config, "step")
-    check_params(params, param_shapes(config))
     _check_state(config, state)
     x, params = _input(config, params, u_t, "token" if config.tokens else "u_t",
                        1 if config.tokens else 2)

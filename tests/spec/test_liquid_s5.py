@@ -121,6 +121,11 @@ def test_initial_state_has_levels():
 # ---------------------------------------------------------------------------------- semantics
 
 
+def _s5p(cfg, p):
+    """The S5 entries of a Liquid-S5 params dict (S5 checks its params exactly)."""
+    return {k: p[k] for k in s5.param_shapes(_s5cfg(cfg))}
+
+
 @pytest.mark.parametrize(
     "kw",
     [
@@ -137,7 +142,7 @@ def test_degree_one_is_s5(kw):
     tau = np.random.default_rng(4).uniform(0.5, 2.0, u.shape[:2])
     for t in (None, tau):
         y = liquid_s5.forward(cfg, p, u, timesteps=t)
-        np.testing.assert_allclose(y, s5.forward(_s5cfg(cfg), p, u, timesteps=t),
+        np.testing.assert_allclose(y, s5.forward(_s5cfg(cfg), _s5p(cfg, p), u, timesteps=t),
                                    rtol=0, atol=1e-12)
 
 
@@ -146,7 +151,7 @@ def test_zero_untied_BL_is_s5_at_any_degree():
     p = liquid_s5.init(cfg, seed=2)
     u = _u()
     np.testing.assert_allclose(
-        liquid_s5.forward(cfg, p, u), s5.forward(_s5cfg(cfg), p, u), rtol=0, atol=1e-12
+        liquid_s5.forward(cfg, p, u), s5.forward(_s5cfg(cfg), _s5p(cfg, p), u), rtol=0, atol=1e-12
     )
 
 
@@ -165,7 +170,7 @@ def test_levels_equal_brute_force_expansion(degree, kw):
         y_ref = _readout(cfg, p, lev.sum(0), u[n])
         np.testing.assert_allclose(y[n], y_ref, rtol=1e-12, atol=1e-12)
     # the liquid terms matter: degree p differs from S5 by more than round-off
-    assert np.abs(y - s5.forward(_s5cfg(cfg), p, u, timesteps=tau)).max() > 1e-3
+    assert np.abs(y - s5.forward(_s5cfg(cfg), _s5p(cfg, p), u, timesteps=tau)).max() > 1e-3
 
 
 def test_full_degree_equals_untruncated_recurrence():
@@ -265,7 +270,7 @@ def test_errors():
     with pytest.raises(TypeError, match="config: expected liquidssm.spec.s5.Config"):
         s5.forward(cfg, p, u)
     with pytest.raises(TypeError, match="config: expected liquidssm.spec.liquid_s5.Config"):
-        liquid_s5.forward(_s5cfg(cfg), p, u)
+        liquid_s5.forward(_s5cfg(cfg), _s5p(cfg, p), u)
 
 
 def test_forward_under_array_api_strict():

@@ -137,7 +137,7 @@ def test_bad_inputs_are_named():
         s4d.step(cfg, p, s4d.initial_state(cfg, B), np.zeros((B, H + 1)))
     with pytest.raises(ValueError, match="length"):
         s4d.kernel(cfg, p, 0)
-    with pytest.raises(ValueError, match="params: expected an entry 'C_im'"):
+    with pytest.raises(ValueError, match=r"missing \['C_im'\] and unexpected \[\]"):
         s4d.forward(cfg, {k: v for k, v in p.items() if k != "C_im"}, _u())
     with pytest.raises(ValueError, match=r"params\['D'\]: expected shape \(3,\)"):
         s4d.forward(cfg, {**p, "D": np.zeros(H + 1)}, _u())
