@@ -1,6 +1,6 @@
-"""The bad-input table: invalid calls of every primitive and of the variant functions, each with
-the exception type it must raise and the argument its message must name, the same in every
-backend (test_bad_input.py runs the table through the backend under test).
+"""The bad-input table: invalid calls of every primitive, of the variant functions and (token
+ids) of a model, each with the exception type it must raise and the argument its message must
+name, the same in every backend (test_bad_input.py runs the table through the backend under test).
 
 The rules (docs/design.md, "Bad input"): arrays of the backend's own library (another library's
 array is a TypeError naming the argument and the expected array type), real floating dtypes
@@ -292,7 +292,28 @@ for _v in VARIANTS:
         Bad(_v, "seed-negative", V, "seed", _init(_v, -1)),
     ]
 
-ROWS = PRIMITIVE_ROWS + VARIANT_ROWS
+
+
+def _lm(ids):
+    """mamba_lm.forward on token ids `ids` (batch 1) of the first mamba_lm case."""
+    def build(arr):
+        spec = importlib.import_module("liquidssm.spec.mamba_lm")
+        config = spec.Config(**variant_case("mamba_lm").config)
+        params = {k: arr(v) for k, v in spec.init(config, 0).items()}
+        vocab = params["backbone.embedding.weight"].shape[0]  # the padded vocabulary
+        tokens = arr(np.array([[0, 1, vocab if ids == "vocab" else -1]]), "keep")
+        return lambda: arr.api.mamba_lm.forward(config, params, tokens)
+    return build
+
+
+MODEL_ROWS = [
+    # token ids out of range: -1 would wrap to the last row, an id >= the vocabulary would index
+    # out of range (NaN logits in JAX); checked where the values can be read (check_token_ids)
+    Bad("mamba_lm", "tokens-vocab", V, "tokens", _lm("vocab")),
+    Bad("mamba_lm", "tokens-negative", V, "tokens", _lm("negative")),
+]
+
+ROWS = PRIMITIVE_ROWS + VARIANT_ROWS + MODEL_ROWS
 
 
 def thunk(row: Bad, arr: Arrays):

@@ -32,6 +32,8 @@ __all__ = [
     "check_config",
     "check_params",
     "check_library",
+    "check_token_ids",
+    "register_int_reader",
     "shapes_of",
 ]
 
@@ -178,6 +180,39 @@ def check_params(params, shapes: dict, *, inputs: dict | None = None) -> dict:
         if ref is not None and hasattr(x, "shape") and hasattr(x, "dtype"):
             check_library(name, x, ref)
     return params
+
+
+#: array type -> reader(x): (min, max) of an integer array as Python ints, or None where reading
+#: values is costly or impossible (a jit tracer, an accelerator array); backends register theirs
+_INT_READERS: dict = {}
+
+
+def register_int_reader(array_type: type, reader) -> None:
+    """Let check_token_ids read the values of `array_type` arrays through reader(x)."""
+    _INT_READERS[array_type] = reader
+
+
+def _int_bounds(x):
+    for t in type(x).__mro__:
+        if t in _INT_READERS:
+            return _INT_READERS[t](x)
+    xp = array_api_compat.array_namespace(x)
+    if array_api_compat.is_numpy_array(x) or array_api_compat.is_array_api_strict_namespace(xp):
+        return int(xp.min(x)), int(xp.max(x))
+    return None
+
+
+def check_token_ids(name: str, tokens, vocab: int):
+    """Token ids must lie in [0, vocab): a ValueError naming `name` otherwise (an id of -1 would
+    wrap to the last row, an id >= vocab index out of range). Checked where the values can be
+    read without a device sync or a trace: NumPy and array-api-strict arrays always, torch CPU
+    tensors outside torch.compile, JAX concrete CPU arrays (not under jit). Elsewhere an id out of
+    range is the caller's error (docs/design.md)."""
+    bounds = _int_bounds(tokens)
+    if bounds is not None and (bounds[0] < 0 or bounds[1] >= vocab):
+        raise ValueError(f"{name}: expected token ids in [0, {vocab}), got ids from {bounds[0]} "
+                         f"to {bounds[1]}")
+    return tokens
 
 
 def shapes_of(module, config) -> dict:

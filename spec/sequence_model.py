@@ -48,6 +48,7 @@ from ._common import (
     check_int,
     check_params,
     check_seed,
+    check_token_ids,
     child_seed,
     namespace,
     strip_prefix,
@@ -272,9 +273,9 @@ def _check_state(config, state):
 
 
 def embed(config: Config, params, tokens, name: str, ndim: int):
-    """embedding.weight[tokens]: tokens (batch, L) or (batch,) integers -> (..., d_model).
-    Token ids are not range-checked here (that needs their values): ids outside
-    [0, vocab_size) are an error of the caller."""
+    """embedding.weight[tokens]: tokens (batch, L) or (batch,) integers in [0, rows of the
+    embedding) -> (..., d_model). The ids' range is checked where their values can be read
+    cheaply (_common.check_token_ids)."""
     shape = "(batch, length)" if ndim == 2 else "(batch,)"
     if not hasattr(tokens, "shape") or not hasattr(tokens, "dtype"):
         raise TypeError(f"{name}: expected an integer array of shape {shape}, got "
@@ -288,6 +289,7 @@ def embed(config: Config, params, tokens, name: str, ndim: int):
             raise ValueError(f"{name}: expected {axis} >= 1, got shape {tuple(tokens.shape)} "
                              f"and dtype {tokens.dtype}")
     E = params["embedding.weight"]
+    check_token_ids(name, tokens, E.shape[0])
     flat = xp.take(E, xp.reshape(tokens, (-1,)), axis=0)
     return xp.reshape(flat, tuple(tokens.shape) + (config.d_model,))
 

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..spec._common import register_int_reader
+
 __all__ = ["JaxFramework", "fw", "x64_enabled"]
 
 
@@ -71,3 +73,16 @@ class JaxFramework:
 
 
 fw = JaxFramework()
+
+
+def _int_bounds(x):
+    """(min, max) of a concrete CPU array (None for tracers under jit / grad / vmap)."""
+    if isinstance(x, jax.core.Tracer) or x.size == 0:
+        return None
+    if any(d.platform != "cpu" for d in x.devices()):
+        return None
+    v = np.asarray(x)
+    return int(v.min()), int(v.max())
+
+
+register_int_reader(jax.Array, _int_bounds)

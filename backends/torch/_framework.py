@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .._bind import map_arrays
+from ..spec._common import register_int_reader
 
 __all__ = ["TorchFramework", "to_params", "from_params"]
 
@@ -63,6 +64,16 @@ class TorchFramework:
 
 
 FRAMEWORK = TorchFramework()
+
+
+def _int_bounds(x):
+    """(min, max) of a CPU tensor outside torch.compile (no device sync, no graph break)."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling() or x.numel() == 0:
+        return None
+    return int(x.min()), int(x.max())
+
+
+register_int_reader(torch.Tensor, _int_bounds)
 
 
 def to_params(params, *, dtype=None, device=None):

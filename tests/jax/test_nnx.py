@@ -229,6 +229,9 @@ def test_bad_input_errors():
         M.S4D.from_params(cfg, {**{k: v for k, v in p.items() if k != "D"}, "E": p["D"]})
     with pytest.raises(ValueError, match=r"params\['D'\]: expected shape \(3,\), got shape"):
         M.S4D.from_params(cfg, {**p, "D": np.zeros(4)})
+    # integer arrays: a TypeError naming the parameter (never an int32 parameter kept)
+    with pytest.raises(TypeError, match=r"params\['D'\]: expected a real floating dtype"):
+        M.S4D.from_params(cfg, {**p, "D": jnp.zeros(3, dtype=jnp.int32)})
     with pytest.raises(ValueError, match="seed"):
         M.S4D(cfg, seed=-1)
     m = M.S4D(cfg)

@@ -254,6 +254,11 @@ def test_bad_params_are_named():
         M.S4D.from_params(config, {**params, "D": np.zeros(4)})
     with pytest.raises(TypeError, match="params: expected a dict"):
         M.S4D.from_params(config, [1, 2])
+    # integer arrays: a TypeError naming the parameter (torch could not make them trainable)
+    with pytest.raises(TypeError, match=r"params\['log_dt'\]: expected a real floating dtype"):
+        M.S4D.from_params(config, {k: v.astype(np.int64) for k, v in params.items()})
+    with pytest.raises(TypeError, match=r"params\['D'\]: expected a real floating dtype"):
+        M.S4D.from_params(config, {**params, "D": torch.zeros(3, dtype=torch.int32)})
 
 
 def test_bad_config_and_inputs_are_named():
