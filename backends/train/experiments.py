@@ -42,7 +42,34 @@ def _small(seeds=(0,)):
     return plan
 
 
-PLANS = {"small": _small}
+ALL_MODELS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba",
+              "transformer")
+ABLATIONS = ("liquid_mamba-scan", "liquid_mamba-conv", "liquid_mamba-ffn")
+
+
+def _medium():
+    """Sized for ~45 min of one quiet CPU core (torch threads 1), default rates (lr 3e-3, SSM
+    1e-3, batch 32): digits (length 64, ~15k parameters, 500 steps, seeds 0 and 1) for every
+    model, in torch and (s4d, mamba, seed 0) in JAX; gunpoint (length 150, ~15k, 200 steps);
+    selective-copy (~40k, 300 steps); bytes (windows of 128, ~40k, 300 steps, seeds 0 and 1 for
+    mamba / liquid_mamba / transformer, seed 0 for LiquidMamba's three ablations)."""
+    def cfg(task, model, steps, params, seed=0, backend="torch", **kw):
+        return TrainConfig(task=task, model=model, backend=backend, steps=steps, seed=seed,
+                           target_params=params, n_layers=2, eval_every=steps // 2,
+                           progress=False, **kw)
+    plan = [cfg("digits", m, 500, 15000, seed) for seed in (0, 1) for m in ALL_MODELS]
+    plan += [cfg("digits", m, 500, 15000, 0, "jax") for m in ("s4d", "mamba")]
+    plan += [cfg("gunpoint", m, 200, 15000) for m in ALL_MODELS]
+    plan += [cfg("selective-copy", m, 300, 40000, eval_batches=4)
+             for m in ("s4d", "mamba", "liquid_mamba", "transformer")]
+    bytes_opts = dict(task_options=dict(length=128, eval_windows=32))
+    plan += [cfg("bytes", m, 300, 40000, seed, **bytes_opts) for seed in (0, 1)
+             for m in ("mamba", "liquid_mamba", "transformer")]
+    plan += [cfg("bytes", m, 300, 40000, 0, **bytes_opts) for m in ABLATIONS]
+    return plan
+
+
+PLANS = {"small": _small, "medium": _medium}
 
 
 def _commit() -> str:
@@ -64,13 +91,14 @@ def main(out: str, plan: str = "small") -> None:
     done = set()
     if rows_path.exists():
         with rows_path.open() as f:
-            done = {(r["task"], r["model"], r["backend"], r["seed"]) for r in csv.DictReader(f)}
+            done = {(r["task"], r["model"], r["backend"], r["seed"], r["steps"])
+                    for r in csv.DictReader(f)}
     for config in PLANS[plan]():
-        key = (config.task, config.model, config.backend, str(config.seed))
+        key = (config.task, config.model, config.backend, str(config.seed), str(config.steps))
         if key in done:
             continue
         config.out = str(out / "runs" / f"{config.task}-{config.model}-{config.backend}-"
-                         f"s{config.seed}")
+                         f"s{config.seed}-{config.steps}steps")
         config.resume = True
         result = run(config)
         row = dict(task=config.task, model=config.model, backend=config.backend,
@@ -95,10 +123,10 @@ def report(out) -> None:
         rows = list(csv.DictReader(f))
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["task"], r["model"], r["backend"]), []).append(r)
+        groups.setdefault((r["task"], r["model"], r["backend"], r["steps"]), []).append(r)
     lines = ["| task | model | backend | params | steps | wall s | metric | mean +- std "
              "(seeds) | trivial baseline |", "|---|---|---|---|---|---|---|---|---|"]
-    for (task, model, backend), rs in groups.items():
+    for (task, model, backend, _), rs in groups.items():
         v = [float(r["value"]) for r in rs]
         spread = f" +- {statistics.stdev(v):.4f}" if len(v) > 1 else ""
         lines.append(f"| {task} | {model} | {backend} | {rs[0]['n_params']} | {rs[0]['steps']} "
@@ -117,7 +145,7 @@ def report(out) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         rs = [(k, g) for k, g in groups.items() if k[0] == task]
-        names = [f"{k[1]}" for k, _ in rs]
+        names = [f"{k[1]} ({k[2]}, {k[3]} steps)" for k, _ in rs]
         means = [statistics.mean(float(r["value"]) for r in g) for _, g in rs]
         ax.bar(range(len(rs)), means)
         ax.axhline(float(rs[0][1][0]["baseline"]), color="gray", ls="--",
