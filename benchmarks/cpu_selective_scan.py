@@ -8,8 +8,12 @@ backward (the gradients of every input), are timed with the implementations alte
 each rep; the table gives medians. The numba kernels' first call (compile, or load from numba's
 on-disk cache) is reported apart. Prints the load average at start and end: on a shared machine
 the figures move with it.
+With --liquid P (P >= 2) the op is the liquid selective scan of degree P (BL tied to B, no
+lcontract): hm_t = exp(Delta_t A) hm_{t-1} + Delta_t B_t u_t h(m-1)_{t-1}, y_t = C_t . sum_m hm_t;
+its rows are numba, torch eager, liquidssm.jax auto and a plain jax.jit(lax.scan) of the levels
+(mambapy has no liquid scan).
 Usage: python benchmarks/cpu_selective_scan.py [--b 2 --d 128 --n 16 --l 2048 --reps 15]
-       [--threads T]  (torch and numba threads; XLA's are not limited)
+       [--threads T]  (torch and numba threads; XLA's are not limited) [--liquid P]
 """
 
 from __future__ import annotations
@@ -33,18 +37,26 @@ def inputs(b, d, n, l, seed=0):
                 C=f(b, n, l), D=f(d), z=f(b, d, l), delta_bias=0.5 * f(d))
 
 
+#: the liquid degree (--liquid; 1: the selective scan)
+DEGREE = 1
+
+
 # --- torch implementations: fn(dict of tensors) -> out (b, d, l)
 
 def numba_scan(x):
-    from liquidssm.cpu._torch import selective_scan
+    from liquidssm.cpu import _torch as N
 
-    return selective_scan(**x, delta_softplus=True)
+    if DEGREE > 1:
+        return N.liquid_selective_scan(**x, delta_softplus=True, liquid_degree=DEGREE)
+    return N.selective_scan(**x, delta_softplus=True)
 
 
 def eager_scan(x):
-    from liquidssm.torch.selective import selective_scan
+    from liquidssm.torch import selective as E
 
-    return selective_scan(**x, delta_softplus=True)
+    if DEGREE > 1:
+        return E.liquid_selective_scan(**x, delta_softplus=True, liquid_degree=DEGREE)
+    return E.selective_scan(**x, delta_softplus=True)
 
 
 def mambapy_scan(x):
@@ -63,9 +75,12 @@ def mambapy_scan(x):
 # --- jax implementations: fn(u, delta, A, B, C, D, z, bias) -> out
 
 def jax_auto(u, delta, A, B, C, D, z, bias):
-    from liquidssm.jax import selective_scan
+    from liquidssm import jax as J
 
-    return selective_scan(u, delta, A, B, C, D, z, bias, True)
+    if DEGREE > 1:
+        return J.liquid_selective_scan(u, delta, A, B, C, D, z, bias, True,
+                                       liquid_degree=DEGREE)
+    return J.selective_scan(u, delta, A, B, C, D, z, bias, True)
 
 
 def jax_plain(u, delta, A, B, C, D, z, bias):
@@ -75,14 +90,16 @@ def jax_plain(u, delta, A, B, C, D, z, bias):
 
     dt = jax.nn.softplus(delta + bias[:, None])
 
-    def step(h, xs):
+    def step(h, xs):  # h: (P, b, d, n) levels
         dtt, ut, Bt, Ct = xs  # (b, d), (b, d), (b, n), (b, n)
-        h = jnp.exp(dtt[..., None] * A) * h + (dtt * ut)[..., None] * Bt[:, None, :]
-        return h, jnp.einsum("bdn,bn->bd", h, Ct)
+        a = jnp.exp(dtt[..., None] * A)
+        x = (dtt * ut)[..., None] * Bt[:, None, :]  # Delta u B (also c_t, BL = B tied)
+        h = jnp.concatenate([(a * h[0] + x)[None], a * h[1:] + x * h[:-1]])
+        return h, jnp.einsum("bdn,bn->bd", h.sum(0), Ct)
 
     xs = (jnp.moveaxis(dt, 2, 0), jnp.moveaxis(u, 2, 0), jnp.moveaxis(B, 2, 0),
           jnp.moveaxis(C, 2, 0))
-    h0 = jnp.zeros(u.shape[:2] + A.shape[1:], u.dtype)
+    h0 = jnp.zeros((DEGREE,) + u.shape[:2] + A.shape[1:], u.dtype)
     _, y = jax.lax.scan(step, h0, xs)
     y = jnp.moveaxis(y, 0, 2) + D[:, None] * u
     return y * jax.nn.silu(z)
@@ -138,9 +155,12 @@ def env_line():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for k, dflt in (("b", 2), ("d", 128), ("n", 16), ("l", 2048), ("reps", 15), ("threads", 0)):
+    for k, dflt in (("b", 2), ("d", 128), ("n", 16), ("l", 2048), ("reps", 15), ("threads", 0),
+                    ("liquid", 1)):
         p.add_argument(f"--{k}", type=int, default=dflt)
     a = p.parse_args()
+    global DEGREE
+    DEGREE = a.liquid
     if a.threads:
         import numba
 
@@ -164,7 +184,8 @@ def main():
     try:
         import mambapy.pscan  # noqa: F401
 
-        impls["mambapy pscan"] = torch_runners(mambapy_scan, x, g)
+        if DEGREE == 1:
+            impls["mambapy pscan"] = torch_runners(mambapy_scan, x, g)
     except ImportError:
         print("mambapy not installed: row left out")
     try:
@@ -189,7 +210,8 @@ def main():
                 times[(name, m)].append(1e3 * (time.perf_counter() - t))
     load1 = os.getloadavg()
     print(f"\n{env_line()}")
-    print(f"b={a.b} d={a.d} n={a.n} l={a.l} float32, {a.reps} alternating reps; load average "
+    op = f"liquid selective scan p={DEGREE}" if DEGREE > 1 else "selective scan"
+    print(f"{op}, b={a.b} d={a.d} n={a.n} l={a.l} float32, {a.reps} alternating reps; load average "
           f"(1, 5, 15 min) at start {load0[0]:.1f} {load0[1]:.1f} {load0[2]:.1f}, at end "
           f"{load1[0]:.1f} {load1[1]:.1f} {load1[2]:.1f}\n")
     print("| implementation | forward ms | forward + backward ms |\n|---|---|---|")

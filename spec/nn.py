@@ -71,6 +71,10 @@ def softplus(x, threshold: float = 20.0):
     return xp.where(x > threshold, x, xp.log1p(xp.exp(xp.clip(x, None, threshold))))
 
 
+#: lecun's scaled tanh, phi(x) = LECUN_SCALE tanh(LECUN_SLOPE x) (the one place of the constants)
+LECUN_SCALE, LECUN_SLOPE = 1.7159, 0.666
+
+
 def lcontract(x, kind: str):
     """The liquid input nonlinearity phi: none -> x, tanh -> tanh(x),
     lecun -> 1.7159 tanh(0.666 x) (LeCun's scaled tanh, as Liquid-S4)."""
@@ -80,7 +84,7 @@ def lcontract(x, kind: str):
     if kind == "tanh":
         return xp.tanh(x)
     if kind == "lecun":
-        return 1.7159 * xp.tanh(0.666 * x)
+        return LECUN_SCALE * xp.tanh(LECUN_SLOPE * x)
     raise ValueError(f"lcontract: expected one of ['none', 'tanh', 'lecun'], got {kind!r}")
 
 

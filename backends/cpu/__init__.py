@@ -9,9 +9,10 @@ cached on disk (numba cache=True), so later processes load it.
 Implemented, forward and backward (deterministic: per-thread partial sums reduced in a fixed
 order): selective_scan with real A (B / C constant, input-dependent or grouped; D, z,
 delta_bias, softplus, initial_state, return_last_state), float32 and float64 (bfloat16 / float16
-inputs are computed in float32), and liquid_selective_scan with liquid_degree = 1.
+inputs are computed in float32), and liquid_selective_scan at every liquid_degree p (p levels,
+BL tied or its own, every lcontract), by one kernel pair (p = 1 is the selective scan).
 Not implemented here, run by the eager implementation (same results, eager speed): complex A,
-liquid_selective_scan with liquid_degree >= 2, diag_scan, liquid_scan, selective_state_update.
+diag_scan, liquid_scan, selective_state_update.
 The NumPy backend keeps the spec's loops: they are the reference the kernels are checked against.
 """
 

@@ -1,17 +1,19 @@
-"""numba kernels of the selective scan (real A) and its adjoint, on NumPy arrays.
+"""numba kernels of the (liquid) selective scan (real A) and its adjoint, on NumPy arrays.
 
 Layouts (all C-contiguous, in the compute dtype: float32, or float64 for float64 inputs):
-u, delta, z, out (b, d, l); A (d, n); D, bias (d,); h0, last (b, d, n);
-B / C as X4 (bX, G, LX, n) with a flag vb / vc (input-dependent): bX = 1 and LX = 1 for a
+u, delta, z, out (b, d, l); A (d, n); D, bias (d,); h0, last (b, p, d, n) (p liquid levels);
+B / C / BL as X4 (bX, G, LX, n) with a flag vb / vc (input-dependent): bX = 1 and LX = 1 for a
 constant (d, n) (then G = d, one "group" per channel), bX = b and LX = l for input-dependent
 (G = 1) or grouped (G = g) B / C;
 channel c reads group c // (d / G) (time-major along LX so the inner loop over n is contiguous).
-Checkpoints ck (b, d, nchunk, n): the state before each chunk of T steps.
+Checkpoints ck (b, d, nchunk, p, n): the levels before each chunk of T steps.
 
 Forward, per (batch, channel), t = 0..l-1 (the spec's recurrence, spec/selective.py):
     Delta = softplus(delta + bias) (threshold 20) or delta + bias
     h_t = exp(Delta A) h_{t-1} + Delta u_t B_t;  y_t = C_t . h_t;  out = (y + D u) silu(z)
-Backward: the adjoint of spec.selective.selective_scan_vjp, chunk by chunk in reverse, each
+and with p liquid levels (spec.selective.liquid_selective_scan) hm_t = exp(Delta A) hm_{t-1}
++ Delta phi(BL_t u_t) h(m-1)_{t-1}, y_t = C_t . sum_m hm_t (p = 1: the selective scan).
+Backward: the adjoint of spec.selective.liquid_selective_scan_vjp, chunk by chunk in reverse, each
 chunk's states recomputed from its checkpoint (memory O(T n) per thread). Deterministic: a
 thread owns one (batch, block of channels); gradients shared across threads (A, D, bias and
 B / C) are written as per-thread partial sums and reduced afterwards in a fixed order.
@@ -23,7 +25,9 @@ import math
 
 import numba as nb
 import numpy as np
+from liquidssm.spec.nn import LECUN_SCALE, LECUN_SLOPE
 
+_LECUN_SCALE, _LECUN_SLOPE = LECUN_SCALE, LECUN_SLOPE  # numba reads module floats as constants
 #: fast-math flags without nnan / ninf (inf and nan propagate as in the spec)
 _FM = {"contract", "arcp", "nsz", "afn", "reassoc"}
 _OPTS = dict(cache=True, nogil=True, fastmath=_FM)
@@ -42,28 +46,56 @@ def _sigmoid(x):
     return e / (1.0 + e)
 
 
+@nb.njit(inline="always", **_OPTS)
+def _phi(x, kind):
+    """lcontract: 0 none -> x, 1 tanh -> tanh(x), 2 lecun -> SCALE tanh(SLOPE x)."""
+    if kind == 0:
+        return x
+    if kind == 1:
+        return math.tanh(x)
+    return _LECUN_SCALE * math.tanh(_LECUN_SLOPE * x)
+
+
+@nb.njit(inline="always", **_OPTS)
+def _dphi(x, kind):
+    if kind == 0:
+        return 1.0
+    if kind == 1:
+        t = math.tanh(x)
+        return 1.0 - t * t
+    t = math.tanh(_LECUN_SLOPE * x)
+    return _LECUN_SCALE * _LECUN_SLOPE * (1.0 - t * t)
+
+
 @nb.njit(parallel=True, **_OPTS)
-def selective_fwd(u, delta, A, B4, C4, vb, vc, D, z, bias, h0, has_d, has_z, has_bias, has_h0,
-                  softplus, T, save, out, last, ck):
-    """Fills out (b, d, l), last (b, d, n) and, if save, ck (b, d, nchunk, n)."""
+def selective_fwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, h0, has_d, has_z, has_bias,
+                  has_h0, softplus, phi, p, T, save, out, last, ck):
+    """Fills out (b, d, l), last (b, p, d, n) and, if save, ck (b, d, nchunk, p, n).
+    p levels: h0_t = Abar h0 + Delta u B; hm_t = Abar hm + c_t h(m-1)_{t-1} with
+    c_t = Delta phi(BL_t u_t) (BL as L4); y = C . sum_m hm (p = 1: the selective scan)."""
     b, d, l = u.shape
     n = A.shape[1]
     gsb = d // B4.shape[1]
     gsc = d // C4.shape[1]
+    gsl = d // L4.shape[1]
     for job in nb.prange(b * d):
         bi = job // d
         c = job % d
-        h = np.empty(n, dtype=u.dtype)
+        h = np.empty((p, n), dtype=u.dtype)
         a = np.empty(n, dtype=u.dtype)
-        for k in range(n):
-            h[k] = h0[bi, c, k] if has_h0 else 0.0
+        cc = np.empty(n, dtype=u.dtype)
+        for m in range(p):
+            for k in range(n):
+                h[m, k] = h0[bi, m, c, k] if has_h0 else 0.0
         Bv = B4[bi if vb else 0, c // gsb]
         Cv = C4[bi if vc else 0, c // gsc]
+        Lv = L4[bi if vl else 0, c // gsl]
         Ac = A[c]
         for t in range(l):
             if save and t % T == 0:
-                for k in range(n):
-                    ck[bi, c, t // T, k] = h[k]
+                for m in range(p):
+                    for k in range(n):
+                        ck[bi, c, t // T, m, k] = h[m, k]
             raw = delta[bi, c, t]
             if has_bias:
                 raw += bias[c]
@@ -74,59 +106,77 @@ def selective_fwd(u, delta, A, B4, C4, vb, vc, D, z, bias, h0, has_d, has_z, has
             Ct = Cv[t if vc else 0]
             for k in range(n):
                 a[k] = math.exp(dt * Ac[k])
+            if p > 1:
+                Lt = Lv[t if vl else 0]
+                for k in range(n):
+                    cc[k] = dt * _phi(Lt[k] * ut, phi)
             y = 0.0
             for k in range(n):
-                h[k] = a[k] * h[k] + x * Bt[k]
-                y += Ct[k] * h[k]
+                total = 0.0
+                for m in range(p - 1, 0, -1):  # top down: level m reads the old level m - 1
+                    h[m, k] = a[k] * h[m, k] + cc[k] * h[m - 1, k]
+                    total += h[m, k]
+                h[0, k] = a[k] * h[0, k] + x * Bt[k]
+                y += Ct[k] * (total + h[0, k])
             if has_d:
                 y += D[c] * ut
             if has_z:
                 zt = z[bi, c, t]
                 y *= zt * _sigmoid(zt)
             out[bi, c, t] = y
-        for k in range(n):
-            last[bi, c, k] = h[k]
+        for m in range(p):
+            for k in range(n):
+                last[bi, m, c, k] = h[m, k]
 
 
 @nb.njit(parallel=True, **_OPTS)
-def selective_bwd(u, delta, A, B4, C4, vb, vc, D, z, bias, ck, dout, dlast, has_d, has_z,
-                  has_bias, has_dlast, softplus, T, BD, du, ddelta, dz, dA_p, dB_p, dC_p, dD_p,
-                  dbias_p, dh0):
-    """The adjoint. Per (batch, channel) outputs: du, ddelta, dz (b, d, l), dh0 (b, d, n).
-    Partial sums (zeroed by the caller), reduced afterwards over the leading axes:
-    dA_p (b, d, n), dD_p, dbias_p (b, d); dB_p / dC_p (b, S, LX, n) with S = d slots for a
-    constant B / C (summed over b afterwards) or S = d / BD blocks of BD channels (each block
-    lies in one group; summed over the blocks of a group afterwards)."""
+def selective_bwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, ck, dout, dlast, has_d,
+                  has_z, has_bias, has_dlast, softplus, phi, p, T, BD, du, ddelta, dz, dA_p,
+                  dB_p, dC_p, dL_p, dD_p, dbias_p, dh0):
+    """The adjoint (spec.selective.liquid_selective_scan_vjp). Per (batch, channel) outputs:
+    du, ddelta, dz (b, d, l), dh0 (b, p, d, n). Partial sums (zeroed by the caller), reduced
+    afterwards over the leading axes: dA_p (b, d, n), dD_p, dbias_p (b, d); dB_p / dC_p / dL_p
+    (b, S, LX, n) with S = d slots for a constant B / C / BL (summed over b afterwards) or
+    S = d / BD blocks of BD channels (each block lies in one group; summed over the blocks of a
+    group afterwards). lambda^m_t = C_t g_t + Abar_{t+1} lambda^m_{t+1} + c_{t+1}
+    lambda^(m+1)_{t+1} (lambda^p = 0), carried in lam."""
     b, d, l = u.shape
     n = A.shape[1]
     nchunk = ck.shape[2]
     gsb = d // B4.shape[1]
     gsc = d // C4.shape[1]
+    gsl = d // L4.shape[1]
     nblk = d // BD
     for job in nb.prange(b * nblk):
         bi = job // nblk
         blk = job % nblk
-        H = np.empty((T + 1, n), dtype=u.dtype)
+        H = np.empty((T + 1, p, n), dtype=u.dtype)
         Ab = np.empty((T, n), dtype=u.dtype)
+        CC = np.empty((T, n), dtype=u.dtype)
         dts = np.empty(T, dtype=u.dtype)
         raws = np.empty(T, dtype=u.dtype)
-        lam = np.empty(n, dtype=u.dtype)
+        lam = np.empty((p, n), dtype=u.dtype)
+        lk = np.empty(p + 1, dtype=u.dtype)
         for c in range(blk * BD, (blk + 1) * BD):
             Bv = B4[bi if vb else 0, c // gsb]
             Cv = C4[bi if vc else 0, c // gsc]
+            Lv = L4[bi if vl else 0, c // gsl]
             sb = blk if vb else c
             sc = blk if vc else c
+            sl = blk if vl else c
             Ac = A[c]
-            for k in range(n):
-                lam[k] = dlast[bi, c, k] if has_dlast else 0.0
+            for m in range(p):
+                for k in range(n):
+                    lam[m, k] = dlast[bi, m, c, k] if has_dlast else 0.0
             gD = 0.0
             gbias = 0.0
             for ci in range(nchunk - 1, -1, -1):
                 s = ci * T
                 e = min(s + T, l)
-                for k in range(n):
-                    H[0, k] = ck[bi, c, ci, k]
-                for t in range(s, e):
+                for m in range(p):
+                    for k in range(n):
+                        H[0, m, k] = ck[bi, c, ci, m, k]
+                for t in range(s, e):  # recompute the chunk's levels from its checkpoint
                     j = t - s
                     raw = delta[bi, c, t]
                     if has_bias:
@@ -134,12 +184,16 @@ def selective_bwd(u, delta, A, B4, C4, vb, vc, D, z, bias, ck, dout, dlast, has_
                     dt = _softplus(raw) if softplus else raw
                     raws[j] = raw
                     dts[j] = dt
-                    x = dt * u[bi, c, t]
+                    ut = u[bi, c, t]
+                    x = dt * ut
                     Bt = Bv[t if vb else 0]
+                    Lt = Lv[t if vl else 0]
                     for k in range(n):
                         Ab[j, k] = math.exp(dt * Ac[k])
-                    for k in range(n):
-                        H[j + 1, k] = Ab[j, k] * H[j, k] + x * Bt[k]
+                        CC[j, k] = dt * _phi(Lt[k] * ut, phi) if p > 1 else 0.0
+                        H[j + 1, 0, k] = Ab[j, k] * H[j, 0, k] + x * Bt[k]
+                        for m in range(1, p):
+                            H[j + 1, m, k] = Ab[j, k] * H[j, m, k] + CC[j, k] * H[j, m - 1, k]
                 for t in range(e - 1, s - 1, -1):
                     j = t - s
                     dt = dts[j]
@@ -147,10 +201,12 @@ def selective_bwd(u, delta, A, B4, C4, vb, vc, D, z, bias, ck, dout, dlast, has_
                     g = dout[bi, c, t]
                     Bt = Bv[t if vb else 0]
                     Ct = Cv[t if vc else 0]
+                    Lt = Lv[t if vl else 0]
                     if has_z:
                         y = 0.0
                         for k in range(n):
-                            y += Ct[k] * H[j + 1, k]
+                            for m in range(p):
+                                y += Ct[k] * H[j + 1, m, k]
                         if has_d:
                             y += D[c] * ut
                         zt = z[bi, c, t]
@@ -165,23 +221,41 @@ def selective_bwd(u, delta, A, B4, C4, vb, vc, D, z, bias, ck, dout, dlast, has_
                     x = dt * ut
                     tb = t if vb else 0
                     tc = t if vc else 0
+                    tl = t if vl else 0
                     for k in range(n):
-                        lk = Ct[k] * g + lam[k]
                         ak = Ab[j, k]
-                        w = lk * H[j, k] * ak
+                        dAbar = 0.0
+                        dc = 0.0
+                        hsum = 0.0
+                        lk[p] = 0.0
+                        for m in range(p):
+                            lk[m] = Ct[k] * g + lam[m, k]
+                            dAbar += lk[m] * H[j, m, k]
+                            if m >= 1:
+                                dc += lk[m] * H[j, m - 1, k]
+                            hsum += H[j + 1, m, k]
+                        w = dAbar * ak
                         dA_p[bi, c, k] += w * dt
-                        gdt += w * Ac[k] + lk * Bt[k] * ut
-                        gu += lk * dt * Bt[k]
-                        dB_p[bi, sb, tb, k] += lk * x
-                        dC_p[bi, sc, tc, k] += g * H[j + 1, k]
-                        lam[k] = ak * lk
+                        gdt += w * Ac[k] + lk[0] * Bt[k] * ut
+                        gu += lk[0] * dt * Bt[k]
+                        dB_p[bi, sb, tb, k] += lk[0] * x
+                        dC_p[bi, sc, tc, k] += g * hsum
+                        if p > 1:
+                            v = Lt[k] * ut
+                            gdt += dc * _phi(v, phi)
+                            q = dc * dt * _dphi(v, phi)
+                            gu += q * Lt[k]
+                            dL_p[bi, sl, tl, k] += q * ut
+                        for m in range(p):
+                            lam[m, k] = ak * lk[m] + CC[j, k] * lk[m + 1]
                     if softplus and raws[j] <= 20.0:
                         gdt *= _sigmoid(raws[j])
                     gbias += gdt
                     du[bi, c, t] = gu
                     ddelta[bi, c, t] = gdt
-            for k in range(n):
-                dh0[bi, c, k] = lam[k]
+            for m in range(p):
+                for k in range(n):
+                    dh0[bi, m, c, k] = lam[m, k]
             dD_p[bi, c] = gD
             dbias_p[bi, c] = gbias
 
@@ -209,32 +283,3 @@ def sum_blocks(P, per, out):
         for i in range(1, per):
             for j in range(k):
                 out[bi, gi, j] += P[bi, gi * per + i, j]
-
-
-@nb.njit(parallel=True, **_OPTS)
-def state_update(state, x, dt, A, B3, C3, D, z, bias, has_d, has_z, has_bias, softplus, out,
-                 new_state):
-    """One decode step. state, new_state (b, d, n); x, dt, z, out (b, d); A (d, n); B3, C3
-    (b, G, n), channel c reads group c // (d / G); D, bias (d,)."""
-    b, d = x.shape
-    n = A.shape[1]
-    gs = d // B3.shape[1]
-    for job in nb.prange(b * d):
-        bi = job // d
-        c = job % d
-        raw = dt[bi, c]
-        if has_bias:
-            raw += bias[c]
-        de = _softplus(raw) if softplus else raw
-        xt = x[bi, c]
-        y = 0.0
-        for k in range(n):
-            hk = math.exp(de * A[c, k]) * state[bi, c, k] + de * xt * B3[bi, c // gs, k]
-            new_state[bi, c, k] = hk
-            y += C3[bi, c // gs, k] * hk
-        if has_d:
-            y += D[c] * xt
-        if has_z:
-            zt = z[bi, c]
-            y *= zt * _sigmoid(zt)
-        out[bi, c] = y

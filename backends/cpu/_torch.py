@@ -4,7 +4,7 @@
 Same signatures and semantics as liquidssm.torch's primitives (the spec's). The arguments are
 checked by the spec's checks (liquidssm.spec._checks, as the eager implementation does), so
 errors are the spec's. Where no kernel exists the call runs the eager implementation
-(liquidssm.torch.selective / scans): complex A, liquid_degree >= 2, diag_scan / liquid_scan,
+(liquidssm.torch.selective / scans): complex A, diag_scan / liquid_scan, the decode step,
 non-CPU tensors, zero-size inputs. The dtype conversions and the B / C layout change
 (time-major, (b, G, l, n)) are plain torch ops outside the custom ops, so autograd maps the
 gradients back.
@@ -44,11 +44,11 @@ def _opt(x, ndim, dtype):
     return _dummy(ndim, dtype) if x is None else _a(x)
 
 
-def block_channels(d, gs_b, gs_c):
-    """Channels per backward thread: the largest divisor of d (and of the group size of an
-    input-dependent B / C, 0 for a constant one) that is at most MAX_BLOCK."""
+def block_channels(d, *group_sizes):
+    """Channels per backward thread: the largest divisor of d (and of the group size of each
+    input-dependent B / C / BL, 0 for a constant one) that is at most MAX_BLOCK."""
     m = d
-    for gs in (gs_b, gs_c):
+    for gs in group_sizes:
         if gs:
             m = math.gcd(m, gs)
     return max(k for k in range(1, min(m, MAX_BLOCK) + 1) if m % k == 0)
@@ -59,47 +59,56 @@ def _group_size(X4, var, d):
     return d // X4.shape[1] if var else 0
 
 
+#: lcontract name -> the kernels' code
+PHI = {"none": 0, "tanh": 1, "lecun": 2}
+
+
 @torch.library.custom_op("liquidssm::numba_selective_scan_fwd", mutates_args=())
 def _fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor,
-         C4: torch.Tensor, var_b: bool, var_c: bool, D: torch.Tensor | None,
-         z: torch.Tensor | None, bias: torch.Tensor | None, h0: torch.Tensor | None,
-         softplus: bool, save: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+         C4: torch.Tensor, L4: torch.Tensor, var_b: bool, var_c: bool, var_l: bool,
+         D: torch.Tensor | None, z: torch.Tensor | None, bias: torch.Tensor | None,
+         h0: torch.Tensor | None, softplus: bool, phi: int, p: int,
+         save: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out (b, d, l), last levels (b, p, d, n), checkpoints (b, d, nchunk, p, n) if save)."""
     b, d, l = u.shape
     n = A.shape[1]
     dt = u.dtype
     npdt = np.float64 if dt == torch.float64 else np.float32
     nchunk = -(-l // CHUNK)
     out = torch.empty((b, d, l), dtype=dt)
-    last = torch.empty((b, d, n), dtype=dt)
-    ck = torch.empty((b, d, nchunk, n) if save else (1, 1, 1, 1), dtype=dt)
-    K.selective_fwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), var_b, var_c, _opt(D, 1, npdt),
-                    _opt(z, 3, npdt), _opt(bias, 1, npdt), _opt(h0, 3, npdt), D is not None,
-                    z is not None, bias is not None, h0 is not None, softplus, CHUNK, save,
-                    out.numpy(), last.numpy(), ck.numpy())
+    last = torch.empty((b, p, d, n), dtype=dt)
+    ck = torch.empty((b, d, nchunk, p, n) if save else (1, 1, 1, 1, 1), dtype=dt)
+    K.selective_fwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), _a(L4), var_b, var_c, var_l,
+                    _opt(D, 1, npdt), _opt(z, 3, npdt), _opt(bias, 1, npdt), _opt(h0, 4, npdt),
+                    D is not None, z is not None, bias is not None, h0 is not None, softplus,
+                    phi, p, CHUNK, save, out.numpy(), last.numpy(), ck.numpy())
     return out, last, ck
 
 
 @_fwd.register_fake
-def _(u, delta, A, B4, C4, var_b, var_c, D, z, bias, h0, softplus, save):
+def _(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, h0, softplus, phi, p, save):
     b, d, l = u.shape
     n = A.shape[1]
     nchunk = -(-l // CHUNK)
-    return (u.new_empty((b, d, l)), u.new_empty((b, d, n)),
-            u.new_empty((b, d, nchunk, n) if save else (1, 1, 1, 1)))
+    return (u.new_empty((b, d, l)), u.new_empty((b, p, d, n)),
+            u.new_empty((b, d, nchunk, p, n) if save else (1, 1, 1, 1, 1)))
 
 
 @torch.library.custom_op("liquidssm::numba_selective_scan_bwd", mutates_args=())
 def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor,
-         C4: torch.Tensor, var_b: bool, var_c: bool, D: torch.Tensor | None,
-         z: torch.Tensor | None, bias: torch.Tensor | None, ck: torch.Tensor,
-         dout: torch.Tensor, dlast: torch.Tensor | None, softplus: bool) -> list[torch.Tensor]:
-    """[du, ddelta, dA, dB4, dC4, dD, dz, dbias, dh0]; dD / dz / dbias empty when absent."""
+         C4: torch.Tensor, L4: torch.Tensor, var_b: bool, var_c: bool, var_l: bool,
+         D: torch.Tensor | None, z: torch.Tensor | None, bias: torch.Tensor | None,
+         ck: torch.Tensor, dout: torch.Tensor, dlast: torch.Tensor | None, softplus: bool,
+         phi: int, p: int) -> list[torch.Tensor]:
+    """[du, ddelta, dA, dB4, dC4, dL4, dD, dz, dbias, dh0]; dD / dz / dbias empty when absent
+    (dL4 zeros at p = 1)."""
     b, d, l = u.shape
     n = A.shape[1]
     dt = u.dtype
     npdt = np.float64 if dt == torch.float64 else np.float32
     gsb, gsc = _group_size(B4, var_b, d), _group_size(C4, var_c, d)
-    bd = block_channels(d, gsb, gsc)
+    gsl = _group_size(L4, var_l, d)
+    bd = block_channels(d, gsb, gsc, gsl)
     nblk = d // bd
 
     def partial(X4, gs):
@@ -108,13 +117,14 @@ def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor
 
     du, ddelta = np.empty((b, d, l), npdt), np.empty((b, d, l), npdt)
     dz = np.empty((b, d, l) if z is not None else (1, 1, 1), npdt)
-    dA_p, dh0 = np.zeros((b, d, n), npdt), np.empty((b, d, n), npdt)
-    dB_p, dC_p = partial(B4, gsb), partial(C4, gsc)
+    dA_p, dh0 = np.zeros((b, d, n), npdt), np.empty((b, p, d, n), npdt)
+    dB_p, dC_p, dL_p = partial(B4, gsb), partial(C4, gsc), partial(L4, gsl)
     dD_p, dbias_p = np.zeros((b, d), npdt), np.zeros((b, d), npdt)
-    K.selective_bwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), var_b, var_c, _opt(D, 1, npdt),
-                    _opt(z, 3, npdt), _opt(bias, 1, npdt), _a(ck), _a(dout), _opt(dlast, 3, npdt),
-                    D is not None, z is not None, bias is not None, dlast is not None, softplus,
-                    CHUNK, bd, du, ddelta, dz, dA_p, dB_p, dC_p, dD_p, dbias_p, dh0)
+    K.selective_bwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), _a(L4), var_b, var_c, var_l,
+                    _opt(D, 1, npdt), _opt(z, 3, npdt), _opt(bias, 1, npdt), _a(ck), _a(dout),
+                    _opt(dlast, 4, npdt), D is not None, z is not None, bias is not None,
+                    dlast is not None, softplus, phi, p, CHUNK, bd, du, ddelta, dz, dA_p, dB_p,
+                    dC_p, dL_p, dD_p, dbias_p, dh0)
 
     def lead(P, shape):
         out = np.empty(int(np.prod(shape)), npdt)
@@ -132,41 +142,44 @@ def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor
     t = torch.from_numpy
     empty = lambda: torch.empty(0, dtype=dt)  # noqa: E731  (one per output: no aliasing)
     return [t(du), t(ddelta), t(lead(dA_p, (d, n))), t(bc(dB_p, B4, gsb)), t(bc(dC_p, C4, gsc)),
-            t(lead(dD_p, (d,))) if D is not None else empty(),
+            t(bc(dL_p, L4, gsl)), t(lead(dD_p, (d,))) if D is not None else empty(),
             t(dz) if z is not None else empty(),
             t(lead(dbias_p, (d,))) if bias is not None else empty(), t(dh0)]
 
 
 @_bwd.register_fake
-def _(u, delta, A, B4, C4, var_b, var_c, D, z, bias, ck, dout, dlast, softplus):
+def _(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, dout, dlast, softplus, phi,
+      p):
     b, d, l = u.shape
     new = u.new_empty
     return [new((b, d, l)), new((b, d, l)), new(A.shape), new(B4.shape), new(C4.shape),
-            new((d,)) if D is not None else new((0,)),
+            new(L4.shape), new((d,)) if D is not None else new((0,)),
             new((b, d, l)) if z is not None else new((0,)),
-            new((d,)) if bias is not None else new((0,)), new((b, d, A.shape[1]))]
+            new((d,)) if bias is not None else new((0,)), new((b, p, d, A.shape[1]))]
 
 
 def _setup(ctx, inputs, output):
-    u, delta, A, B4, C4, var_b, var_c, D, z, bias, h0, softplus, _save = inputs
-    ctx.save_for_backward(u, delta, A, B4, C4, D, z, bias, output[2])
-    ctx.flags = (var_b, var_c, softplus)
+    u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, h0, softplus, phi, p, _ = inputs
+    ctx.save_for_backward(u, delta, A, B4, C4, L4, D, z, bias, output[2])
+    ctx.flags = (var_b, var_c, var_l, softplus, phi, p)
     ctx.present = [x is not None for x in (D, z, bias, h0)]
 
 
 def _backward(ctx, dout, dlast, _dck):
-    u, delta, A, B4, C4, D, z, bias, ck = ctx.saved_tensors
+    u, delta, A, B4, C4, L4, D, z, bias, ck = ctx.saved_tensors
     if ck.shape[0] != u.shape[0]:
         raise RuntimeError("selective_scan (numba): the forward ran without saving checkpoints "
                            "(no input required grad at call time)")
     dout = torch.zeros_like(u) if dout is None else dout.contiguous()
     dlast = None if dlast is None else dlast.contiguous()
-    var_b, var_c, softplus = ctx.flags
-    du, ddelta, dA, dB4, dC4, dD, dz, dbias, dh0 = _bwd(u, delta, A, B4, C4, var_b, var_c, D, z,
-                                                        bias, ck, dout, dlast, softplus)
+    var_b, var_c, var_l, softplus, phi, p = ctx.flags
+    du, ddelta, dA, dB4, dC4, dL4, dD, dz, dbias, dh0 = _bwd(
+        u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, dout, dlast, softplus, phi,
+        p)
     hD, hz, hb, hh = ctx.present
-    return (du, ddelta, dA, dB4, dC4, None, None, dD if hD else None, dz if hz else None,
-            dbias if hb else None, dh0 if hh else None, None, None)
+    return (du, ddelta, dA, dB4, dC4, dL4, None, None, None, dD if hD else None,
+            dz if hz else None, dbias if hb else None, dh0 if hh else None, None, None, None,
+            None)
 
 
 _fwd.register_autograd(_backward, setup_context=_setup)
@@ -198,36 +211,44 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                                           return_last_state, kind=_eager._TORCH)
     if checked.empty or A.is_complex() or not _runs_here(*args, initial_state):
         return _eager.selective_scan(*args, delta_softplus, initial_state, return_last_state)
-    d, n = A.shape
-    wdt = torch.float64 if u.dtype == torch.float64 else torch.float32
-    cast = [None if x is None else x.to(wdt).contiguous()
-            for x in (u, delta, A, D, z, delta_bias, initial_state)]
-    uw, dw, Aw, Dw, zw, bw, hw = cast
-    B4, C4 = _bc4(B, d, n, wdt), _bc4(C, d, n, wdt)
-    save = torch.is_grad_enabled() and any(
-        x is not None and x.requires_grad for x in (*args, initial_state))
-    out, last, _ = _fwd(uw, dw, Aw, B4, C4, B.dim() > 2, C.dim() > 2, Dw, zw, bw, hw,
-                        delta_softplus, save)
-    out = out.to(u.dtype)
-    return (out, last) if return_last_state else out
+    h0 = None if initial_state is None else initial_state[:, None]
+    out, last = _run(args, delta_softplus, h0, 1, None, "none")
+    return (out, last[:, 0]) if return_last_state else out
 
 
 def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                           delta_softplus=False, initial_state=None, return_last_state=False, *,
                           liquid_degree=1, BL=None, lcontract="none"):
-    """spec.selective.liquid_selective_scan: liquid_degree = 1 runs the numba selective scan
-    (initial / last state (b, 1, d, n)); liquid_degree >= 2 runs the eager implementation."""
-    if liquid_degree != 1 or isinstance(liquid_degree, bool):
+    """spec.selective.liquid_selective_scan on the numba kernels: p = liquid_degree levels,
+    hm_t = exp(Delta_t A) hm_{t-1} + Delta_t phi(BL_t u_t) h(m-1)_{t-1} (BL None: B), y_t =
+    C_t . sum_m hm_t; initial / last state (b, p, d, n)."""
+    args = (u, delta, A, B, C, D, z, delta_bias)
+    checked = _checks.selective_scan_args(
+        *args, delta_softplus, initial_state, return_last_state, liquid=True,
+        liquid_degree=liquid_degree, BL=BL, lcontract=lcontract, kind=_eager._TORCH)
+    if checked.empty or not _runs_here(*args, initial_state, BL):
         return _eager.liquid_selective_scan(
-            u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-            return_last_state, liquid_degree=liquid_degree, BL=BL, lcontract=lcontract)
-    _checks.selective_scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                initial_state, return_last_state, liquid=True, liquid_degree=1,
-                                BL=BL, lcontract=lcontract, kind=_eager._TORCH)
-    h0 = None if initial_state is None else initial_state[:, 0]
-    res = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0,
-                         return_last_state)
-    return (res[0], res[1][:, None]) if return_last_state else res
+            *args, delta_softplus, initial_state, return_last_state,
+            liquid_degree=liquid_degree, BL=BL, lcontract=lcontract)
+    out, last = _run(args, delta_softplus, initial_state, liquid_degree, BL, lcontract)
+    return (out, last) if return_last_state else out
+
+
+def _run(args, softplus, h0, p, BL, lcontract):
+    """The custom op on the compute-dtype, kernel-layout copies of the arguments (plain torch
+    ops, so autograd maps the gradients back); BL None reads B (its gradients add up)."""
+    u, delta, A, B, C, D, z, bias = args
+    d, n = A.shape
+    wdt = torch.float64 if u.dtype == torch.float64 else torch.float32
+    uw, dw, Aw, Dw, zw, bw, hw = [None if x is None else x.to(wdt).contiguous()
+                                  for x in (u, delta, A, D, z, bias, h0)]
+    B4, C4 = _bc4(B, d, n, wdt), _bc4(C, d, n, wdt)
+    L4, var_l = (B4, B.dim() > 2) if BL is None else (_bc4(BL, d, n, wdt), BL.dim() > 2)
+    save = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (*args, h0, BL))
+    out, last, _ = _fwd(uw, dw, Aw, B4, C4, L4, B.dim() > 2, C.dim() > 2, var_l, Dw, zw, bw, hw,
+                        softplus, PHI[lcontract], p, save)
+    return out.to(u.dtype), last
 
 
 def diag_scan(*args, **kwargs):

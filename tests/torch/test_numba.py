@@ -121,16 +121,86 @@ def test_fallbacks_are_the_eager_results():
     x["A"] = torch.complex(x["A"], torch.randn(x["A"].shape, dtype=torch.float64))
     x["initial_state"] = x["initial_state"].to(torch.complex128)
     assert torch.equal(N.selective_scan(**x), eager.selective_scan(**x))
-    y = _inputs("var")
-    h0 = torch.randn(2, 2, 4, 3, dtype=torch.float64)
-    kw = dict(liquid_degree=2, lcontract="tanh", initial_state=h0)
-    got = N.liquid_selective_scan(**{**y, **kw})
-    assert torch.equal(got, eager.liquid_selective_scan(**{**y, **kw}))
     # liquid_degree = 1 runs the kernel: the selective scan with (b, 1, d, n) states
-    out, last = N.liquid_selective_scan(**{**y, "initial_state": h0[:, :1]},
-                                        return_last_state=True)
+    y = _inputs("var")
+    h0 = torch.randn(2, 1, 4, 3, dtype=torch.float64)
+    out, last = N.liquid_selective_scan(**{**y, "initial_state": h0}, return_last_state=True)
     ref, ref_last = N.selective_scan(**{**y, "initial_state": h0[:, 0]}, return_last_state=True)
     assert torch.equal(out, ref) and torch.equal(last[:, 0], ref_last)
+
+
+#: liquid cases: (B / C form, BL form or None (tied), degree, lcontract)
+LIQUID = [("var", None, 2, "tanh"), ("const", "var", 3, "lecun"), ("group", "group", 2, "none"),
+          ("var", "const", 3, "none")]
+
+
+def _liquid_inputs(form, bl, p, dtype=torch.float64, b=2, d=4, n=3, l=20, seed=0):
+    x = _inputs(form, dtype, b, d, n, l, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x["initial_state"] = torch.randn(b, p, d, n, generator=g, dtype=dtype)
+    if bl is not None:
+        x["BL"] = {"const": lambda: torch.randn(d, n, generator=g, dtype=dtype),
+                   "var": lambda: torch.randn(b, n, l, generator=g, dtype=dtype),
+                   "group": lambda: torch.randn(b, 2, n, l, generator=g, dtype=dtype)}[bl]()
+    return x
+
+
+@pytest.mark.parametrize("form,bl,p,phi", LIQUID)
+def test_liquid_matches_the_spec(form, bl, p, phi):
+    x = _liquid_inputs(form, bl, p)
+    kw = dict(delta_softplus=True, return_last_state=True, liquid_degree=p, lcontract=phi)
+    out, last = N.liquid_selective_scan(**x, **kw)
+    ref, ref_last = spec_sel.liquid_selective_scan(**{k: v.numpy() for k, v in x.items()}, **kw)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(last.numpy(), ref_last, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("form,bl,p,phi", LIQUID)
+def test_liquid_gradients_match_the_spec(form, bl, p, phi):
+    x = _liquid_inputs(form, bl, p)
+    kw = dict(delta_softplus=True, liquid_degree=p, lcontract=phi)
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+    out, last = N.liquid_selective_scan(**leaves, return_last_state=True, **kw)
+    dout, dlast = torch.randn_like(out), torch.randn_like(last)
+    grads = torch.autograd.grad((out, last), list(leaves.values()), (dout, dlast))
+    ref = spec_sel.liquid_selective_scan_vjp(**{k: v.numpy() for k, v in x.items()}, **kw,
+                                             dout=dout.numpy(), dlast_state=dlast.numpy())
+    for k, gk in zip(leaves, grads):
+        np.testing.assert_allclose(gk.numpy(), ref[k], rtol=1e-10, atol=1e-10, err_msg=k)
+
+
+def test_liquid_gradcheck_float64():
+    x = _liquid_inputs("var", "var", 3, b=1, d=2, n=2, l=12)
+    names = list(x)
+
+    def f(*args):
+        return N.liquid_selective_scan(**dict(zip(names, args)), delta_softplus=True,
+                                       return_last_state=True, liquid_degree=3,
+                                       lcontract="lecun")
+
+    args = [v.clone().requires_grad_() for v in x.values()]
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7, rtol=1e-6, fast_mode=True)
+
+
+def test_liquid_backward_is_bitwise_repeatable():
+    x = _liquid_inputs("group", "var", 2, dtype=torch.float32, b=3, d=32, n=4, l=130)
+
+    def grads(threads):
+        old = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+            out, last = N.liquid_selective_scan(**leaves, delta_softplus=True, liquid_degree=2,
+                                                lcontract="tanh", return_last_state=True)
+            (out.sum() + last.square().sum()).backward()
+            return [out.detach(), last.detach(), *(v.grad for v in leaves.values())]
+        finally:
+            numba.set_num_threads(old)
+
+    first, again, one = grads(numba.config.NUMBA_NUM_THREADS), grads(
+        numba.config.NUMBA_NUM_THREADS), grads(1)
+    for a, b, c in zip(first, again, one):
+        assert torch.equal(a, b) and torch.equal(a, c)
 
 
 def test_bad_input_names_the_argument():
