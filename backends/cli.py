@@ -1,9 +1,11 @@
 """The `liquidssm` command.
 
+    liquidssm --version             the package version
     liquidssm info                  backends and implementations installed, versions, devices
     liquidssm check [--backend B]   the conformance suite per installed backend; prints the matrix
     liquidssm bench [--quick] [--backend B ...] [--variant V ...] [--mode M ...]
                     [--device cpu|cuda] [--out DIR]    rows (CSV, JSON), tables.md and plots
+                    (in ./liquidssm-bench unless --out says otherwise)
     liquidssm train TASK --model VARIANT --backend torch|jax [--steps N] [--seed S] [--out DIR]
                     train on a task (liquidssm.tasks): metrics.csv, curves.png, checkpoint/
 """

@@ -37,6 +37,7 @@ def make_rows(load_start=0.1, bw_start=20.0, bw_end=20.0, cpus=2):
                 "cpus": cpus, "load_start": load_start, "load_end": 1.0,
                 "host_copy_gbps_start": bw_start, "host_copy_gbps_end": bw_end,
                 "versions": "", "commit": "x", "timestamp": "t"})
+    rows += [dict(r, dtype="bfloat16") for r in rows if r["backend"] == "jax" and r["variant"]]
     s4d = [r for r in rows if r["variant"] == "s4d" and r["backend"] == "torch"]
     rows += [dict(r, mode="fwd+bwd") for r in s4d]
     rows += [dict(r, backend="jax", impl="auto", mode="fwd+bwd", status="skip", p50_ms=None,
@@ -150,6 +151,8 @@ def test_figures_one_style_per_implementation_legend_outside():
         "jax:auto", "torch:eager", "= best peer"}
     s5 = next(ax for ax in choose["axes"] if ax["title"] == "s5 forward")
     assert "s5-pytorch:apply_ssm" in s5["lines"]  # the peer drawn with ours
+    assert "jax:auto bfloat16" in figs["layers_fwd_time.png"]["legend"]
+    assert "jax:auto bfloat16" not in choose["legend"]  # float32 only
 
 
 def test_speedup_values_are_best_peer_over_ours():

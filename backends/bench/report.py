@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import peers as _peers
+from .cases import DTYPES
 
 __all__ = ["COLUMNS", "write", "write_rows", "read_rows", "tables", "plots"]
 
@@ -237,12 +238,12 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _length_series(rows, names, mode, value="p50_ms"):
+def _length_series(rows, names, mode, value="p50_ms", dtypes=DTYPES):
     """{name: {(impl, dtype): [(length, value)]}} for the length sweep of `mode`."""
     series = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if (r["status"] == "ok" and r["axis"] == "length" and r["mode"] == mode
-                and _name(r) in names and r.get(value) is not None):
+                and _name(r) in names and r.get(value) is not None and r["dtype"] in dtypes):
             series[_name(r)][(_impl(r), r["dtype"])].append((r["length"], r[value]))
     return series
 
@@ -266,15 +267,17 @@ def _speedup_series(rows, name):
 
 def _panel(ax, series, title, ylabel, hline=None) -> None:
     """Lines of `series` ({(impl, dtype): [(length, y)]}) on log-log axes, styled by STYLES;
-    bfloat16 dashed. hline: (y, label) drawn as a dotted black reference line."""
+    bfloat16 dashed with hollow markers. hline: (y, label), a dotted black reference line."""
     from matplotlib.ticker import NullFormatter
 
     for (impl, dtype), pts in sorted(series.items()):
         pts = sorted(pts)
         color, marker = style(impl)
         label = impl if dtype == "float32" else f"{impl} {dtype}"
+        f32 = dtype == "float32"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker,
-                markersize=4, linestyle="-" if dtype == "float32" else "--", label=label)
+                markersize=4, linestyle="-" if f32 else "--",
+                markerfacecolor=color if f32 else "none", label=label)
     if hline is not None:
         ax.axhline(hline[0], color="black", linestyle=":", linewidth=1, label=hline[1])
     ax.set_xscale("log", base=2)
@@ -317,7 +320,7 @@ def figure(panels, title, note=""):
     if note:
         fig.text(0.01, 0, note, ha="left", va="top", fontsize=8, wrap=True)
     fig.legend([handles[k] for k in order], order, loc="center left", bbox_to_anchor=(1.0, 0.5),
-               fontsize=8, title="backend:impl (dashed: bfloat16)", title_fontsize=8)
+               fontsize=8, title="backend:impl (dashed, hollow: bfloat16)", title_fontsize=8)
     return fig
 
 
@@ -371,10 +374,10 @@ def figures(rows: list[dict]) -> list[tuple[str, object]]:
                      f"layers, {mode}: median time ({dev})",
                      [(s[n], n, time_y, None) for n in sorted(s)],
                      _not_shown(rows, layers, mode)))
-    s = _length_series(rows, layers, "fwd")
+    s = _length_series(rows, layers, "fwd", dtypes=("float32",))
     with_peers = sorted({_name(r) for r in rows
                          if r["backend"] in PEER_BACKENDS and r["status"] == "ok"})
-    ops_s = _length_series(rows, with_peers, "fwd")
+    ops_s = _length_series(rows, with_peers, "fwd", dtypes=("float32",))
     panels = [(s[n], f"{n} forward", time_y, None) for n in sorted(s)]
     panels += [(ops_s[n], f"{n} (op) forward", time_y, None) for n in with_peers if n in ops]
     for n in with_peers:
