@@ -1,9 +1,11 @@
 """The `liquidssm` command.
 
+    liquidssm --version             the package version
     liquidssm info                  backends and implementations installed, versions, devices
     liquidssm check [--backend B]   the conformance suite per installed backend; prints the matrix
     liquidssm bench [--quick] [--backend B ...] [--variant V ...] [--mode M ...]
                     [--device cpu|cuda] [--out DIR]    rows (CSV, JSON), tables.md and plots
+                    (in ./liquidssm-bench unless --out says otherwise)
     liquidssm train TASK --model VARIANT --backend torch|jax [--steps N] [--seed S] [--out DIR]
                     train on a task (liquidssm.tasks): metrics.csv, curves.png, checkpoint/
 """
@@ -140,7 +142,13 @@ def cmd_bench(args) -> int:
 
     out = Path(args.out)
     if args.from_rows:
-        rows = report.read_rows(Path(args.from_rows))
+        try:
+            rows = report.read_rows(Path(args.from_rows))
+        except (OSError, ValueError) as err:  # missing, unreadable or not rows: one line, exit 2
+            why = err.strerror if isinstance(err, OSError) and err.strerror else err
+            print(f"liquidssm bench: error: --from-rows {args.from_rows}: {why}",
+                  file=sys.stderr)
+            return 2
     else:
         t0 = time.perf_counter()
         try:
@@ -185,11 +193,14 @@ def cmd_train(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    import liquidssm
     from liquidssm.bench.cases import MODES, OPS, VARIANTS
     from liquidssm.bench.runner import BACKENDS
 
     p = argparse.ArgumentParser(prog="liquidssm", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"liquidssm {liquidssm.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    p.subcommands = sub.choices  # name -> its parser (main reports unknown options with it)
     sub.add_parser("info", help="backends, implementations, versions and devices")
 
     c = sub.add_parser("check", help="run the conformance suite per installed backend")
@@ -203,7 +214,8 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmark the backends (rows, tables, plots)")
     b.add_argument("--quick", action="store_true",
-                   help="the smoke sweep: one short length, tiny shapes (< 2 min on 2 cores)")
+                   help="the smoke sweep: three short lengths, tiny shapes (about 2 min on 2 "
+                        "cores)")
     b.add_argument("--backend", action="append", choices=list(BACKENDS),
                    help="backend to time (repeatable; default: every installed one)")
     b.add_argument("--variant", action="append", choices=[*VARIANTS, *OPS], metavar="TARGET",
@@ -211,8 +223,12 @@ def parser() -> argparse.ArgumentParser:
                         f"{', '.join([*VARIANTS, *OPS])}")
     b.add_argument("--mode", action="append", choices=list(MODES),
                    help="layer mode (repeatable; default all; ops are always fwd)")
-    b.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
-    b.add_argument("--out", default="liquidssm-bench", help="output folder")
+    b.add_argument("--device", default="cpu",
+                   help="where the backends run: cpu, or cuda / cuda:i for a GPU (torch and jax "
+                        "on it; numpy is CPU only); default cpu")
+    b.add_argument("--out", default="liquidssm-bench",
+                   help="output folder for rows.csv, rows.json, tables.md and the PNG plots "
+                        "(default: ./liquidssm-bench, under the current directory)")
     b.add_argument("--from-rows", metavar="ROWS_JSON",
                    help="re-render tables and plots from a rows.json instead of measuring")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -262,7 +278,10 @@ def _check_device(device: str) -> None:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra:  # an unknown option of a subcommand: that subcommand's usage, not the top-level one
+        p.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "info":
         return cmd_info(args)
     if args.command == "check":

@@ -61,3 +61,44 @@ def test_sweeps_are_ordered_by_length():
             if c.axis == "length":
                 series.setdefault((c.target, c.mode, c.dtype), []).append(c.length)
         assert all(ls == sorted(ls) for ls in series.values())
+
+
+def test_version_is_the_package_version(capsys):
+    import liquidssm
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"liquidssm {liquidssm.__version__}"
+
+
+def test_an_unknown_option_of_check_prints_checks_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["check", "--fast"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: liquidssm check")
+    assert "liquidssm check: error: unrecognized arguments: --fast" in err
+
+
+def test_bench_help_says_where_output_goes_and_what_device_means(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: ./liquidssm-bench" in out
+    assert "--device DEVICE where the backends run: cpu, or cuda" in out
+
+
+def test_bench_from_missing_rows_is_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    missing = tmp_path / "nonexistent.json"
+    proc = subprocess.run([sys.executable, "-m", "liquidssm.cli", "bench", "--from-rows",
+                           str(missing), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"liquidssm bench: error: --from-rows {missing}: "
+                                   "No such file or directory")
+    (tmp_path / "bad.json").write_text('{"not": "rows"}')
+    assert cli.main(["bench", "--from-rows", str(tmp_path / "bad.json")]) == 2

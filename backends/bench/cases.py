@@ -73,9 +73,11 @@ class Sweep:
 
 
 SWEEPS = {
-    # --quick: one short length, tiny shapes (a smoke run: < 2 min on 2 CPU cores)
-    "quick-cpu": Sweep((256,), (256,), (256,), 1, 16, 8, 256),
-    "quick-cuda": Sweep((4096,), (4096,), (4096,), 2, 64, 16, 4096, bf16_lengths=(4096,)),
+    # --quick: three short lengths (lines in the plots), tiny shapes (a smoke run: about 2 min
+    # on 2 CPU cores)
+    "quick-cpu": Sweep((64, 128, 256), (64, 128, 256), (64, 128, 256), 1, 16, 8, 256),
+    "quick-cuda": Sweep((1024, 2048, 4096), (1024, 2048, 4096), (1024, 2048, 4096), 2, 64, 16,
+                        4096, bf16_lengths=(4096,)),
     "cpu": Sweep((256, 1024, 4096, 8192), (256, 1024, 4096), (1024,), 2, 32, 16, 1024,
                  batches=(8,), channel_values=(128,), states=(64,), bf16_lengths=(1024,)),
     "cuda": Sweep((1024, 4096, 16384, 65536), (1024, 4096, 16384), (1024, 4096), 4, 256, 16,

@@ -27,7 +27,8 @@ from . import peers as _peers
 from . import timing
 from .timing import Budget
 
-__all__ = ["BACKENDS", "groups", "measure", "run_group", "run", "environment"]
+__all__ = ["BACKENDS", "groups", "expected_rows", "measure", "run_group", "run",
+           "environment"]
 
 #: backend -> its implementations (torch triton only on CUDA, jax pallas not on the CPU). JAX:
 #: the scan strategy only changes cases that run a scan (cases.uses_scan); the others run once,
@@ -74,20 +75,35 @@ def groups(backends, device: str, quick: bool = False) -> list[tuple[str, str]]:
     return out
 
 
+#: (backend, mode) -> why a quick run does not time it (a skip row says so)
+QUICK_SKIPS = {
+    ("jax", "fwd+bwd"): "not timed in --quick: compiling jax forward + backward for every variant "
+                        "and length takes minutes of CPU (the full sweep times it)",
+}
+
+
 def group_cases(backend: str, impl: str, cases: list, quick: bool = False) -> list:
     """The cases a group measures. peers: the targets some peer implements, fp32 forward.
-    jax: explicit strategies take the cases that run a scan, "auto" the others (quick: all but
-    forward + backward, whose compilation for every variant takes about a minute of CPU)."""
+    jax: explicit strategies take the cases that run a scan, "auto" the others (quick: all of
+    them; QUICK_SKIPS turns some into skip rows)."""
     if backend == "peers":
         targets = {p.target for p in _peers.PEERS}
         return [c for c in cases
                 if c.target in targets and c.mode == "fwd" and c.dtype == "float32"]
     if backend == "jax" and quick:
-        return [c for c in cases if c.mode != "fwd+bwd"]
+        return list(cases)
     if backend == "jax":
         scan = impl in JAX_STRATEGIES
         return [c for c in cases if _cases.uses_scan(c) == scan]
     return list(cases)
+
+
+def expected_rows(backend: str, cases: list) -> int:
+    """How many rows a group emits for `cases`: one per case, one per peer of its target for
+    the peers group."""
+    if backend != "peers":
+        return len(cases)
+    return sum(p.target == c.target for c in cases for p in _peers.PEERS)
 
 
 def _row(case, backend, impl, **kw) -> dict:
@@ -337,7 +353,7 @@ def environment(device: str) -> dict:
     versions = {d: v for d in dists if (v := _version(d))}
     versions["python"] = platform.python_version()
     return {
-        "device": device, "device_name": name, "copy_gbps": copy,
+        "device": device, "device_name": name, "copy_gbps": copy, "cpus": os.cpu_count(),
         "versions": ";".join(f"{k}={v}" for k, v in versions.items()),
         "commit": _commit(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -355,7 +371,9 @@ def run(*, backends=None, targets=None, modes=None, device="cpu", quick=False, p
     sweep = _cases.sweep(("quick-" if quick else "") + kind, targets, modes)
     plan = [(b, i, group_cases(b, i, sweep, quick)) for b, i in groups(chosen, device, quick)]
     plan = [(b, i, c) for b, i, c in plan if c]
-    env = environment(device)
+    start = timing.machine_load()  # before any work of ours: load average, host copy GB/s
+    env = {**environment(device), "load_start": start["load"],
+           "host_copy_gbps_start": start["copy_gbps"]}
     budget = BUDGETS["quick" if quick else "full"]
     cap = MAX_CALL_S["quick" if quick else "full"]
     rows: list[dict] = []
@@ -363,7 +381,8 @@ def run(*, backends=None, targets=None, modes=None, device="cpu", quick=False, p
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(len(c) for _, _, c in plan), unit="case", dynamic_ncols=True)
+        total = sum(expected_rows(b, c) for b, _, c in plan)
+        bar = tqdm(total=total, unit="row", dynamic_ncols=True)
 
     def emit(row):
         rows.append({**row, **env})
@@ -372,10 +391,20 @@ def run(*, backends=None, targets=None, modes=None, device="cpu", quick=False, p
             bar.update(1)
 
     for backend, impl, group in plan:
+        skipped = {c: QUICK_SKIPS.get((backend, c.mode)) if quick else None for c in group}
+        for case in group:
+            if skipped[case]:
+                emit(_row(case, backend, impl, status="skip", note=skipped[case]))
+        timed = [c for c in group if not skipped[c]]
+        if not timed:
+            continue
         if in_process:
-            run_group(backend, impl, device, group, budget, env["copy_gbps"], emit, cap)
+            run_group(backend, impl, device, timed, budget, env["copy_gbps"], emit, cap)
         else:
-            spawn_group(backend, impl, device, group, budget, env["copy_gbps"], emit, cap)
+            spawn_group(backend, impl, device, timed, budget, env["copy_gbps"], emit, cap)
     if bar is not None:
         bar.close()
+    end = timing.machine_load()
+    for r in rows:
+        r.update(load_end=end["load"], host_copy_gbps_end=end["copy_gbps"])
     return rows

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import re
 import time
 import tracemalloc
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Budget", "percentiles", "wall_samples", "cuda_samples", "rss_peak",
-           "tracemalloc_peak", "cuda_peak", "cpu_copy_gbps", "cuda_copy_gbps"]
+           "tracemalloc_peak", "cuda_peak", "cpu_copy_gbps", "cuda_copy_gbps", "machine_load"]
 
 
 @dataclass(frozen=True)
@@ -168,3 +169,14 @@ def cuda_copy_gbps(device, nbytes: int = 512 << 20) -> float:
     dst = torch.empty_like(src)
     ms = percentiles(cuda_samples(lambda: dst.copy_(src), Budget()))[1]
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
+
+
+def machine_load() -> dict:
+    """{"load": the 1-minute load average (None where the OS has none), "copy_gbps": the host
+    copy bandwidth of a 64 MB NumPy copy}: taken at the start and the end of a run, a loaded
+    machine shows as a high load or as a bandwidth that changed between the two."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        load = None
+    return {"load": load, "copy_gbps": cpu_copy_gbps()}
