@@ -23,6 +23,7 @@ from typing import NamedTuple
 import array_api_compat
 
 from ._common import check_bool, check_choice, check_int
+from .nn import LCONTRACTS
 
 __all__ = [
     "array_kind",
@@ -35,7 +36,6 @@ __all__ = [
     "selective_state_update_args",
 ]
 
-LCONTRACTS = ("none", "tanh", "lecun")
 
 
 def array_kind(x) -> str | None:

@@ -43,7 +43,7 @@ from ._common import (
     namespace,
 )
 from .mamba import _causal_conv, _check_state, _sub, _t
-from .nn import gelu, linear, rms_norm, sigmoid, silu
+from .nn import LCONTRACTS, gelu, linear, rms_norm, sigmoid, silu
 from .selective import liquid_selective_scan
 
 __all__ = ["Config", "mamba_config", "param_shapes", "init", "initial_state", "forward", "step"]
@@ -69,7 +69,7 @@ class Config(mamba._MixerConfig):
         super().__post_init__()
         check_int("liquid_degree", self.liquid_degree)
         check_bool("tied", self.tied)
-        check_choice("lcontract", self.lcontract, ("none", "tanh", "lecun"))
+        check_choice("lcontract", self.lcontract, LCONTRACTS)
         check_choice("conv", self.conv, ("plain", "gated"))
         check_choice("ffn", self.ffn, ("none", "swiglu", "gelu"))
         check_float("ffn_expand", self.ffn_expand, positive=True)

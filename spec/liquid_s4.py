@@ -46,6 +46,7 @@ from ._common import (
     discretize,
     namespace,
 )
+from .nn import LCONTRACTS
 from .nn import lcontract as _lcontract
 from .s4d import check_input, check_step_input, get_param, get_state
 from .scan import liquid_scan
@@ -83,7 +84,7 @@ class Config:
         check_choice("base", self.base, ("s4", "s4d"))
         check_choice("liquid_kernel", self.liquid_kernel, ("pb", "kb", "scan"))
         check_int("liquid_degree", self.liquid_degree)
-        check_choice("lcontract", self.lcontract, ("none", "tanh", "lecun"))
+        check_choice("lcontract", self.lcontract, LCONTRACTS)
         check_choice("kb_convolution", self.kb_convolution, ("linear", "published"))
         for name in ("allcombs", "tied"):
             if not isinstance(getattr(self, name), bool):

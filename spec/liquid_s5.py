@@ -36,7 +36,7 @@ __all__ = [
     "param_shapes",
 ]
 
-LCONTRACTS = ("none", "tanh", "lecun")
+LCONTRACTS = nn.LCONTRACTS
 
 
 @dataclass(frozen=True)

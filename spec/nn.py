@@ -71,7 +71,9 @@ def softplus(x, threshold: float = 20.0):
     return xp.where(x > threshold, x, xp.log1p(xp.exp(xp.clip(x, None, threshold))))
 
 
-#: lecun's scaled tanh, phi(x) = LECUN_SCALE tanh(LECUN_SLOPE x) (the one place of the constants)
+#: the liquid input nonlinearities phi (lcontract); lecun is LeCun's scaled tanh,
+#: phi(x) = LECUN_SCALE tanh(LECUN_SLOPE x) (the one place of these constants)
+LCONTRACTS = ("none", "tanh", "lecun")
 LECUN_SCALE, LECUN_SLOPE = 1.7159, 0.666
 
 
@@ -85,7 +87,17 @@ def lcontract(x, kind: str):
         return xp.tanh(x)
     if kind == "lecun":
         return LECUN_SCALE * xp.tanh(LECUN_SLOPE * x)
-    raise ValueError(f"lcontract: expected one of ['none', 'tanh', 'lecun'], got {kind!r}")
+    raise ValueError(f"lcontract: expected one of {list(LCONTRACTS)}, got {kind!r}")
+
+
+def lcontract_grad(x, kind: str):
+    """d phi / dx of lcontract(x, kind): 1, 1 - tanh(x)^2, SCALE SLOPE (1 - tanh(SLOPE x)^2)."""
+    xp = namespace(x)
+    if kind == "none":
+        return xp.ones_like(x)
+    if kind == "tanh":
+        return 1 - xp.tanh(x) ** 2
+    return LECUN_SCALE * LECUN_SLOPE * (1 - xp.tanh(LECUN_SLOPE * x) ** 2)
 
 
 def linear(x, weight, bias=None):

@@ -25,8 +25,8 @@ from __future__ import annotations
 from ._checks import selective_scan_args, selective_state_update_args
 from ._common import check_array, check_choice, check_int, complex_dtype, namespace, to_complex
 from ._dispatch import overridable
+from .nn import LCONTRACTS, lcontract_grad, sigmoid, silu, softplus
 from .nn import lcontract as _lcontract
-from .nn import sigmoid, silu, softplus
 
 __all__ = [
     "selective_scan",
@@ -212,15 +212,6 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
 # Reference gradients (adjoint reverse scan), float64.
 
 
-def _phi_grad(x, kind, xp):
-    """d phi / dx for spec.nn.lcontract."""
-    if kind == "none":
-        return xp.ones_like(x)
-    if kind == "tanh":
-        return 1 - xp.tanh(x) ** 2
-    return 1.7159 * 0.666 * (1 - xp.tanh(0.666 * x) ** 2)
-
-
 def _reduce(G, form, xp):
     """Gradient w.r.t. the normalised (b, d, n, l) B/C/BL -> gradient of the argument's form."""
     if form[0] == "const":
@@ -296,7 +287,7 @@ def _vjp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, dou
             for m in range(2, p):
                 dc = dc + lam[m] * prev[m - 1]
             ddt_t = ddt_t + xp.sum(dc * ph, axis=-1)
-            dpre = dc * dtt * _phi_grad(pre, phi, xp)
+            dpre = dc * dtt * lcontract_grad(pre, phi)
             dBL[t] = dpre * ut
             du_t = du_t + xp.sum(dpre * BLt, axis=-1)
         ddt[t], du[t] = ddt_t, du_t
@@ -368,6 +359,6 @@ def liquid_selective_scan_vjp(u, delta, A, B, C, D=None, z=None, delta_bias=None
     dlast_state (b, p, d, n) or None. Returns the gradients as selective_scan_vjp, plus "BL".
     """
     p = check_int("liquid_degree", liquid_degree)
-    check_choice("lcontract", lcontract, ("none", "tanh", "lecun"))
+    check_choice("lcontract", lcontract, LCONTRACTS)
     return _vjp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, dout,
                 dlast_state, p, BL, lcontract, True)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from liquidssm.spec import _checks
 from liquidssm.spec import selective as _spec
+from liquidssm.spec.nn import LECUN_SCALE, LECUN_SLOPE
 
 from . import scans
 from .scans import _as, levels_backward, levels_forward
@@ -28,17 +29,19 @@ _TORCH = "torch.Tensor"  # the array type the checks require
 
 
 def _phi(x, kind):
+    """spec.nn.lcontract on tensors."""
     if kind == "none":
         return x
-    return torch.tanh(x) if kind == "tanh" else 1.7159 * torch.tanh(0.666 * x)
+    return torch.tanh(x) if kind == "tanh" else LECUN_SCALE * torch.tanh(LECUN_SLOPE * x)
 
 
 def _dphi(x, kind):
+    """spec.nn.lcontract_grad on tensors."""
     if kind == "none":
         return torch.ones_like(x)
     if kind == "tanh":
         return 1 - torch.tanh(x) ** 2
-    return 1.7159 * 0.666 * (1 - torch.tanh(0.666 * x) ** 2)
+    return LECUN_SCALE * LECUN_SLOPE * (1 - torch.tanh(LECUN_SLOPE * x) ** 2)
 
 
 class _Spec:
