@@ -46,33 +46,25 @@ def _err(x, y):
     return max(errs)
 
 
-def _loss(out, weights):
-    """A scalar that depends on every output value (real and imaginary parts)."""
-    import jax
-    import jax.numpy as jnp
-
-    total = 0.0
-    for o, w in zip(jax.tree.leaves(out), jax.tree.leaves(weights), strict=True):
-        total = total + jnp.sum(jnp.real(o) * w) + jnp.sum(jnp.imag(o) * w ** 2)
-    return total
-
-
 def _compare(name, primitive, arrays, static, mesh):
-    """Outputs and gradients (wrt every array argument) of primitive on one device and sharded
-    over the 4 devices of mesh axis 'seq'; returns the max error."""
+    """Outputs and gradients (the vjp of a fixed random cotangent, wrt every array argument) of
+    primitive on one device and sharded over the 4 devices of mesh axis 'seq' (one jit);
+    returns the max error."""
     import jax
     import numpy as np
     from liquidssm.jax.parallel import shard_sequence
 
     sharded = shard_sequence(primitive, mesh, "seq")
-    one = jax.jit(lambda a: primitive(**a, **static))
-    many = jax.jit(lambda a: sharded(**a, **static))
-    out1, outk = one(arrays), many(arrays)
+    out = jax.eval_shape(lambda a: primitive(**a, **static), arrays)
     rng = np.random.default_rng(1)
-    weights = jax.tree.map(lambda o: rng.standard_normal(o.shape), out1)
-    g1 = jax.jit(jax.grad(lambda a: _loss(primitive(**a, **static), weights)))(arrays)
-    gk = jax.jit(jax.grad(lambda a: _loss(sharded(**a, **static), weights)))(arrays)
-    err = max(_err(outk, out1), _err(gk, g1))
+    cotangent = jax.tree.map(lambda o: rng.standard_normal(o.shape).astype(o.dtype), out)
+
+    def out_and_grads(f):
+        y, vjp = jax.vjp(lambda a: f(**a, **static), arrays)
+        return y, vjp(cotangent)
+
+    one, many = jax.jit(lambda: (out_and_grads(primitive), out_and_grads(sharded)))()
+    err = _err(many, one)
     print(f"{name}: max error {err:.2e} (outputs and grads of {sorted(arrays)})")
     assert err < TOL, name
     return err
@@ -134,14 +126,13 @@ def check_liquid_scan(mesh, rng):
     from liquidssm.jax import liquid_scan
 
     b, L, S = 2, 32, (3, 4)
-    for p, reverse, cplx in ((3, False, False), (3, True, False), (2, False, True)):
+    for p, reverse, cplx, h0 in ((3, False, False, True), (3, True, True, False)):
         arrays = dict(a=_decay(rng, (b, L) + S, cplx), b=_randn(rng, (b, L) + S, cplx),
-                      c=0.5 * _randn(rng, (1, L) + S, cplx), h0=_randn(rng, (b, p) + S, cplx))
-        _compare(f"liquid_scan p={p} reverse={reverse} complex={cplx}", liquid_scan, arrays,
-                 dict(degree=p, reverse=reverse), mesh)
-    arrays = dict(a=_decay(rng, (b, L) + S), b=_randn(rng, (b, L) + S),
-                  c=_randn(rng, (b, L) + S))
-    _compare("liquid_scan p=3 no h0", liquid_scan, arrays, dict(degree=3), mesh)
+                      c=0.5 * _randn(rng, (1, L) + S, cplx))
+        if h0:
+            arrays["h0"] = _randn(rng, (b, p) + S, cplx)
+        _compare(f"liquid_scan p={p} reverse={reverse} complex={cplx} h0={h0}", liquid_scan,
+                 arrays, dict(degree=p, reverse=reverse), mesh)
 
 
 def _selective_arrays(rng, b, d, n, L, form, cplx=False):
@@ -170,21 +161,17 @@ def check_selective_scan(mesh, rng):
 
     b, d, n, L = 2, 4, 3, 32  # d divisible by the 2 groups
     static = dict(delta_softplus=True, return_last_state=True)
-    for form, cplx in (("const", False), ("step", False), ("group", False), ("step", True),
-                       ("const", True)):
+    for form, cplx in (("const", False), ("group", False), ("step", True)):
         arrays = _selective_arrays(rng, b, d, n, L, form, cplx)
         _compare(f"selective_scan B, C {form} complex={cplx}", selective_scan, arrays, static,
                  mesh)
-    arrays = _selective_arrays(rng, b, d, n, L, "const")
-    del arrays["initial_state"], arrays["z"]
-    _compare("selective_scan no h0, no z, out only", selective_scan, arrays,
-             dict(delta_softplus=True), mesh)
     _check_length(selective_scan, _selective_arrays(rng, b, d, n, 30, "step"), static, mesh)
 
-    # Gradients taken inside the shard_map body: the replicated arguments' are per-shard
-    # partial sums, whose psum over the axis is the one-device gradient.
+    # Gradients taken inside the shard_map body (no initial state, no z, output only): the
+    # replicated arguments' are per-shard partial sums, whose psum is the one-device gradient.
     arrays = _selective_arrays(rng, b, d, n, L, "const")
-    timed = ("u", "delta", "z")
+    del arrays["initial_state"], arrays["z"]
+    timed = ("u", "delta")
     specs = {k: P(None, None, "seq") if k in timed else P() for k in arrays}
     w = jnp.asarray(rng.standard_normal((b, d, L)))
 
@@ -205,7 +192,7 @@ def check_liquid_selective_scan(mesh, rng):
     from liquidssm.jax import liquid_selective_scan
 
     b, d, n, L = 2, 4, 3, 32
-    for form, p, phi in (("const", 3, "tanh"), ("step", 3, "none"), ("group", 2, "lecun")):
+    for form, p, phi in (("const", 3, "tanh"), ("step", 2, "lecun")):
         arrays = _selective_arrays(rng, b, d, n, L, form)
         arrays["initial_state"] = _randn(rng, (b, p, d, n))
         if form != "const":
@@ -214,10 +201,6 @@ def check_liquid_selective_scan(mesh, rng):
                       lcontract=phi)
         _compare(f"liquid_selective_scan p={p} B, C {form} {phi}", liquid_selective_scan,
                  arrays, static, mesh)
-    arrays = _selective_arrays(rng, b, d, n, L, "step", cplx=True)
-    arrays["initial_state"] = _randn(rng, (b, 3, d, n), True)
-    _compare("liquid_selective_scan p=3 complex A", liquid_selective_scan, arrays,
-             dict(return_last_state=True, liquid_degree=3), mesh)
 
 
 def check_data_parallel(mesh, rng):
@@ -230,13 +213,13 @@ def check_data_parallel(mesh, rng):
     from jax.sharding import PartitionSpec as P
     from liquidssm.jax.nnx import Mamba
 
-    model = Mamba(d_model=8, d_state=4, n_layers=2, rngs=nnx.Rngs(0), dtype=jnp.float64)
-    graphdef, params0 = nnx.split(model, nnx.Param)
+    model = Mamba(d_model=8, d_state=4, dtype=jnp.float64)
+    graphdef, params0, rest = nnx.split(model, nnx.Param, ...)
     x = jnp.asarray(rng.standard_normal((8, 16, 8)))  # (batch, length, d_model)
     target = jnp.asarray(rng.standard_normal((8, 16, 8)))
 
     def loss_fn(params, x, target):
-        return jnp.mean((nnx.merge(graphdef, params)(x) - target) ** 2)
+        return jnp.mean((nnx.merge(graphdef, params, rest)(x) - target) ** 2)
 
     @jax.jit
     def step(params, x, target):
