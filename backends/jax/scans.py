@@ -25,6 +25,8 @@ from liquidssm.spec import scan as _spec_scan
 from liquidssm.spec._checks import diag_scan_args, liquid_scan_args
 from liquidssm.spec._common import check_choice
 
+from . import parallel
+
 __all__ = ["STRATEGIES", "CHUNK", "scan_strategy", "diag_scan", "liquid_scan"]
 
 STRATEGIES = ("auto", "sequential", "associative", "chunked", "pallas")
@@ -129,13 +131,18 @@ def _time_major(a, b, c, h0):
             None if h0 is None else jnp.asarray(h0).astype(dtype), dtype)
 
 
-def diag_scan(a, b, h0=None, *, reverse: bool = False):
+def diag_scan(a, b, h0=None, *, reverse: bool = False, axis_name=None):
     """h_t = a_t h_{t-1} + b_t, h_{-1} = h0 (zeros if None); reverse: h_t = a_t h_{t+1} + b_t.
 
     a: (batch or 1, L, *S); b: (batch, L, *S); h0: (batch, *S). Returns h (batch, L, *S) in
-    the common dtype of the inputs (real or complex)."""
+    the common dtype of the inputs (real or complex).
+    axis_name: call inside jax.shard_map with the time axis of a, b sharded over that mesh axis
+    (h0 replicated): a, b are this shard's contiguous slice, the result is its slice of h
+    (liquidssm.jax.parallel; shard_sequence wraps the shard_map)."""
     if diag_scan_args(a, b, h0, reverse, kind=JAX).empty:
         return _spec_scan.diag_scan.reference(a, b, h0, reverse=reverse)
+    if axis_name is not None:
+        return _sharded_diag_scan(a, b, h0, reverse, axis_name)
     a, b, _, h0, dtype = _time_major(a, b, None, h0)
     if reverse:
         a, b = a[::-1], b[::-1]
@@ -149,15 +156,52 @@ def diag_scan(a, b, h0=None, *, reverse: bool = False):
     return jnp.moveaxis(h[::-1] if reverse else h, 0, 1)
 
 
-def liquid_scan(a, b, c, h0=None, *, degree: int, reverse: bool = False):
+def _sharded_diag_scan(a, b, h0, reverse, axis_name):
+    """diag_scan on one shard of the time axis (liquidssm.jax.parallel, one level)."""
+    dtype = jnp.result_type(*[x for x in (a, b, h0) if x is not None])
+    state = (b.shape[0],) + tuple(b.shape[2:])
+    H0 = jnp.zeros((1,) + state, dtype) if h0 is None else jnp.asarray(h0).astype(dtype)[None]
+    G = jnp.broadcast_to(jnp.prod(jnp.asarray(a).astype(dtype), axis=1), state)[None]
+
+    def scan(H):
+        h = diag_scan(a, b, H[0], reverse=reverse)
+        return h, h[:, 0 if reverse else -1][None]
+
+    return parallel.sequence_parallel(scan, G, H0, axis_name, reverse)[0]
+
+
+def _sharded_liquid_scan(a, b, c, h0, p, reverse, axis_name):
+    """liquid_scan on one shard of the time axis (liquidssm.jax.parallel, p levels)."""
+    dtype = jnp.result_type(*[x for x in (a, b, c, h0) if x is not None])
+    state = (b.shape[0], p) + tuple(b.shape[2:])
+    h0 = jnp.zeros(state, dtype) if h0 is None else jnp.asarray(h0).astype(dtype)
+    levels_first = lambda x: jnp.moveaxis(x, 1, 0)  # noqa: E731  (batch, p, ...) -> (p, batch, ...)
+    unit = jnp.zeros(state, dtype).at[:, 0].set(1)
+    G = liquid_scan(a, jnp.zeros(b.shape, dtype), c, unit, degree=p, reverse=reverse)[1]
+
+    def scan(H):
+        y, last = liquid_scan(a, b, c, jnp.moveaxis(H, 0, 1), degree=p, reverse=reverse)
+        return y, levels_first(last)
+
+    y, last = parallel.sequence_parallel(scan, levels_first(G), levels_first(h0), axis_name,
+                                         reverse)
+    return y, jnp.moveaxis(last, 0, 1)
+
+
+def liquid_scan(a, b, c, h0=None, *, degree: int, reverse: bool = False, axis_name=None):
     """Levels m = 0..p-1 (p = degree): h0_t = a_t h0_{t-1} + b_t,
     hm_t = a_t hm_{t-1} + c_t h(m-1)_{t-1} (t+1 for t-1 when reverse).
 
     a, c: (batch or 1, L, *S); b: (batch, L, *S); h0: (batch, p, *S) (zeros if None).
     Returns (y = sum_m hm (batch, L, *S), h_last (batch, p, *S) after the last step taken).
-    Each level is one diag scan with the chosen strategy."""
+    Each level is one diag scan with the chosen strategy.
+    axis_name: call inside jax.shard_map with the time axis of a, b, c sharded over that mesh
+    axis (h0 replicated): this shard's slice of y, and the global h_last (the same on every
+    shard; liquidssm.jax.parallel)."""
     if liquid_scan_args(a, b, c, h0, degree, reverse, kind=JAX).empty:
         return _spec_scan.liquid_scan.reference(a, b, c, h0, degree=degree, reverse=reverse)
+    if axis_name is not None:
+        return _sharded_liquid_scan(a, b, c, h0, degree, reverse, axis_name)
     p = degree
     a, b, c, h0, dtype = _time_major(a, b, c, h0)
     if reverse:

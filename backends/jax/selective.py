@@ -26,7 +26,7 @@ from liquidssm.spec import selective as _spec
 from liquidssm.spec._checks import selective_scan_args, selective_state_update_args
 from liquidssm.spec.nn import lcontract, silu, softplus
 
-from . import scans
+from . import parallel, scans
 from .scans import JAX, _pad_time, scan0, scan_strategy
 
 __all__ = ["selective_scan", "liquid_selective_scan", "selective_state_update", "selective_plan"]
@@ -193,7 +193,7 @@ def _bc(X, form, cplx, wdt, cdt):
 
 
 def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state,
-         p, BL, phi, liquid):
+         p, BL, phi, liquid, axis_name):
     s = selective_scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
                             return_last_state, liquid=liquid, liquid_degree=p, BL=BL,
                             lcontract=phi, kind=JAX)
@@ -232,11 +232,20 @@ def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ret
     if method == "pallas" and not cplx:
         from .pallas import selective_core
 
-        y, H_last = selective_core(p, phi, tm(uw), tm(dt), A, B, C, BL, H0)
+        core = lambda B_, H: selective_core(p, phi, tm(uw), tm(dt), A, B_, C, BL, H)  # noqa: E731
     else:
         if method == "pallas":  # complex A: the XLA strategy (docs/pallas.md)
             method, chunk = _xla_plan(l)
-        y, H_last = _core((p, phi, method, chunk, cplx), tm(uw), tm(dt), A, B, C, BL, H0)
+        cfg = (p, phi, method, chunk, cplx)
+        core = lambda B_, H: _core(cfg, tm(uw), tm(dt), A, B_, C, BL, H)  # noqa: E731
+    if axis_name is None:
+        y, H_last = core(B, H0)
+    else:  # liquidssm.jax.parallel: G = the slice's decay levels
+        if p == 1:
+            G = jnp.exp(jnp.sum(tm(dt), axis=0)[..., None] * A)[None]
+        else:
+            G = core(jnp.zeros_like(B), parallel.unit_levels(H0))[1]
+        y, H_last = parallel.sequence_parallel(lambda H: core(B, H), G, H0, axis_name)
     out = jnp.transpose(y, (1, 2, 0))
     if D is not None:
         out = out + jnp.asarray(D).astype(wdt)[:, None] * uw
@@ -258,21 +267,29 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   initial_state=None, return_last_state=False):
+                   initial_state=None, return_last_state=False, *, axis_name=None):
     """Mamba's selective scan, as liquidssm.spec.selective_scan (same shapes and semantics).
 
     u, delta, z (b, d, l); A (d, n) real or complex; B, C (d, n), (b, n, l) or (b, g, n, l)
     ((b, n, 2l) / (b, g, n, 2l) interleaved re, im for complex A); D, delta_bias (d,);
     initial_state (b, d, n). h_t = exp(Delta_t A) h_{t-1} + Delta_t B_t u_t,
-    out = (C_t . h_t + D u) * silu(z). Returns out (b, d, l) in u's dtype [, h_{l-1}]."""
+    out = (C_t . h_t + D u) * silu(z). Returns out (b, d, l) in u's dtype [, h_{l-1}].
+
+    axis_name: call inside jax.shard_map with the time axis (l) of u, delta, z and of per-step
+    B, C sharded over that mesh axis, the other arguments replicated: this shard's slice of out
+    and the global last state (the same on every shard); liquidssm.jax.parallel,
+    docs/parallel.md. Gradients of the replicated arguments (A, D, delta_bias, constant B / C,
+    initial_state) taken inside the shard_map body are this shard's partial sums (psum them over
+    axis_name, as for data parallelism); taken outside it (shard_sequence) they are complete."""
     return _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                return_last_state, 1, None, "none", False)
+                return_last_state, 1, None, "none", False, axis_name)
 
 
 def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                           delta_softplus=False, initial_state=None, return_last_state=False, *,
-                          liquid_degree=1, BL=None, lcontract="none"):
+                          liquid_degree=1, BL=None, lcontract="none", axis_name=None):
     """As liquidssm.spec.liquid_selective_scan: levels m < p = liquid_degree,
-    c_t = Delta_t phi(BL_t u_t) (BL None: B); initial / last state (b, p, d, n)."""
+    c_t = Delta_t phi(BL_t u_t) (BL None: B); initial / last state (b, p, d, n).
+    axis_name: sequence parallel, as selective_scan (per-step BL sharded like B)."""
     return _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                return_last_state, liquid_degree, BL, lcontract, True)
+                return_last_state, liquid_degree, BL, lcontract, True, axis_name)
