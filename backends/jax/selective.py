@@ -100,6 +100,23 @@ def _split(chunk, args):
     return scanned, const
 
 
+def _fused_chunk(p, phi, cplx, A, a, H):
+    """The sequential method's forward of one chunk: one lax.scan step per position computes
+    that step's coefficients, levels and readout, so no (T, b, d, n) array is built (as a plain
+    lax.scan of the recurrence). Returns (last levels (p, b, d, n), y (T, b, d))."""
+    per_step = {k: v for k, v in a.items() if v is not None and v.ndim > 2}
+
+    def step(Hs, x):
+        t = {k: x[k][None] if k in x else a[k] for k in ("u", "dt", "B", "C", "BL")}
+        Abar, beta, c = _coef(p, phi, t["u"], t["dt"], A, t["B"], t["BL"])
+        new = [Abar[0] * Hs[0] + beta[0]]
+        new += [Abar[0] * Hs[m] + c[0] * Hs[m - 1] for m in range(1, p)]  # old level m - 1
+        y = _readout(t["C"], sum(new[1:], new[0])[None], cplx)[0]
+        return jnp.stack(new), y
+
+    return lax.scan(step, H, per_step)
+
+
 def _forward(cfg, u, dt, A, B, C, BL, H0, keep_starts):
     p, phi, method, chunk, cplx = cfg
     L = u.shape[0]
@@ -107,6 +124,9 @@ def _forward(cfg, u, dt, A, B, C, BL, H0, keep_starts):
 
     def body(H, xs):
         a = {**const, **xs}
+        if method == "sequential":
+            H_next, y = _fused_chunk(p, phi, cplx, A, a, H)
+            return H_next, ((y, H) if keep_starts else y)
         Abar, beta, c = _coef(p, phi, a["u"], a["dt"], A, a["B"], a["BL"])
         hs = _levels(Abar, beta, c, H, method)
         y = _readout(a["C"], sum(hs[1:], hs[0]), cplx)
