@@ -1,4 +1,5 @@
-"""Per-framework adaptors: make arrays, prepare a timed callable, time it, measure its memory.
+"""Per-framework timers (NumpyTimer, TorchTimer, JaxTimer): make arrays, prepare a timed
+callable, time it, measure its memory (not the spec bindings of liquidssm.torch / liquidssm.jax).
 
 `prepare(fn, args, grad)` returns a Prepared: `run()` evaluates fn(*args) (or, with grad, the
 gradient of sum(fn(*args)[0] as float32) with respect to every floating array in args), with
@@ -40,7 +41,7 @@ def _tree_leaves(tree):
     return [] if tree is None else [tree]
 
 
-class NumpyFramework:
+class NumpyTimer:
     """The spec (liquidssm.numpy). float32 runs as NumPy float32; no bfloat16, no gradients."""
 
     name = "numpy"
@@ -89,7 +90,7 @@ class NumpyFramework:
         return timing.wall_samples(run, self.sync, budget)
 
 
-class TorchFramework:
+class TorchTimer:
     """liquidssm.torch with LIQUIDSSM_TORCH_IMPL = impl (set by the runner), on `device`."""
 
     name = "torch"
@@ -161,7 +162,7 @@ class TorchFramework:
         return timing.wall_samples(run, self.sync, budget)
 
 
-class JaxFramework:
+class JaxTimer:
     """liquidssm.jax with LIQUIDSSM_JAX_SCAN = impl (set by the runner); every call is jitted."""
 
     name = "jax"
@@ -223,7 +224,7 @@ class JaxFramework:
         return timing.wall_samples(run, self.sync, budget)
 
 
-_FRAMEWORKS = {"numpy": NumpyFramework, "torch": TorchFramework, "jax": JaxFramework}
+_FRAMEWORKS = {"numpy": NumpyTimer, "torch": TorchTimer, "jax": JaxTimer}
 
 
 def framework(backend: str, impl: str, device: str):

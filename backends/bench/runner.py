@@ -193,10 +193,10 @@ def measure_peers(case, device: str, budget: Budget, copy_gbps):
     import numpy as np
     import torch
 
-    from .frameworks import Prepared, TorchFramework
+    from .frameworks import Prepared, TorchTimer
 
     cuda = device.startswith("cuda")
-    fw = TorchFramework("eager", device)
+    fw = TorchTimer("eager", device)
     inputs = _peers.peer_inputs(case)
     ref = None
     for peer in [p for p in _peers.PEERS if p.target == case.target]:
