@@ -20,14 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..spec import BLOCKS, MODELS, VARIANTS  # the one list of each
 from ._config import tagged
 
 LONG = 300  # > the largest chunk size of any backend (256)
 
-#: case names are `<target>-<label>`, so the target of a case is the text before the first "-"
-VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba")
-BLOCKS = ("s4_block", "s5_layer", "mamba_block")
-MODELS = ("sequence_model", "mamba_lm")
+#: case names are `<target>-<label>`, so the target of a case is the text before the first "-".
 #: the targets with the variant interface (Config, init, forward, step, initial_state)
 MODULES = VARIANTS + BLOCKS + MODELS
 PRIMITIVES = (

@@ -20,11 +20,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..spec import VARIANTS  # the one list of variants
+
 OPS = ("diag_scan", "liquid_scan", "selective_scan", "liquid_selective_scan", "s4d_kernel",
        "s4_kernel", "fft_conv")
 SCAN_OPS = OPS[:4]
 FP32_ONLY = ("s4d_kernel", "s4_kernel", "fft_conv")  # complex / FFT paths: no bf16
-VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba")
 MODES = ("fwd", "fwd+bwd", "step")
 DTYPES = ("float32", "bfloat16")
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float64": 8}

@@ -18,6 +18,7 @@ from liquidssm import BLOCKS, MODELS
 from liquidssm._bind import bind, map_arrays
 from liquidssm.spec import _dispatch
 
+from ..spec import VARIANTS  # the one list of variants
 from ._decode import selective_state_update
 from ._framework import JaxFramework, fw
 from .dense import dense_scan
@@ -31,8 +32,6 @@ __all__ = [
 ]
 
 name = "jax"
-VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba")
-
 for _name, _fn in (
     ("diag_scan", diag_scan),
     ("liquid_scan", liquid_scan),
