@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import array_api_compat
 
-from ._common import check_bool, check_choice, check_int
+from ._common import check_bool, check_choice, check_int, namespace
 from .nn import LCONTRACTS
 
 __all__ = [
@@ -38,11 +38,25 @@ __all__ = [
 
 
 
+#: array type -> array_kind, for every type but NumPy's (whose kind depends on the value: JAX's
+#: zero-gradient arrays); a dict read, so no lru_cache-wrapped helper runs under torch.compile
+_KINDS: dict = {}
+
+
 def array_kind(x) -> str | None:
     """The array type of x as text ("numpy.ndarray", "torch.Tensor", "jax.Array" (tracers
     included), "array_api_strict.Array", ...), or None if x is not an array."""
     if not (hasattr(x, "shape") and hasattr(x, "dtype")):
         return None
+    kind = _KINDS.get(type(x))
+    if kind is None:
+        kind = _kind_of(x)
+        if not array_api_compat.is_numpy_array(x):
+            _KINDS[type(x)] = kind
+    return kind
+
+
+def _kind_of(x) -> str:
     if array_api_compat.is_torch_array(x):
         return "torch.Tensor"
     if array_api_compat.is_jax_array(x):
@@ -90,7 +104,7 @@ class _Library:
         """x: an array of this library, floating (complex if complex_ok), of `shape` (ints exact,
         None any); `what` is the shape as the message shows it. Returns x."""
         self.typed(name, x, what)
-        xp = array_api_compat.array_namespace(x)
+        xp = namespace(x)
         kinds = ("real floating", "complex floating") if complex_ok else "real floating"
         if not xp.isdtype(x.dtype, kinds):
             expected = "a real or complex floating" if complex_ok else "a real floating"
@@ -212,7 +226,7 @@ def selective_scan_args(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     n = A.shape[1]
     if n < 1:
         raise ValueError(f"A: expected shape ({d}, n) with n >= 1, got {describe(A)}")
-    xp = array_api_compat.array_namespace(A)
+    xp = namespace(A)
     cplx = bool(xp.isdtype(A.dtype, "complex floating"))
     if cplx and liquid:
         raise TypeError(f"A: expected a real floating dtype (the liquid scan needs real A), "

@@ -38,9 +38,32 @@ __all__ = [
 ]
 
 
+#: array type -> its namespace, filled by `namespace` on first sight of an array type whose
+#: namespace does not depend on the array's value (every type but NumPy's: array_api_compat
+#: tells JAX's zero-gradient NumPy arrays apart by dtype). Later lookups are a dict read,
+#: so array_api_compat's lru_cache-wrapped helpers stay out of torch.compile's traced regions.
+_NAMESPACES: dict = {}
+
+
 def namespace(*arrays):
     """The array namespace shared by `arrays` (None entries are ignored)."""
-    return array_api_compat.array_namespace(*[a for a in arrays if a is not None])
+    xp = None
+    for a in arrays:
+        if a is not None:
+            found = _NAMESPACES.get(type(a))
+            if found is None or (xp is not None and found is not xp):
+                return _lookup_namespace(arrays)
+            xp = found
+    return xp if xp is not None else _lookup_namespace(arrays)
+
+
+def _lookup_namespace(arrays):
+    xs = [a for a in arrays if a is not None]
+    xp = array_api_compat.array_namespace(*xs)
+    for a in xs:
+        if array_api_compat.is_array_api_obj(a) and not array_api_compat.is_numpy_array(a):
+            _NAMESPACES[type(a)] = xp
+    return xp
 
 
 def _describe(x) -> str:
@@ -58,7 +81,7 @@ def check_array(name: str, x, shape: Sequence[int | str | None], *, complex_ok: 
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{name}: expected an array of shape {_fmt(shape)}, got {_describe(x)}")
-    xp = array_api_compat.array_namespace(x)
+    xp = namespace(x)
     kinds = ("real floating", "complex floating") if complex_ok else "real floating"
     if not xp.isdtype(x.dtype, kinds):
         expected = "a real or complex floating" if complex_ok else "a real floating"
@@ -148,8 +171,7 @@ def check_library(name: str, x, ref, ref_name: str = "params"):
     """The array x must be of the same array library as `ref` (one call never mixes libraries:
     a NumPy array among torch tensors would otherwise fail deep inside the computation, or be
     silently converted); a TypeError naming `name` and the expected library otherwise."""
-    want = array_api_compat.array_namespace(ref)
-    if array_api_compat.array_namespace(x) is not want:
+    if namespace(x) is not namespace(ref):
         raise TypeError(f"{name}: expected an array of the library of {ref_name} "
                         f"({type(ref).__module__}.{type(ref).__qualname__}), got "
                         f"{type(x).__module__}.{type(x).__qualname__}")

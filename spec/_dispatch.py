@@ -11,18 +11,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-import array_api_compat
+from ._checks import array_kind
 
 _IMPLEMENTATIONS: dict[tuple[str, str], Callable] = {}
 
 
 def framework_of(x) -> str | None:
     """'torch' or 'jax' for arrays of those frameworks (tracers included), else None."""
-    if array_api_compat.is_torch_array(x):
-        return "torch"
-    if array_api_compat.is_jax_array(x):
-        return "jax"
-    return None
+    return _FRAMEWORKS.get(array_kind(x))
+
+
+_FRAMEWORKS = {"torch.Tensor": "torch", "jax.Array": "jax"}
 
 
 def register(framework: str, name: str, fn: Callable) -> None:

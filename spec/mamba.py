@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import array_api_compat
 import numpy as np
 
 from ._common import (
@@ -191,11 +190,6 @@ def _t(x):
     return namespace(x).permute_dims(x, (0, 2, 1))
 
 
-def _zeros_like_state(u, shape):
-    xp = namespace(u)
-    return xp.zeros(shape, dtype=u.dtype, device=array_api_compat.device(u))
-
-
 def _causal_conv(window, weight, bias):
     """Depthwise valid convolution: window (b, d, K - 1 + L), weight (d, 1, K), bias (d,) or None
     -> y (b, d, L), y[..., t] = sum_k weight[:, 0, k] window[..., t + k] + bias."""
@@ -215,7 +209,8 @@ def _in_conv(config, p, u, conv_state, conv_fn):
     xz = _t(linear(u, p["in_proj.weight"], p.get("in_proj.bias")))
     x, z = xz[:, :d, :], xz[:, d:, :]
     if conv_state is None:
-        conv_state = _zeros_like_state(u, (u.shape[0], d, K))
+        # zeros (b, d, K) of x's dtype and device
+        conv_state = xp.zeros_like(xp.broadcast_to(x[..., :1], (x.shape[0], d, K)))
     ext = xp.concat([conv_state, x], axis=-1)
     return conv_fn(ext[..., 1:], p), z, ext[..., ext.shape[-1] - K:]
 

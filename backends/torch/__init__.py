@@ -16,7 +16,7 @@ import torch
 
 from .. import BLOCKS, MODELS, VARIANTS
 from .._bind import bind
-from ..spec import _dispatch
+from ..spec import _checks, _common, _dispatch
 from . import scans as _scans
 from . import selective as _selective
 from ._framework import FRAMEWORK, TorchFramework, from_params, to_params
@@ -38,6 +38,12 @@ _dispatch.register("torch", "erf", torch.special.erf)
 #: no Triton kernel: chunked-doubling eager torch under every LIQUIDSSM_TORCH_IMPL (dense.py)
 _dispatch.register("torch", "dense_scan", dense_scan)
 
+
+#: the spec's namespace and array-type lookups become dict reads for tensors and parameters from
+#: here on, also when the first call is inside torch.compile (dynamo does not trace
+#: array_api_compat's lru_cache-wrapped helpers: it warns about every one it meets)
+for _t in (torch.empty(0), torch.nn.Parameter(torch.empty(0))):
+    _common.namespace(_t), _checks.array_kind(_t)
 
 for _name in (*VARIANTS, *BLOCKS, *MODELS):
     globals()[_name] = bind(importlib.import_module(f"liquidssm.spec.{_name}"), FRAMEWORK,

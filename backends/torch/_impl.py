@@ -88,15 +88,30 @@ def implementation(x=None, name: str = "selective_scan") -> str:
 
 def primitive(name: str, eager):
     """`eager`, or liquidssm.torch.triton.<name> / liquidssm.cpu._torch.<name> where
-    `implementation` chooses Triton / numba."""
+    `implementation` chooses Triton / numba.
+
+    The choice is made once per (LIQUIDSSM_TORCH_IMPL, TRITON_INTERPRET, device type) and kept
+    (a choice that cannot be honoured raises every time): later calls are a dict read that
+    torch.compile traces without a graph break. A first choice inside torch.compile runs
+    untraced (torch.compiler.disable): it imports the kernels' modules (numba's own import-time
+    functions would otherwise each be compiled: minutes of compile time)."""
     modules = {"triton": "liquidssm.torch.triton", "numba": "liquidssm.cpu._torch"}
+    chosen = {}
+
+    def choose(x):
+        impl = implementation(x, name)
+        return eager if impl == "eager" else getattr(importlib.import_module(modules[impl]), name)
 
     @functools.wraps(eager)
     def run(*args, **kwargs):
-        impl = implementation(args[0] if args else None, name)
-        if impl != "eager":
-            return getattr(importlib.import_module(modules[impl]), name)(*args, **kwargs)
-        return eager(*args, **kwargs)
+        x = args[0] if args else None
+        key = (os.environ.get(ENV), os.environ.get("TRITON_INTERPRET"),
+               getattr(getattr(x, "device", None), "type", None))
+        fn = chosen.get(key)
+        if fn is None:
+            compiling = torch.compiler.is_compiling()
+            fn = chosen[key] = (torch.compiler.disable(choose) if compiling else choose)(x)
+        return fn(*args, **kwargs)
 
     run.eager = eager
     return run
