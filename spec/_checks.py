@@ -22,8 +22,7 @@ from typing import NamedTuple
 
 import array_api_compat
 
-from ._common import check_bool, check_choice, check_int, namespace
-from .nn import LCONTRACTS
+from ._common import LCONTRACTS, check_bool, check_choice, check_int, namespace
 
 __all__ = [
     "array_kind",

@@ -45,6 +45,12 @@ __all__ = [
 _NAMESPACES: dict = {}
 
 
+#: the liquid input nonlinearities phi (spec.nn.lcontract); lecun is LeCun's scaled tanh,
+#: phi(x) = LECUN_SCALE tanh(LECUN_SLOPE x) (the one place of these constants)
+LCONTRACTS = ("none", "tanh", "lecun")
+LECUN_SCALE, LECUN_SLOPE = 1.7159, 0.666
+
+
 def namespace(*arrays):
     """The array namespace shared by `arrays` (None entries are ignored)."""
     xp = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ._common import namespace
+from ._common import LCONTRACTS, LECUN_SCALE, LECUN_SLOPE, namespace
 from ._dispatch import overridable
 
 __all__ = [
@@ -71,10 +71,6 @@ def softplus(x, threshold: float = 20.0):
     return xp.where(x > threshold, x, xp.log1p(xp.exp(xp.clip(x, None, threshold))))
 
 
-#: the liquid input nonlinearities phi (lcontract); lecun is LeCun's scaled tanh,
-#: phi(x) = LECUN_SCALE tanh(LECUN_SLOPE x) (the one place of these constants)
-LCONTRACTS = ("none", "tanh", "lecun")
-LECUN_SCALE, LECUN_SLOPE = 1.7159, 0.666
 
 
 def lcontract(x, kind: str):
