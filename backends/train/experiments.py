@@ -51,8 +51,8 @@ def _medium():
     """Sized for ~45 min of one quiet CPU core (torch threads 1), default rates (lr 3e-3, SSM
     1e-3, batch 32): digits (length 64, ~15k parameters, 500 steps, seeds 0 and 1) for every
     model, in torch and (s4d, mamba, seed 0) in JAX; gunpoint (length 150, ~15k, 200 steps);
-    selective-copy (~40k, 300 steps); bytes (windows of 128, ~40k, 300 steps, seeds 0 and 1 for
-    mamba / liquid_mamba / transformer, seed 0 for LiquidMamba's three ablations)."""
+    selective-copy (~40k, 300 steps); bytes (windows of 128, ~40k, 300 steps, seeds 0, 1 and 2
+    for mamba / liquid_mamba / transformer, seed 0 for LiquidMamba's three ablations)."""
     def cfg(task, model, steps, params, seed=0, backend="torch", **kw):
         return TrainConfig(task=task, model=model, backend=backend, steps=steps, seed=seed,
                            target_params=params, n_layers=2, eval_every=steps // 2,
@@ -68,7 +68,7 @@ def _medium():
              for m in ("s4d", "mamba", "liquid_mamba", "transformer")]
     plan += [cfg("digits", m, 500, 15000, 0, "jax") for m in ("s4d", "mamba")]
     plan += [cfg("digits", m, 500, 15000, 1) for m in ALL_MODELS]
-    plan += [cfg("bytes", m, 300, 40000, 1, **bytes_opts)
+    plan += [cfg("bytes", m, 300, 40000, seed, **bytes_opts) for seed in (1, 2)
              for m in ("mamba", "liquid_mamba", "transformer")]
     plan += [cfg("bytes", m, 300, 40000, 0, **bytes_opts) for m in ABLATIONS]
     return plan
