@@ -224,7 +224,7 @@ def _int_bounds(x):
     for t in type(x).__mro__:
         if t in _INT_READERS:
             return _INT_READERS[t](x)
-    xp = array_api_compat.array_namespace(x)
+    xp = namespace(x)
     if array_api_compat.is_numpy_array(x) or array_api_compat.is_array_api_strict_namespace(xp):
         return int(xp.min(x)), int(xp.max(x))
     return None
@@ -244,10 +244,8 @@ def check_token_ids(name: str, tokens, vocab: int):
 
 
 def shapes_of(module, config) -> dict:
-    """{name: shape} of module's parameters for config: its param_shapes, or init's shapes."""
-    if hasattr(module, "param_shapes"):
-        return dict(module.param_shapes(config))
-    return {k: tuple(v.shape) for k, v in module.init(config, 0).items()}
+    """{name: shape} of module's parameters for config (every spec module has param_shapes)."""
+    return dict(module.param_shapes(config))
 
 
 def complex_dtype(xp, real_dtype):
