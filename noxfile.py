@@ -1,9 +1,14 @@
 """Clean-environment sessions: `nox` runs lint, the spec's tests, every backend's conformance and
 the benchmark smoke run (the main job in quick mode).
 
-Adding a backend is one line in CONFORMANCE: its pip extras and environment variables.
+The conformance sessions are the implementations of backends/registry.py: adding one is a
+record there (its pip extras, selecting environment, tests).
 Every install is constrained by .ci/constraints.txt (pinned torch, jax, triton).
 """
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import nox
 
@@ -16,28 +21,21 @@ CONSTRAINTS = ".ci/constraints.txt"
 #: On CI's 2 cores this takes the jax conformance from 8.1 to 5.8 minutes (idle machine).
 PYTEST = ("pytest", "-q", "-n", "auto")
 
-#: backend -> (pip extras, environment). The session runs the conformance suite for the backend
-#: and that backend's own tests (tests/<package>/) when they exist.
-CONFORMANCE = {
-    "numpy": ("test", {}),
-    "array_api_strict": ("test", {}),
-    "torch": ("test,torch,hf,train", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
-    "torch-triton": ("test,triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
-    "torch-numba": ("test,torch,cpu", {"LIQUIDSSM_TORCH_IMPL": "numba"}),
-    # torch and transformers too: tests/jax/test_cross_framework.py, test_readme.py and
-    # test_train.py (the cross-framework training equivalence)
-    "jax": ("test,jax,torch,hf,train", {}),
-    "jax-pallas": ("test,jax", {"LIQUIDSSM_JAX_SCAN": "pallas", "LIQUIDSSM_PALLAS_INTERPRET": "1"}),
-}
 
-#: backend -> its own test folder
-BACKEND_TESTS = {
-    "torch": "tests/torch",
-    "torch-triton": "tests/torch/test_triton.py",
-    "torch-numba": "tests/torch/test_numba.py",
-    "jax": "tests/jax",
-    "jax-pallas": "tests/jax/test_pallas.py",
-}
+def _registry():
+    """backends/registry.py, loaded by path (liquidssm is not installed where nox runs)."""
+    path = Path(__file__).parent / "backends" / "registry.py"
+    spec = importlib.util.spec_from_file_location("liquidssm_registry", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look the module up while building classes
+    spec.loader.exec_module(module)
+    return module
+
+
+#: one conformance session per registered implementation that names one (Implementation.
+#: conformance): its pip extras, the environment that selects it (and on this CPU-only machine
+#: runs a GPU kernel in its interpreter), and its own tests
+SESSIONS = _registry().conformance()
 
 
 def install(session, extras):
@@ -57,22 +55,23 @@ def tests(session):
     """The specification's own tests (NumPy and array-api-strict), the front package, the
     conformance suite's own tests and the command line (everything outside tests/<backend>/)."""
     install(session, "test,bench,train")
-    ignore = [f"--ignore={d}" for d in sorted(set(BACKEND_TESTS.values()))]
+    ignore = [f"--ignore={i.tests}" for i in SESSIONS.values() if i.tests]
     session.run(*PYTEST, "tests", *ignore, *session.posargs)
 
 
 @nox.session
-@nox.parametrize("backend", list(CONFORMANCE), ids=list(CONFORMANCE))
+@nox.parametrize("backend", list(SESSIONS), ids=list(SESSIONS))
 def conformance(session, backend):
-    extras, env = CONFORMANCE[backend]
-    install(session, extras)
+    impl = SESSIONS[backend]
+    env = {**impl.select, **impl.interpret_env}
+    install(session, impl.extras)
     report = "conformance-report"  # one matrix: each backend adds its column (report.py)
     session.run(
         *PYTEST, "--pyargs", "liquidssm.conformance", "--backend", backend,
         "--report-dir", report, *session.posargs, env=env,
     )
-    if backend in BACKEND_TESTS:
-        session.run(*PYTEST, BACKEND_TESTS[backend], *session.posargs, env=env)
+    if impl.tests:
+        session.run(*PYTEST, impl.tests, *session.posargs, env=env)
 
 
 @nox.session

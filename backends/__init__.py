@@ -12,28 +12,10 @@ import importlib
 import importlib.util
 import os
 
+from .registry import BACKENDS
+from .spec import BLOCKS, MODELS, PRIMITIVES, VARIANTS
+
 __version__ = "0.1.0"
-
-#: backend name -> (module, the package it needs, the pip extra that installs it)
-BACKENDS = {
-    "numpy": ("liquidssm.numpy", "numpy", None),
-    "torch": ("liquidssm.torch", "torch", "torch"),
-    "jax": ("liquidssm.jax", "jax", "jax"),
-}
-
-#: the public names every backend exports (checked by the conformance suite)
-VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba")
-#: the composition layer (spec/README.md): blocks around the variants, and whole models
-BLOCKS = ("s4_block", "s5_layer", "mamba_block")
-MODELS = ("sequence_model", "mamba_lm")
-PRIMITIVES = (
-    "diag_scan",
-    "liquid_scan",
-    "dense_scan",
-    "selective_scan",
-    "selective_state_update",
-    "liquid_selective_scan",
-)
 
 _active: str | None = None
 
@@ -44,7 +26,8 @@ def _choose() -> str:
         raise ValueError(
             f"LIQUIDSSM_BACKEND: expected one of {sorted(BACKENDS)}, got {name!r}"
         )
-    module, needs, extra = BACKENDS[name]
+    record = BACKENDS[name]
+    needs, extra = record.package, record.extra
     if importlib.util.find_spec(needs) is None:
         raise ImportError(
             f"LIQUIDSSM_BACKEND={name!r} needs the package {needs!r}, which is not installed; "
@@ -64,7 +47,7 @@ def backend() -> str:
 
 def __getattr__(name):
     if name in BACKENDS:
-        return importlib.import_module(BACKENDS[name][0])
+        return importlib.import_module(BACKENDS[name].module)
     if name in VARIANTS or name in BLOCKS or name in MODELS or name in PRIMITIVES:
-        return getattr(importlib.import_module(BACKENDS[backend()][0]), name)
+        return getattr(importlib.import_module(BACKENDS[backend()].module), name)
     raise AttributeError(f"module 'liquidssm' has no attribute {name!r}")

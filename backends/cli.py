@@ -22,19 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "CHECK_BACKENDS"]
+from . import registry
 
-#: conformance backend -> (the package it needs, extra environment); as in noxfile.py
-CHECK_BACKENDS = {
-    "numpy": ("numpy", {}),
-    "array_api_strict": ("array_api_strict", {}),
-    "torch": ("torch", {"LIQUIDSSM_TORCH_IMPL": "eager"}),
-    "torch-triton": ("triton", {"LIQUIDSSM_TORCH_IMPL": "triton", "TRITON_INTERPRET": "1"}),
-    "torch-numba": ("numba", {"LIQUIDSSM_TORCH_IMPL": "numba"}),
-    "jax": ("jax", {}),
-    "jax-pallas": ("jax", {"LIQUIDSSM_JAX_SCAN": "pallas"}),
-}
-PEER_PACKAGES = ("mambapy", "accelerated-scan", "s5-pytorch", "mamba_ssm")
+__all__ = ["main"]
 
 
 def _version(dist: str) -> str | None:
@@ -44,33 +34,35 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _torch_info() -> tuple[str, str]:
-    import torch
-
-    devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
-                         for i in range(torch.cuda.device_count())]
-    if importlib.util.find_spec("triton") is None:
-        triton = "triton: not installed"
-    elif torch.cuda.is_available():
-        triton = f"triton {_version('triton')}"
-    else:
-        triton = f"triton {_version('triton')}: no CUDA (kernels run only with TRITON_INTERPRET=1)"
-    numba = (f"numba {_version('numba')} (liquidssm.cpu, CPU tensors; auto picks it)"
-             if importlib.util.find_spec("numba") else "numba: not installed (liquidssm[cpu])")
-    return f"eager; {triton}; {numba}", ", ".join(devices)
+def _installed(impl: registry.Implementation) -> bool:
+    return all(importlib.util.find_spec(p) is not None for p in impl.packages)
 
 
-def _jax_info() -> tuple[str, str]:
-    import jax
-    from liquidssm.jax.scans import STRATEGIES
+def _devices(backend: str) -> str:
+    if backend == "torch":
+        import torch
 
-    devices = ", ".join(f"{d.platform}:{d.id}" for d in jax.devices())
-    return f"scan strategies {', '.join(STRATEGIES)} (auto here: {jax.default_backend()})", devices
+        return ", ".join(["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
+                                    for i in range(torch.cuda.device_count())])
+    if backend == "jax":
+        import jax
+
+        return ", ".join(f"{d.platform}:{d.id}" for d in jax.devices())
+    return "cpu"
+
+
+def _impl_line(impl: registry.Implementation) -> str:
+    """One implementation: its name and summary, installed or how to install it, devices."""
+    missing = [p for p in impl.needs if importlib.util.find_spec(p) is None]
+    if missing:
+        return (f"    {impl.name:16} {impl.summary}: not installed ({', '.join(missing)}; "
+                f"pip install 'liquidssm[{impl.extra}]')")
+    versions = "".join(f", {p} {_version(p)}" for p in impl.needs if _version(p))
+    return f"    {impl.name:16} {impl.summary}{versions}; runs on {', '.join(impl.devices)}"
 
 
 def info_lines() -> list[str]:
     import liquidssm
-    from liquidssm import BACKENDS
     from liquidssm.spec import SPEC_VERSION
 
     active = os.environ.get("LIQUIDSSM_BACKEND") or "numpy (LIQUIDSSM_BACKEND unset)"
@@ -80,20 +72,21 @@ def info_lines() -> list[str]:
         f"active backend: {active}",
         "backends:",
     ]
-    details = {"numpy": lambda: ("spec (sequential NumPy reference)", "cpu"),
-               "torch": _torch_info, "jax": _jax_info}
-    for name, (_module, package, extra) in BACKENDS.items():
-        if importlib.util.find_spec(package) is None:
-            lines.append(f"  {name:6} not installed (pip install 'liquidssm[{extra}]')")
+    for name, b in registry.BACKENDS.items():
+        if importlib.util.find_spec(b.package) is None:
+            lines.append(f"  {name:6} not installed (pip install 'liquidssm[{b.extra}]')")
             continue
         try:
-            impls, devices = details[name]()
+            devices = _devices(name)
         except Exception as err:  # a broken install: say so, keep going
-            lines.append(f"  {name:6} {package} {_version(package)}: cannot load: {err}")
+            lines.append(f"  {name:6} {b.package} {_version(b.package)}: cannot load: {err}")
             continue
-        lines.append(f"  {name:6} {package} {_version(package)}; implementations: {impls}; "
-                     f"devices: {devices}")
-    peers = ", ".join(f"{p} {_version(p) or '(not installed)'}" for p in PEER_PACKAGES)
+        chosen = f" (chosen by {b.select_env}; default auto: {b.auto})" if b.select_env else ""
+        lines.append(f"  {name:6} {b.package} {_version(b.package)}; devices: {devices}; "
+                     f"implementations{chosen}:")
+        lines += [_impl_line(i) for i in registry.implementations(name)]
+    peers = ", ".join(f"{p} {_version(p) or '(not installed)'}"
+                      for p in dict.fromkeys(p.package for p in registry.PEERS))
     lines.append(f"benchmark peers: {peers}")
     return lines
 
@@ -105,22 +98,22 @@ def cmd_info(args) -> int:
 
 def cmd_check(args) -> int:
     """pytest --pyargs liquidssm.conformance --backend B per backend, then the matrix."""
-    names = args.backend or [b for b, (pkg, _) in CHECK_BACKENDS.items()
-                             if importlib.util.find_spec(pkg) is not None]
+    sessions = registry.conformance()
+    names = args.backend or [n for n, i in sessions.items() if _installed(i)]
     report_dir = Path(args.report_dir)
     failed = []
     for name in names:
-        package, env = CHECK_BACKENDS[name]
-        if importlib.util.find_spec(package) is None:
-            print(f"== {name}: skipped ({package} is not installed)")
+        impl = sessions[name]
+        if not _installed(impl):
+            print(f"== {name}: skipped ({', '.join(impl.packages)} not all installed)")
             continue
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
                "liquidssm.conformance", "--backend", name, "--device", args.device,
                "--report-dir", str(report_dir), *args.pytest_args]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
-        if args.device != "cpu":  # compiled kernels on the GPU, not the interpreter
-            env = {k: v for k, v in env.items() if k != "TRITON_INTERPRET"}
+        # on the CPU a GPU kernel runs in its interpreter; on a GPU, compiled
+        env = {**impl.select, **(impl.interpret_env if args.device == "cpu" else {})}
         rc = subprocess.run(cmd, env={**os.environ, **env},
                             stdout=None if args.verbose else subprocess.DEVNULL).returncode
         print(f"== {name}: exit {rc} in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -204,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="backends, implementations, versions and devices")
 
     c = sub.add_parser("check", help="run the conformance suite per installed backend")
-    c.add_argument("--backend", action="append", choices=list(CHECK_BACKENDS),
+    c.add_argument("--backend", action="append", choices=list(registry.conformance()),
                    help="backend to check (repeatable; default: every installed one)")
     c.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     c.add_argument("--report-dir", default="conformance-report",

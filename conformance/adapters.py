@@ -5,12 +5,10 @@ and model modules and primitives, and (where the backend has autodiff) computes 
 (CuPy, MLX, a custom kernel) runs the suite by writing one adapter class and passing
 `--backend package.module:ClassName`.
 
-Built in: numpy (liquidssm.numpy, the spec), array_api_strict (the spec's functions on
-array_api_strict arrays), torch (liquidssm.torch, LIQUIDSSM_TORCH_IMPL=eager), torch-triton
-(LIQUIDSSM_TORCH_IMPL=triton, TRITON_INTERPRET=1 on CPU: float32, small cases only),
-torch-numba (LIQUIDSSM_TORCH_IMPL=numba: liquidssm.cpu's kernels), jax
-(liquidssm.jax, x64 enabled), jax-pallas (LIQUIDSSM_JAX_SCAN=pallas; on CPU in the Pallas
-interpreter: small cases only).
+Built in: one per conformance session of liquidssm.registry (numpy, array_api_strict, torch,
+torch-triton, torch-numba, jax, jax-pallas): each adapter sets its implementation's selecting
+environment (LIQUIDSSM_TORCH_IMPL / LIQUIDSSM_JAX_SCAN) and, on a CPU, its interpreter (Triton's,
+Pallas's: float32 / small cases only).
 
 Gradient convention (all adapters): for a real loss L, the gradient of a complex x = p + i q is
 dL/dp + i dL/dq (torch's convention; jax's is its conjugate and the jax adapter conjugates).
@@ -23,6 +21,7 @@ import importlib
 import os
 
 import numpy as np
+from liquidssm import registry
 
 from .cases import Case
 
@@ -192,7 +191,7 @@ class TorchAdapter(Adapter):
 
     def __init__(self, device="cpu"):
         super().__init__(device)
-        os.environ["LIQUIDSSM_TORCH_IMPL"] = self.impl
+        os.environ.update(registry.get(f"torch:{self.impl}").select)
         self.torch = importlib.import_module("torch")
         self.module = importlib.import_module("liquidssm.torch")
 
@@ -250,7 +249,7 @@ class TorchTritonAdapter(TorchAdapter):
 
     def __init__(self, device="cpu"):
         if device == "cpu":
-            os.environ["TRITON_INTERPRET"] = "1"
+            os.environ.update(registry.get("torch:triton").interpret_env)
             self.dtypes = ("float32",)  # the interpreter computes bf16 wrongly (NumPy has none)
             # bf16 / fp16 inputs run the kernels in float32 (the dtype policy), so the dtype
             # check runs them; float64 is not a Triton dtype
@@ -402,25 +401,19 @@ class JaxPallasAdapter(JaxAdapter):
     name = "jax-pallas"
 
     def __init__(self, device="cpu"):
-        os.environ["LIQUIDSSM_JAX_SCAN"] = "pallas"
+        record = registry.get("jax:pallas")
+        os.environ.update(record.select)
         if device != "cpu":
             self.dtypes = ("float32", "bfloat16")
         else:
-            os.environ["LIQUIDSSM_PALLAS_INTERPRET"] = "1"
+            os.environ.update(record.interpret_env)
             self.dtypes = ("float64",)  # one dtype: each one compiles every kernel again
             self.max_size = 512
         super().__init__(device)
 
 
-BUILTIN = {
-    "numpy": NumpyAdapter,
-    "array_api_strict": ArrayApiStrictAdapter,
-    "torch": TorchAdapter,
-    "torch-triton": TorchTritonAdapter,
-    "torch-numba": TorchNumbaAdapter,
-    "jax": JaxAdapter,
-    "jax-pallas": JaxPallasAdapter,
-}
+#: conformance session -> adapter class, from the registry (Implementation.adapter)
+BUILTIN = {name: globals()[impl.adapter] for name, impl in registry.conformance().items()}
 
 
 def get(name: str, device: str = "cpu") -> Adapter:

@@ -18,6 +18,9 @@ VARIANTS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba"
 BLOCKS = ("s4_block", "s5_layer", "mamba_block")
 MODELS = ("sequence_model", "mamba_lm")
 
+#: the primitives every backend exports (the vjps below are the spec's own)
+PRIMITIVES = ("diag_scan", "liquid_scan", "dense_scan", "selective_scan",
+              "selective_state_update", "liquid_selective_scan")
 _PRIMITIVES = {
     "diag_scan": "scan",
     "liquid_scan": "scan",
@@ -29,8 +32,8 @@ _PRIMITIVES = {
     "liquid_selective_scan_vjp": "selective",
 }
 
-__all__ = ["SPEC_VERSION", "VARIANTS", "BLOCKS", "MODELS", *VARIANTS, *BLOCKS, *MODELS,
-           *_PRIMITIVES]
+__all__ = ["SPEC_VERSION", "VARIANTS", "BLOCKS", "MODELS", "PRIMITIVES", *VARIANTS, *BLOCKS,
+           *MODELS, *_PRIMITIVES]
 
 
 def __getattr__(name):

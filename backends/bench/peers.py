@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import registry
 from . import cases as _cases
 
 __all__ = ["PEERS", "Peer", "AGREE_RTOL", "available", "reference"]
@@ -33,14 +34,33 @@ __all__ = ["PEERS", "Peer", "AGREE_RTOL", "available", "reference"]
 AGREE_RTOL = 1e-3
 
 
+_RECORDS = {r.key: r for r in registry.PEERS}
+
+
 @dataclass(frozen=True)
 class Peer:
-    package: str  # the distribution name (pip install ...)
-    module: str  # what must import
-    impl: str
+    """How `bench` calls one peer implementation (registry.PEERS: its package, devices, style)
+    on one target."""
+
+    key: str  # 'package:impl', a registry.PEERS key
     target: str
-    cuda_only: bool
     build: Callable  # (torch, device, case, inputs) -> (fn () -> output (B, ...) as ours)
+
+    @property
+    def package(self) -> str:  # the distribution name (pip install ...)
+        return _RECORDS[self.key].package
+
+    @property
+    def module(self) -> str:  # what must import
+        return _RECORDS[self.key].module
+
+    @property
+    def impl(self) -> str:
+        return _RECORDS[self.key].name
+
+    @property
+    def cuda_only(self) -> bool:
+        return "cpu" not in _RECORDS[self.key].devices
 
 
 def _diag_bhnl(torch, device, inputs):
@@ -119,13 +139,13 @@ def _s5_pytorch(torch, device, case, inputs):
 
 
 PEERS = (
-    Peer("mambapy", "mambapy", "pscan", "diag_scan", False, _mambapy_pscan),
-    Peer("accelerated-scan", "accelerated_scan", "ref", "diag_scan", False, _accel("ref")),
-    Peer("accelerated-scan", "accelerated_scan", "triton", "diag_scan", True, _accel("scalar")),
-    Peer("accelerated-scan", "accelerated_scan", "warp", "diag_scan", True, _accel("warp")),
-    Peer("mambapy", "mambapy", "pscan", "selective_scan", False, _mambapy_selective),
-    Peer("mamba_ssm", "mamba_ssm", "cuda", "selective_scan", True, _mamba_ssm_selective),
-    Peer("s5-pytorch", "s5", "apply_ssm", "s5", False, _s5_pytorch),
+    Peer("mambapy:pscan", "diag_scan", _mambapy_pscan),
+    Peer("accelerated-scan:ref", "diag_scan", _accel("ref")),
+    Peer("accelerated-scan:triton", "diag_scan", _accel("scalar")),
+    Peer("accelerated-scan:warp", "diag_scan", _accel("warp")),
+    Peer("mambapy:pscan", "selective_scan", _mambapy_selective),
+    Peer("mamba_ssm:cuda", "selective_scan", _mamba_ssm_selective),
+    Peer("s5-pytorch:apply_ssm", "s5", _s5_pytorch),
 )
 
 

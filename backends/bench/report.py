@@ -19,7 +19,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from . import peers as _peers
+from .. import registry
 from .cases import DTYPES
 
 __all__ = ["COLUMNS", "write", "write_rows", "read_rows", "tables", "plots"]
@@ -33,27 +33,11 @@ COLUMNS = [
 ]
 _SHAPE = ("batch", "length", "channels", "state")
 #: the backends of peer rows: the peer packages
-PEER_BACKENDS = tuple(sorted({p.package for p in _peers.PEERS}))
+PEER_BACKENDS = tuple(sorted({p.package for p in registry.PEERS}))
 LENGTH_LABEL = "length (tokens)"
-#: one (colour, marker) per backend:impl, the same in every panel of every figure; every
-#: implementation of runner.BACKENDS and every peer of peers.PEERS has one (tests check it)
-STYLES = {
-    "numpy:spec": ("#7f7f7f", "s"),
-    "torch:eager": ("#d62728", "o"),
-    "torch:triton": ("#ff7f0e", "^"),
-    "torch:numba": ("#8c564b", "v"),
-    "jax:auto": ("#1f77b4", "o"),
-    "jax:sequential": ("#17becf", "<"),
-    "jax:associative": ("#9467bd", ">"),
-    "jax:chunked": ("#393b79", "D"),
-    "jax:pallas": ("#e377c2", "P"),
-    "mambapy:pscan": ("#2ca02c", "X"),
-    "accelerated-scan:ref": ("#bcbd22", "*"),
-    "accelerated-scan:triton": ("#ad494a", "h"),
-    "accelerated-scan:warp": ("#637939", "p"),
-    "mamba_ssm:cuda": ("#000000", "d"),
-    "s5-pytorch:apply_ssm": ("#e7969c", "8"),
-}
+#: one (colour, marker) per backend:impl, the same in every panel of every figure: the
+#: registry's, for every implementation and peer
+STYLES = registry.styles()
 #: a machine counts as loaded when its load average exceeds this fraction of its cores, or its
 #: host copy bandwidth changed by more than this fraction between the start and the end
 LOAD_FRACTION = 0.5

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .. import registry
 from . import cases as _cases
 from . import peers as _peers
 from . import timing
@@ -30,17 +31,10 @@ from .timing import Budget
 __all__ = ["BACKENDS", "groups", "expected_rows", "measure", "run_group", "run",
            "environment"]
 
-#: backend -> its implementations (torch triton only on CUDA, jax pallas not on the CPU). JAX:
-#: the scan strategy only changes cases that run a scan (cases.uses_scan); the others run once,
-#: under "auto".
-BACKENDS = {
-    "numpy": ("spec",),
-    "torch": ("eager", "triton"),
-    "jax": ("auto", "sequential", "associative", "chunked", "pallas"),
-    "peers": ("-",),
-}
-JAX_STRATEGIES = ("sequential", "associative", "chunked", "pallas")
-_NEEDS = {"numpy": "numpy", "torch": "torch", "jax": "jax", "peers": "torch"}
+#: backend -> the implementations `bench` can time (registry records with bench devices), and
+#: the peers group
+BACKENDS = {**{name: tuple(i.name for i in registry.implementations(name) if i.bench)
+               for name in registry.BACKENDS}, "peers": ("-",)}
 ROW_PREFIX = "ROW "
 
 BUDGETS = {
@@ -51,27 +45,38 @@ BUDGETS = {
 MAX_CALL_S = {"quick": 5.0, "full": 3.0}
 
 
-def installed(backend: str) -> bool:
-    return importlib.util.find_spec(_NEEDS[backend]) is not None
+def _packages(backend: str, impl: str) -> tuple[str, ...]:
+    return ("torch",) if backend == "peers" else registry.get(f"{backend}:{impl}").packages
+
+
+def installed(backend: str, impl: str | None = None) -> bool:
+    """Whether `backend` (and implementation `impl` of it) can be imported here."""
+    impl = impl or BACKENDS[backend][0]
+    return all(importlib.util.find_spec(p) is not None for p in _packages(backend, impl))
+
+
+def _device_type(device: str) -> str:
+    return device.split(":")[0]
 
 
 def groups(backends, device: str, quick: bool = False) -> list[tuple[str, str]]:
-    """(backend, impl) pairs to run on `device`, in order; unknown backends are an error.
-    Quick runs JAX under "auto" only (compiling every strategy would not fit in 2 minutes)."""
+    """(backend, impl) pairs to run on `device`, in order: each registered implementation timed
+    on this device type (Implementation.bench) whose packages are installed; quick: only those
+    marked quick (compiling every JAX strategy would not fit in 2 minutes). Unknown backends
+    are an error."""
     out = []
     for b in backends:
         if b not in BACKENDS:
             raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {b!r}")
-        for impl in BACKENDS[b]:
-            if b == "numpy" and device != "cpu":
+        if b == "peers":
+            out.append((b, "-"))
+            continue
+        for impl in registry.implementations(b):
+            if _device_type(device) not in impl.bench or (quick and not impl.quick):
                 continue
-            if impl == "triton" and not device.startswith("cuda"):
-                continue  # the Triton interpreter on CPU is a test tool, not timed
-            if b == "jax" and impl == "pallas" and device == "cpu":
-                continue  # so is the Pallas interpreter
-            if quick and impl in JAX_STRATEGIES:
+            if impl.needs and not installed(b, impl.name):
                 continue
-            out.append((b, impl))
+            out.append((b, impl.name))
     return out
 
 
@@ -84,18 +89,19 @@ QUICK_SKIPS = {
 
 def group_cases(backend: str, impl: str, cases: list, quick: bool = False) -> list:
     """The cases a group measures. peers: the targets some peer implements, fp32 forward.
-    jax: explicit strategies take the cases that run a scan, "auto" the others (quick: all of
-    them; QUICK_SKIPS turns some into skip rows)."""
+    Others: as their record's bench_cases says (jax: the explicit strategies take the cases
+    that run a scan, "auto" the others; quick: all of them, QUICK_SKIPS turning some into skip
+    rows; torch: eager all, numba and triton the scan cases)."""
     if backend == "peers":
         targets = {p.target for p in _peers.PEERS}
         return [c for c in cases
                 if c.target in targets and c.mode == "fwd" and c.dtype == "float32"]
-    if backend == "jax" and quick:
+    which = registry.get(f"{backend}:{impl}").bench_cases
+    if which == "other" and quick:  # the strategies are not timed: this one takes every case
+        which = "all"
+    if which == "all":
         return list(cases)
-    if backend == "jax":
-        scan = impl in JAX_STRATEGIES
-        return [c for c in cases if _cases.uses_scan(c) == scan]
-    return list(cases)
+    return [c for c in cases if _cases.uses_scan(c) == (which == "scan")]
 
 
 def expected_rows(backend: str, cases: list) -> int:
@@ -246,8 +252,8 @@ def run_group(backend, impl, device, cases, budget: Budget, copy_gbps, emit,
         return
     from .frameworks import framework
 
-    if backend in ("torch", "jax"):  # both read these at call / trace time
-        os.environ[_IMPL_ENV[backend]] = impl
+    if backend != "peers":  # read at call / trace time
+        os.environ.update(registry.get(f"{backend}:{impl}").select)
     try:
         fw = framework(backend, impl, device)
     except Exception as err:
@@ -268,13 +274,10 @@ def run_group(backend, impl, device, cases, budget: Budget, copy_gbps, emit,
         emit(row)
 
 
-_IMPL_ENV = {"torch": "LIQUIDSSM_TORCH_IMPL", "jax": "LIQUIDSSM_JAX_SCAN"}
-
-
 def _worker_env(backend, impl) -> dict:
     env = dict(os.environ)
-    if backend in _IMPL_ENV:
-        env[_IMPL_ENV[backend]] = impl
+    if backend != "peers":
+        env.update(registry.get(f"{backend}:{impl}").select)
     env.pop("TRITON_INTERPRET", None)  # timings are of compiled kernels, never the interpreter
     return env
 
@@ -366,7 +369,8 @@ def run(*, backends=None, targets=None, modes=None, device="cpu", quick=False, p
     chosen = list(backends) if backends else [b for b in BACKENDS if installed(b)]
     for b in chosen:
         if b in BACKENDS and not installed(b):
-            raise ValueError(f"backend: {b!r} needs the package {_NEEDS[b]!r}, not installed")
+            raise ValueError(f"backend: {b!r} needs the packages {_packages(b, BACKENDS[b][0])}, "
+                             f"not installed")
     kind = "cuda" if device.startswith("cuda") else "cpu"
     sweep = _cases.sweep(("quick-" if quick else "") + kind, targets, modes)
     plan = [(b, i, group_cases(b, i, sweep, quick)) for b, i in groups(chosen, device, quick)]

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import importlib.util
 
+from liquidssm import registry
+
 __all__ = ["available", "PRIMITIVES", "KERNELS"]
 
 #: primitives liquidssm.cpu._torch provides (some by the eager fallback; see above)
 PRIMITIVES = ("selective_scan", "liquid_selective_scan", "selective_state_update", "diag_scan",
               "liquid_scan")
 #: those with a numba kernel (for some arguments): what LIQUIDSSM_TORCH_IMPL=auto picks on CPU
-KERNELS = ("selective_scan", "liquid_selective_scan")
+#: (the registry record's `kernels`)
+KERNELS = registry.get("torch:numba").kernels
 
 
 def available() -> bool:

@@ -21,6 +21,7 @@ import os
 import jax
 import jax.numpy as jnp
 from jax import lax
+from liquidssm import registry
 from liquidssm.spec import scan as _spec_scan
 from liquidssm.spec._checks import diag_scan_args, liquid_scan_args
 from liquidssm.spec._common import check_choice
@@ -29,7 +30,8 @@ from . import parallel
 
 __all__ = ["STRATEGIES", "CHUNK", "scan_strategy", "diag_scan", "liquid_scan"]
 
-STRATEGIES = ("auto", "sequential", "associative", "chunked", "pallas")
+#: the registered JAX implementations (auto first)
+STRATEGIES = registry.names("jax")
 JAX = "jax.Array"  # the array type the checks (liquidssm.spec._checks) require
 #: chunk length of the chunked strategy (and the checkpoint spacing of the selective vjps)
 CHUNK = 64

@@ -17,8 +17,12 @@ import os
 
 import torch
 
-ENV = "LIQUIDSSM_TORCH_IMPL"
-CHOICES = ("auto", "eager", "triton", "numba")
+from .. import registry
+
+ENV = registry.BACKENDS["torch"].select_env
+#: auto, then the registered implementations
+CHOICES = ("auto", *registry.names("torch"))
+_NUMBA, _TRITON = registry.get("torch:numba"), registry.get("torch:triton")
 
 __all__ = ["ENV", "CHOICES", "requested", "implementation", "primitive"]
 
@@ -34,7 +38,7 @@ def requested() -> str:
 def _triton_problem(x, name: str, explicit: bool) -> str | None:
     """Why the Triton `name` cannot run on tensor x, or None if it can."""
     if importlib.util.find_spec("triton") is None:
-        return "the package 'triton' is not installed (pip install 'liquidssm[triton]')"
+        return f"the package 'triton' is not installed (pip install 'liquidssm[{_TRITON.extra}]')"
     interpret = explicit and os.environ.get("TRITON_INTERPRET") == "1"
     if not interpret:
         if not torch.cuda.is_available():
@@ -52,7 +56,7 @@ def _triton_problem(x, name: str, explicit: bool) -> str | None:
 def _numba_problem(x) -> str | None:
     """Why the numba kernels cannot run on tensor x, or None if they can."""
     if importlib.util.find_spec("numba") is None:
-        return "the package 'numba' is not installed (pip install 'liquidssm[cpu]')"
+        return f"the package 'numba' is not installed (pip install 'liquidssm[{_NUMBA.extra}]')"
     if getattr(getattr(x, "device", None), "type", "cpu") != "cpu":
         return f"the input is on {x.device}, not on the CPU"
     return None
@@ -73,7 +77,7 @@ def implementation(x=None, name: str = "selective_scan") -> str:
                                f"(choices: {list(CHOICES)}; 'auto' falls back to eager)")
         if choice == "numba":
             return "numba"
-        if problem is None and name in importlib.import_module("liquidssm.cpu").KERNELS:
+        if problem is None and name in registry.get("torch:numba").kernels:
             return "numba"
     problem = _triton_problem(x, name, choice == "triton")
     if problem is None:

@@ -19,13 +19,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from liquidssm.spec import VARIANTS
+
 __all__ = ["TrainConfig", "MODELS", "model_config", "lr_factor", "run", "summarize",
            "METRICS_COLUMNS", "plot_curves"]
 
 #: the --model choices: the library's variants, LiquidMamba's ablations (one change each:
 #: liquid scan only, gated conv only, FFN only) and the Transformer baseline
-MODELS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba",
-          "liquid_mamba-scan", "liquid_mamba-conv", "liquid_mamba-ffn", "transformer")
+MODELS = (*VARIANTS, "liquid_mamba-scan", "liquid_mamba-conv", "liquid_mamba-ffn", "transformer")
 
 #: the small-model SSM settings per variant (everything else: the spec's defaults)
 SSM_DEFAULTS = {

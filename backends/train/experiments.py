@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from liquidssm.spec import VARIANTS
+
 from .common import TrainConfig, run
 
 COLUMNS = ("task", "model", "backend", "n_params", "d_model", "steps", "seed", "metric",
@@ -42,8 +44,7 @@ def _small(seeds=(0,)):
     return plan
 
 
-ALL_MODELS = ("s4d", "s4", "liquid_s4", "s5", "liquid_s5", "mamba", "liquid_mamba",
-              "transformer")
+ALL_MODELS = (*VARIANTS, "transformer")
 ABLATIONS = ("liquid_mamba-scan", "liquid_mamba-conv", "liquid_mamba-ffn")
 
 
