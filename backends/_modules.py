@@ -10,22 +10,55 @@ from __future__ import annotations
 
 import importlib
 import math
+import types
 
 import numpy as np
 
 from .spec import s5_layer
 from .spec._common import check_config, check_int, check_params, check_seed, shapes_of
 
-__all__ = ["CLASSES", "make_config", "spec_params", "is_statistic", "ssm_leaves", "vocab_size",
-           "generate"]
+__all__ = ["CLASSES", "define_classes", "make_config", "spec_params", "is_statistic",
+           "ssm_leaves", "vocab_size", "generate"]
 
-#: class name -> spec module name: the same classes in every framework
+#: class name -> (spec module, what it adds to the framework's SpecModule: "kernel" (the
+#: convolution kernel method) | "lm" (generate) | "", docstring): the same classes in every
+#: framework (define_classes)
 CLASSES = {
-    "S4D": "s4d", "S4": "s4", "LiquidS4": "liquid_s4", "S5": "s5", "LiquidS5": "liquid_s5",
-    "Mamba": "mamba", "LiquidMamba": "liquid_mamba", "S4Block": "s4_block",
-    "S5Layer": "s5_layer", "MambaBlock": "mamba_block", "SequenceModel": "sequence_model",
-    "MambaLM": "mamba_lm",
+    "S4D": ("s4d", "kernel", "S4D (liquidssm.spec.s4d)."),
+    "S4": ("s4", "kernel", "S4, DPLR HiPPO-LegS (liquidssm.spec.s4)."),
+    "LiquidS4": ("liquid_s4", "kernel", "Liquid-S4 (liquidssm.spec.liquid_s4); state / step "
+                 "with liquid_kernel='scan'."),
+    "S5": ("s5", "", "S5 (liquidssm.spec.s5); call it with timesteps=tau for irregular "
+           "sampling."),
+    "LiquidS5": ("liquid_s5", "", "Liquid-S5 (liquidssm.spec.liquid_s5)."),
+    "Mamba": ("mamba", "", "The Mamba mixer (liquidssm.spec.mamba; mamba_simple.Mamba's names)."),
+    "LiquidMamba": ("liquid_mamba", "", "The LiquidMamba block, residuals and FFN included "
+                    "(liquidssm.spec.liquid_mamba)."),
+    "S4Block": ("s4_block", "", "The S4 residual block around an S4D / S4 / Liquid-S4 "
+                "(liquidssm.spec.s4_block)."),
+    "S5Layer": ("s5_layer", "", "The S5 layer around an S5 / Liquid-S5 (liquidssm.spec.s5_layer); "
+                "the batch norm is its inference form: norm_mean / norm_var are statistics, "
+                "not trained."),
+    "MambaBlock": ("mamba_block", "", "u + mixer(rms_norm(u)): mamba_ssm's Block "
+                   "(liquidssm.spec.mamba_block)."),
+    "SequenceModel": ("sequence_model", "lm", "Encoder / embedding, n residual layers of any "
+                      "variant, final norm, pool / sequence / lm head "
+                      "(liquidssm.spec.sequence_model); generate with head='lm'."),
+    "MambaLM": ("mamba_lm", "lm", "The Mamba language model under mamba_ssm's names "
+                "(liquidssm.spec.mamba_lm)."),
 }
+
+
+def define_classes(base, mixins: dict) -> dict:
+    """The framework's module classes, name -> class: per CLASSES entry a subclass of `base`
+    (after mixins[kind] when it has one) created with `spec=` its spec module's name."""
+    out = {}
+    for name, (spec, kind, doc) in CLASSES.items():
+        bases = (mixins[kind], base) if kind else (base,)
+        namespace = {"__doc__": doc, "__module__": base.__module__, "__qualname__": name}
+        out[name] = types.new_class(name, bases, {"spec": spec},
+                                    lambda ns, namespace=namespace: ns.update(namespace))
+    return out
 
 #: the leaf names (after the last ".") of the SSM parameters per variant family: the parameters
 #: the published code trains without weight decay (S4, S5: also with their own learning rate).

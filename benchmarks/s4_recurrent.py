@@ -33,7 +33,7 @@ def jax_row(cfg, params, u, reps):
     import liquidssm.jax as ljax
 
     p = ljax.params_from_spec(params)
-    uj = ljax.fw.from_numpy(u)
+    uj = ljax.FRAMEWORK.from_numpy(u)
     fwd = jax.jit(lambda p, u: ljax.s4.forward(cfg, p, u))
     t0 = time.perf_counter()
     lowered = fwd.lower(p, uj)
@@ -48,7 +48,7 @@ def torch_row(cfg, params, u, reps):
     import liquidssm.torch as lt
     import torch
 
-    p = lt.to_params(params)
+    p = lt.params_from_spec(params)
     ut = torch.as_tensor(u)
     with torch.no_grad():
         return _stats(lambda: lt.s4.forward(cfg, p, ut), reps)

@@ -49,6 +49,8 @@ _NAMESPACES: dict = {}
 #: phi(x) = LECUN_SCALE tanh(LECUN_SLOPE x) (the one place of these constants)
 LCONTRACTS = ("none", "tanh", "lecun")
 LECUN_SCALE, LECUN_SLOPE = 1.7159, 0.666
+#: lcontract name -> the integer the compiled kernels (numba, Triton) branch on
+LCONTRACT_CODES = {name: code for code, name in enumerate(LCONTRACTS)}
 
 
 def namespace(*arrays):

@@ -169,6 +169,16 @@ def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     return (out, a["xp"].stack(levels, axis=1)) if return_last_state else out
 
 
+def reference_scan(*args, liquid, liquid_degree=1, BL=None, lcontract="none"):
+    """The spec's own loop (never a backend's) of liquid_selective_scan (liquid) or
+    selective_scan on the positional `args`: what a backend runs where its kernels have nothing
+    to do (zero-size inputs)."""
+    if liquid:
+        return liquid_selective_scan.reference(*args, liquid_degree=liquid_degree, BL=BL,
+                                               lcontract=lcontract)
+    return selective_scan.reference(*args)
+
+
 @overridable
 def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
                            dt_softplus=False):

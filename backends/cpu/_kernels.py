@@ -25,9 +25,11 @@ import math
 
 import numba as nb
 import numpy as np
-from liquidssm.spec.nn import LECUN_SCALE, LECUN_SLOPE
+from liquidssm.spec._common import LCONTRACT_CODES, LECUN_SCALE, LECUN_SLOPE
 
-_LECUN_SCALE, _LECUN_SLOPE = LECUN_SCALE, LECUN_SLOPE  # numba reads module floats as constants
+# numba reads module-level numbers as compile-time constants
+_LECUN_SCALE, _LECUN_SLOPE = LECUN_SCALE, LECUN_SLOPE
+_NONE, _TANH = LCONTRACT_CODES["none"], LCONTRACT_CODES["tanh"]
 #: fast-math flags without nnan / ninf (inf and nan propagate as in the spec)
 _FM = {"contract", "arcp", "nsz", "afn", "reassoc"}
 _OPTS = dict(cache=True, nogil=True, fastmath=_FM)
@@ -48,19 +50,20 @@ def _sigmoid(x):
 
 @nb.njit(inline="always", **_OPTS)
 def _phi(x, kind):
-    """lcontract: 0 none -> x, 1 tanh -> tanh(x), 2 lecun -> SCALE tanh(SLOPE x)."""
-    if kind == 0:
+    """lcontract (kind its LCONTRACT_CODES code): none -> x, tanh -> tanh(x), lecun ->
+    SCALE tanh(SLOPE x)."""
+    if kind == _NONE:
         return x
-    if kind == 1:
+    if kind == _TANH:
         return math.tanh(x)
     return _LECUN_SCALE * math.tanh(_LECUN_SLOPE * x)
 
 
 @nb.njit(inline="always", **_OPTS)
 def _dphi(x, kind):
-    if kind == 0:
+    if kind == _NONE:
         return 1.0
-    if kind == 1:
+    if kind == _TANH:
         t = math.tanh(x)
         return 1.0 - t * t
     t = math.tanh(_LECUN_SLOPE * x)

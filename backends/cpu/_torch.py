@@ -1,5 +1,6 @@
 """The numba kernels (_kernels.py) as torch CPU primitives: torch.library custom ops with a fake
-(meta) implementation and an autograd formula, so autograd and torch.compile compose.
+(meta) implementation and an autograd formula, so autograd and torch.compile compose; eager
+calls run the same forward and backward through a torch.autograd.Function (no dispatcher).
 
 Same signatures and semantics as liquidssm.torch's primitives (the spec's). The arguments are
 checked by the spec's checks (liquidssm.spec._checks, as the eager implementation does), so
@@ -17,6 +18,7 @@ import math
 import numpy as np
 import torch
 from liquidssm.spec import _checks
+from liquidssm.spec._common import LCONTRACT_CODES
 from liquidssm.torch import scans as _eager_scans
 from liquidssm.torch import selective as _eager
 
@@ -59,16 +61,10 @@ def _group_size(X4, var, d):
     return d // X4.shape[1] if var else 0
 
 
-#: lcontract name -> the kernels' code
-PHI = {"none": 0, "tanh": 1, "lecun": 2}
 
 
-@torch.library.custom_op("liquidssm::numba_selective_scan_fwd", mutates_args=())
-def _fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor,
-         C4: torch.Tensor, L4: torch.Tensor, var_b: bool, var_c: bool, var_l: bool,
-         D: torch.Tensor | None, z: torch.Tensor | None, bias: torch.Tensor | None,
-         h0: torch.Tensor | None, softplus: bool, phi: int, p: int,
-         save: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, h0, softplus, phi, p,
+                save):
     """(out (b, d, l), last levels (b, p, d, n), checkpoints (b, d, nchunk, p, n) if save)."""
     b, d, l = u.shape
     n = A.shape[1]
@@ -85,6 +81,17 @@ def _fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor
     return out, last, ck
 
 
+@torch.library.custom_op("liquidssm::numba_selective_scan_fwd", mutates_args=())
+def _fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor,
+         C4: torch.Tensor, L4: torch.Tensor, var_b: bool, var_c: bool, var_l: bool,
+         D: torch.Tensor | None, z: torch.Tensor | None, bias: torch.Tensor | None,
+         h0: torch.Tensor | None, softplus: bool, phi: int, p: int,
+         save: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """_fwd_kernel as a custom op (what torch.compile graphs keep)."""
+    return _fwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, h0, softplus,
+                       phi, p, save)
+
+
 @_fwd.register_fake
 def _(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, h0, softplus, phi, p, save):
     b, d, l = u.shape
@@ -94,12 +101,8 @@ def _(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, h0, softplus, ph
             u.new_empty((b, d, nchunk, p, n) if save else (1, 1, 1, 1, 1)))
 
 
-@torch.library.custom_op("liquidssm::numba_selective_scan_bwd", mutates_args=())
-def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor,
-         C4: torch.Tensor, L4: torch.Tensor, var_b: bool, var_c: bool, var_l: bool,
-         D: torch.Tensor | None, z: torch.Tensor | None, bias: torch.Tensor | None,
-         ck: torch.Tensor, dout: torch.Tensor, dlast: torch.Tensor | None, softplus: bool,
-         phi: int, p: int) -> list[torch.Tensor]:
+def _bwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, dout, dlast,
+                softplus, phi, p):
     """[du, ddelta, dA, dB4, dC4, dL4, dD, dz, dbias, dh0]; dD / dz / dbias empty when absent
     (dL4 zeros at p = 1)."""
     b, d, l = u.shape
@@ -147,6 +150,17 @@ def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor
             t(lead(dbias_p, (d,))) if bias is not None else empty(), t(dh0)]
 
 
+@torch.library.custom_op("liquidssm::numba_selective_scan_bwd", mutates_args=())
+def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor,
+         C4: torch.Tensor, L4: torch.Tensor, var_b: bool, var_c: bool, var_l: bool,
+         D: torch.Tensor | None, z: torch.Tensor | None, bias: torch.Tensor | None,
+         ck: torch.Tensor, dout: torch.Tensor, dlast: torch.Tensor | None, softplus: bool,
+         phi: int, p: int) -> list[torch.Tensor]:
+    """_bwd_kernel as a custom op."""
+    return _bwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, dout, dlast,
+                       softplus, phi, p)
+
+
 @_bwd.register_fake
 def _(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, dout, dlast, softplus, phi,
       p):
@@ -173,7 +187,8 @@ def _backward(ctx, dout, dlast, _dck):
     dout = torch.zeros_like(u) if dout is None else dout.contiguous()
     dlast = None if dlast is None else dlast.contiguous()
     var_b, var_c, var_l, softplus, phi, p = ctx.flags
-    du, ddelta, dA, dB4, dC4, dL4, dD, dz, dbias, dh0 = _bwd(
+    bwd = _bwd if torch.compiler.is_compiling() else _bwd_kernel
+    du, ddelta, dA, dB4, dC4, dL4, dD, dz, dbias, dh0 = bwd(
         u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, dout, dlast, softplus, phi,
         p)
     hD, hz, hb, hh = ctx.present
@@ -183,6 +198,23 @@ def _backward(ctx, dout, dlast, _dck):
 
 
 _fwd.register_autograd(_backward, setup_context=_setup)
+
+
+class _Eager(torch.autograd.Function):
+    """The same forward and backward as the custom ops, called directly: eager calls skip the
+    custom-op dispatcher, whose first call imports torch._dynamo (~1000 modules, ~2 s) in
+    torch 2.13. torch.compile traces the custom ops instead (_run)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _fwd_kernel(*inputs)
+        _setup(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[2])
+        return output
+
+    @staticmethod
+    def backward(ctx, dout, dlast, dck):
+        return _backward(ctx, dout, dlast, dck)
 
 
 def _bc4(X, d, n, wdt):
@@ -246,8 +278,9 @@ def _run(args, softplus, h0, p, BL, lcontract):
     L4, var_l = (B4, B.dim() > 2) if BL is None else (_bc4(BL, d, n, wdt), BL.dim() > 2)
     save = torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in (*args, h0, BL))
-    out, last, _ = _fwd(uw, dw, Aw, B4, C4, L4, B.dim() > 2, C.dim() > 2, var_l, Dw, zw, bw, hw,
-                        softplus, PHI[lcontract], p, save)
+    fwd = _fwd if torch.compiler.is_compiling() else _Eager.apply
+    out, last, _ = fwd(uw, dw, Aw, B4, C4, L4, B.dim() > 2, C.dim() > 2, var_l, Dw, zw, bw, hw,
+                        softplus, LCONTRACT_CODES[lcontract], p, save)
     return out.to(u.dtype), last
 
 

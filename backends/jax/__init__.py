@@ -15,18 +15,18 @@ import importlib
 
 import jax.scipy.special
 from liquidssm import BLOCKS, MODELS
-from liquidssm._bind import bind, map_arrays
+from liquidssm._bind import bind
 from liquidssm.spec import _dispatch
 
 from ..spec import VARIANTS  # the one list of variants
 from ._decode import selective_state_update
-from ._framework import JaxFramework, fw
+from ._framework import FRAMEWORK, JaxFramework, params_from_spec, params_to_spec
 from .dense import dense_scan
 from .scans import diag_scan, liquid_scan, scan_strategy
 from .selective import liquid_selective_scan, selective_scan
 
 __all__ = [
-    "name", "fw", "JaxFramework", "scan_strategy", "params_from_spec", "params_to_spec",
+    "name", "FRAMEWORK", "JaxFramework", "scan_strategy", "params_from_spec", "params_to_spec",
     "diag_scan", "liquid_scan", "dense_scan", "selective_scan", "selective_state_update",
     "liquid_selective_scan", "VARIANTS",
 ]
@@ -44,20 +44,10 @@ for _name, _fn in (
     _dispatch.register("jax", _name, _fn)
 
 
-def params_from_spec(params, *, dtype=None, device=None):
-    """A dict of spec (NumPy) parameters / states as jax arrays (default float32)."""
-    return map_arrays(params, lambda a: fw.from_numpy(a, dtype=dtype, device=device))
-
-
-def params_to_spec(params):
-    """A dict of jax arrays as NumPy float64 / complex128 arrays (the spec's form)."""
-    return map_arrays(params, fw.to_numpy)
-
-
 def __getattr__(attr):
     """Variant modules are bound on first access (the spec modules are imported then)."""
     if attr in VARIANTS or attr in BLOCKS or attr in MODELS:
-        mod = bind(importlib.import_module(f"liquidssm.spec.{attr}"), fw, __name__)
+        mod = bind(importlib.import_module(f"liquidssm.spec.{attr}"), FRAMEWORK, __name__)
         globals()[attr] = mod
         return mod
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

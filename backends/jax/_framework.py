@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._bind import map_arrays
 from ..spec._common import register_int_reader
 
-__all__ = ["JaxFramework", "fw", "x64_enabled"]
+__all__ = ["JaxFramework", "FRAMEWORK", "x64_enabled", "params_from_spec", "params_to_spec"]
 
 
 def x64_enabled() -> bool:
@@ -72,7 +73,7 @@ class JaxFramework:
         return x
 
 
-fw = JaxFramework()
+FRAMEWORK = JaxFramework()
 
 
 def _int_bounds(x):
@@ -86,3 +87,13 @@ def _int_bounds(x):
 
 
 register_int_reader(jax.Array, _int_bounds)
+
+
+def params_from_spec(params, *, dtype=None, device=None):
+    """A dict of spec (NumPy) parameters / states as jax arrays (default float32)."""
+    return map_arrays(params, lambda a: FRAMEWORK.from_numpy(a, dtype=dtype, device=device))
+
+
+def params_to_spec(params):
+    """A dict of jax arrays as NumPy float64 / complex128 arrays (the spec's form)."""
+    return map_arrays(params, FRAMEWORK.to_numpy)

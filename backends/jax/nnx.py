@@ -29,13 +29,13 @@ from flax import nnx
 
 from .. import _modules
 from .._bind import check_input
-from ._framework import fw
+from ._framework import FRAMEWORK
 
 __all__ = ["SpecModule", *_modules.CLASSES]
 
 
 def _to_numpy(x):
-    return fw.to_numpy(x) if isinstance(x, jax.Array) else np.asarray(x)
+    return FRAMEWORK.to_numpy(x) if isinstance(x, jax.Array) else np.asarray(x)
 
 
 class SpecModule(nnx.Module):
@@ -60,7 +60,7 @@ class SpecModule(nnx.Module):
         values = _modules.spec_params(self._spec, self.config, seed, params, _to_numpy)
         self.params = nnx.Dict({
             k: (nnx.BatchStat if _modules.is_statistic(k) else nnx.Param)(
-                fw.from_numpy(v, dtype=dtype))
+                FRAMEWORK.from_numpy(v, dtype=dtype))
             for k, v in values.items()})
 
     def spec_params(self) -> dict:
@@ -69,7 +69,7 @@ class SpecModule(nnx.Module):
 
     def to_params(self) -> dict:
         """{spec name: float64 NumPy array}."""
-        return {k: fw.to_numpy(v) for k, v in self.spec_params().items()}
+        return {k: FRAMEWORK.to_numpy(v) for k, v in self.spec_params().items()}
 
     @classmethod
     def from_params(cls, config, params: dict, *, dtype=None):
@@ -121,7 +121,7 @@ class SpecModule(nnx.Module):
     def initial_state(self, batch: int) -> dict:
         """The spec's initial_state (zeros) in the compute dtype of the parameters (float32 for
         bfloat16 / float16; complex states complex)."""
-        return self._fn.initial_state(self.config, batch, dtype=fw.compute_dtype(self.dtype))
+        return self._fn.initial_state(self.config, batch, dtype=FRAMEWORK.compute_dtype(self.dtype))
 
 
 class _Kernel:
@@ -146,62 +146,17 @@ class _LM:
         the prompt, then one step per new id (both jitted); greedy (temperature 0) or sampled from
         softmax(logits / temperature) over the top_k ids (host NumPy, default_rng(seed));
         ids < the real vocabulary only (liquidssm._modules.generate)."""
-        check_input(fw, "tokens", tokens, tokens=True)
+        check_input(FRAMEWORK, "tokens", tokens, tokens=True)
         vocab = _modules.vocab_size(self._spec, self.config)
         params = self.spec_params()
         prefill, step = _decoder(self._fn, self.config)
         return _modules.generate(
             lambda t: prefill(params, t), lambda t, s: step(params, s, t), tokens,
             max_new_tokens, vocab=vocab,
-            to_numpy=fw.to_numpy, to_tokens=lambda a: jnp.asarray(a, dtype=tokens.dtype),
+            to_numpy=FRAMEWORK.to_numpy, to_tokens=lambda a: jnp.asarray(a, dtype=tokens.dtype),
             temperature=temperature, top_k=top_k, seed=seed)
 
 
-class S4D(_Kernel, SpecModule, spec="s4d"):
-    """S4D (liquidssm.spec.s4d)."""
-
-
-class S4(_Kernel, SpecModule, spec="s4"):
-    """S4, DPLR HiPPO-LegS (liquidssm.spec.s4)."""
-
-
-class LiquidS4(_Kernel, SpecModule, spec="liquid_s4"):
-    """Liquid-S4 (liquidssm.spec.liquid_s4); state / step with liquid_kernel='scan'."""
-
-
-class S5(SpecModule, spec="s5"):
-    """S5 (liquidssm.spec.s5); __call__(u, timesteps=tau) for irregular sampling."""
-
-
-class LiquidS5(SpecModule, spec="liquid_s5"):
-    """Liquid-S5 (liquidssm.spec.liquid_s5)."""
-
-
-class Mamba(SpecModule, spec="mamba"):
-    """The Mamba mixer (liquidssm.spec.mamba; mamba_simple.Mamba's names)."""
-
-
-class LiquidMamba(SpecModule, spec="liquid_mamba"):
-    """The LiquidMamba block, residuals and FFN included (liquidssm.spec.liquid_mamba)."""
-
-
-class S4Block(SpecModule, spec="s4_block"):
-    """The S4 residual block around an S4D / S4 / Liquid-S4 (liquidssm.spec.s4_block)."""
-
-
-class S5Layer(SpecModule, spec="s5_layer"):
-    """The S5 layer around an S5 / Liquid-S5 (liquidssm.spec.s5_layer); the batch norm is
-    its inference form with nnx.BatchStat norm_mean / norm_var (not trained)."""
-
-
-class MambaBlock(SpecModule, spec="mamba_block"):
-    """u + mixer(rms_norm(u)): mamba_ssm's Block (liquidssm.spec.mamba_block)."""
-
-
-class SequenceModel(_LM, SpecModule, spec="sequence_model"):
-    """Encoder / embedding, n residual layers of any variant, final norm, pool / sequence / lm
-    head (liquidssm.spec.sequence_model); generate with head='lm'."""
-
-
-class MambaLM(_LM, SpecModule, spec="mamba_lm"):
-    """The Mamba language model under mamba_ssm's names (liquidssm.spec.mamba_lm)."""
+#: S4D, S4, LiquidS4, S5, LiquidS5, Mamba, LiquidMamba, S4Block, S5Layer, MambaBlock,
+#: SequenceModel, MambaLM: one class per spec module (liquidssm._modules.CLASSES)
+globals().update(_modules.define_classes(SpecModule, {"kernel": _Kernel, "lm": _LM}))

@@ -218,12 +218,9 @@ def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ret
                             return_last_state, liquid=liquid, liquid_degree=p, BL=BL,
                             lcontract=phi, kind=JAX)
     if s.empty:
-        if liquid:
-            return _spec.liquid_selective_scan.reference(
-                u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                return_last_state, liquid_degree=p, BL=BL, lcontract=phi)
-        return _spec.selective_scan.reference(u, delta, A, B, C, D, z, delta_bias,
-                                              delta_softplus, initial_state, return_last_state)
+        return _spec.reference_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                    initial_state, return_last_state, liquid=liquid,
+                                    liquid_degree=p, BL=BL, lcontract=phi)
     b, d, l, cplx = s.b, s.d, s.l, s.cplx
     wdt = jnp.float64 if u.dtype == jnp.float64 else jnp.float32
     cdt = jnp.complex128 if wdt == jnp.float64 else jnp.complex64

@@ -2,10 +2,10 @@
 
 Variants (`s4d`, `s4`, `liquid_s4`, `s5`, `liquid_s5`, `mamba`, `liquid_mamba`) are the spec's
 modules bound to tensors (liquidssm._bind); params are dicts of tensors under the spec's names
-(`to_params` / `from_params` convert). The primitives are eager PyTorch with custom backward
-(scans.py, selective.py; dense.py through autograd), or Triton kernels where LIQUIDSSM_TORCH_IMPL
-chooses them (_impl.py); they are registered with the spec's dispatch so the variants' recurrences
-run through them.
+(`params_from_spec` / `params_to_spec` convert, as in liquidssm.jax). The primitives are eager
+PyTorch with custom backward (scans.py, selective.py; dense.py through autograd), or the Triton /
+numba kernels where LIQUIDSSM_TORCH_IMPL chooses them (_impl.py, liquidssm.registry); they are
+registered with the spec's dispatch so the variants' recurrences run through them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .._bind import bind
 from ..spec import _checks, _common, _dispatch
 from . import scans as _scans
 from . import selective as _selective
-from ._framework import FRAMEWORK, TorchFramework, from_params, to_params
+from ._framework import FRAMEWORK, TorchFramework, params_from_spec, params_to_spec
 from ._impl import implementation, primitive
 from .dense import dense_scan
 
@@ -50,7 +50,7 @@ for _name in (*VARIANTS, *BLOCKS, *MODELS):
                             __name__)
 
 __all__ = [
-    "name", "TorchFramework", "FRAMEWORK", "to_params", "from_params", "implementation",
+    "name", "TorchFramework", "FRAMEWORK", "params_from_spec", "params_to_spec", "implementation",
     "diag_scan", "liquid_scan", "dense_scan", "selective_scan", "selective_state_update",
     "liquid_selective_scan",
     *VARIANTS, *BLOCKS, *MODELS,

@@ -8,7 +8,7 @@ import torch
 from .._bind import map_arrays
 from ..spec._common import register_int_reader
 
-__all__ = ["TorchFramework", "to_params", "from_params"]
+__all__ = ["TorchFramework", "FRAMEWORK", "params_from_spec", "params_to_spec"]
 
 _LOW = (torch.bfloat16, torch.float16)
 
@@ -76,11 +76,12 @@ def _int_bounds(x):
 register_int_reader(torch.Tensor, _int_bounds)
 
 
-def to_params(params, *, dtype=None, device=None):
-    """Spec parameters (dict of NumPy arrays, nested allowed) -> dict of tensors."""
+def params_from_spec(params, *, dtype=None, device=None):
+    """A dict of spec (NumPy) parameters / states (nested allowed) as tensors (default
+    float32)."""
     return map_arrays(params, lambda a: FRAMEWORK.from_numpy(a, dtype=dtype, device=device))
 
 
-def from_params(params):
-    """Dict of tensors -> dict of float64 / complex128 NumPy arrays (the spec's form)."""
+def params_to_spec(params):
+    """A dict of tensors as NumPy float64 / complex128 arrays (the spec's form)."""
     return map_arrays(params, FRAMEWORK.to_numpy)

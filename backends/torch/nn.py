@@ -74,7 +74,7 @@ class SpecModule(nn.Module):
 
     def to_params(self) -> dict:
         """{spec name: float64 NumPy array}."""
-        return _framework.from_params(self.spec_params())
+        return _framework.params_to_spec(self.spec_params())
 
     @classmethod
     def from_params(cls, config, params: dict, *, dtype=None, device=None):
@@ -177,51 +177,6 @@ class _LM:
             temperature=temperature, top_k=top_k, seed=seed)
 
 
-class S4D(_Kernel, SpecModule, spec="s4d"):
-    """S4D (liquidssm.spec.s4d)."""
-
-
-class S4(_Kernel, SpecModule, spec="s4"):
-    """S4, DPLR HiPPO-LegS (liquidssm.spec.s4)."""
-
-
-class LiquidS4(_Kernel, SpecModule, spec="liquid_s4"):
-    """Liquid-S4 (liquidssm.spec.liquid_s4); state / step with liquid_kernel='scan'."""
-
-
-class S5(SpecModule, spec="s5"):
-    """S5 (liquidssm.spec.s5); forward(u, timesteps=tau) for irregular sampling."""
-
-
-class LiquidS5(SpecModule, spec="liquid_s5"):
-    """Liquid-S5 (liquidssm.spec.liquid_s5)."""
-
-
-class Mamba(SpecModule, spec="mamba"):
-    """The Mamba mixer (liquidssm.spec.mamba; mamba_simple.Mamba's names)."""
-
-
-class LiquidMamba(SpecModule, spec="liquid_mamba"):
-    """The LiquidMamba block, residuals and FFN included (liquidssm.spec.liquid_mamba)."""
-
-
-class S4Block(SpecModule, spec="s4_block"):
-    """The S4 residual block around an S4D / S4 / Liquid-S4 (liquidssm.spec.s4_block)."""
-
-
-class S5Layer(SpecModule, spec="s5_layer"):
-    """The S5 layer around an S5 / Liquid-S5 (liquidssm.spec.s5_layer); the batch norm is
-    its inference form with buffers norm_mean / norm_var (not updated by training)."""
-
-
-class MambaBlock(SpecModule, spec="mamba_block"):
-    """u + mixer(rms_norm(u)): mamba_ssm's Block (liquidssm.spec.mamba_block)."""
-
-
-class SequenceModel(_LM, SpecModule, spec="sequence_model"):
-    """Encoder / embedding, n residual layers of any variant, final norm, pool / sequence / lm
-    head (liquidssm.spec.sequence_model); generate with head='lm'."""
-
-
-class MambaLM(_LM, SpecModule, spec="mamba_lm"):
-    """The Mamba language model under mamba_ssm's names (liquidssm.spec.mamba_lm)."""
+#: S4D, S4, LiquidS4, S5, LiquidS5, Mamba, LiquidMamba, S4Block, S5Layer, MambaBlock,
+#: SequenceModel, MambaLM: one class per spec module (liquidssm._modules.CLASSES)
+globals().update(_modules.define_classes(SpecModule, {"kernel": _Kernel, "lm": _LM}))

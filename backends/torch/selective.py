@@ -243,12 +243,9 @@ def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ret
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state,
         liquid=liquid, liquid_degree=p, BL=BL, lcontract=lcontract, kind=_TORCH)
     if args.empty:
-        if liquid:
-            return _spec.liquid_selective_scan.reference(
-                u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                return_last_state, liquid_degree=p, BL=BL, lcontract=lcontract)
-        return _spec.selective_scan.reference(u, delta, A, B, C, D, z, delta_bias,
-                                              delta_softplus, initial_state, return_last_state)
+        return _spec.reference_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                    initial_state, return_last_state, liquid=liquid,
+                                    liquid_degree=p, BL=BL, lcontract=lcontract)
     sp = _Spec(u, A, p, lcontract, delta_softplus, scans.CHUNK, p > 1 and BL is None)
     b, d, n = u.shape[0], u.shape[1], A.shape[1]
     if initial_state is None:

@@ -7,6 +7,7 @@ import sys
 import warnings
 
 import liquidssm.torch.nn as M
+import pytest
 import torch
 
 #: the marks of the two warning sources issue 19 saw: dynamo meeting array_api_compat's
@@ -45,19 +46,23 @@ with warnings.catch_warnings(record=True) as caught:
     base = set(sys.modules)
     import liquidssm.torch.nn as M
     M.S4D(d_model=3, d_state=4)(torch.randn(1, 5, 3))
-    M.Mamba(d_model=4, d_state=2)(torch.randn(1, 5, 4))
+    M.Mamba(d_model=4, d_state=2)(torch.randn(1, 5, 4, requires_grad=True)).sum().backward()
+    M.LiquidMamba(d_model=4, d_state=2)(torch.randn(1, 5, 4)).sum().backward()
 print(json.dumps({"dynamo_after_import_torch": "torch._dynamo" in base,
                   "new": sorted(set(sys.modules) - base),
                   "warnings": [str(w.message)[:200] for w in caught]}))
 """
 
 
-def test_eager_path_loads_no_compiler():
-    """`import liquidssm.torch` and eager forwards of S4D and Mamba (LIQUIDSSM_TORCH_IMPL=eager)
-    in a fresh process import neither torch._dynamo nor torch._inductor, and warn nothing.
-    (auto with numba installed runs torch.library custom ops, whose first call imports
-    torch._dynamo in torch itself: docs/torch.md.)"""
-    env = {"LIQUIDSSM_TORCH_IMPL": "eager", "OMP_NUM_THREADS": "1"}
+@pytest.mark.parametrize("impl", ["eager", "numba"])
+def test_eager_path_loads_no_compiler(impl):
+    """`import liquidssm.torch`, an S4D forward and Mamba / LiquidMamba forwards and backwards
+    in a fresh process (LIQUIDSSM_TORCH_IMPL=eager, or numba: its kernels run through a
+    torch.autograd.Function outside torch.compile, not the custom ops, whose first call imports
+    torch._dynamo) import neither torch._dynamo nor torch._inductor, and warn nothing."""
+    if impl == "numba":
+        pytest.importorskip("numba")
+    env = {"LIQUIDSSM_TORCH_IMPL": impl, "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
                          timeout=120, env={**__import__("os").environ, **env})
     assert res.returncode == 0, res.stderr

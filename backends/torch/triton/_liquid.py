@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
+from liquidssm.spec._common import LCONTRACT_CODES
 
 from . import _liquid_kernels as K
 from ._common import CONFIG, check_device, dummy, next_pow2, register_scan_autograd
 from ._selective import _block_d, _compute, _layout, _or, _reduce_bc, _strides
-
-_PHI = {"none": 0, "tanh": 1, "lecun": 2}
 
 
 @torch.library.custom_op("liquidssm::liquid_selective_scan_fwd", mutates_args=())
@@ -32,7 +31,7 @@ def _fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
         u, delta, A, B, C, XL, _or(D, ph), _or(z, ph), _or(delta_bias, ph),
         _or(initial_state, ph), out, hlast, ck, l, d, n, gsb, gsc, gsl, nchunk, *sb, *sc, *sl,
         BD=block_d, NP=next_pow2(n), T=chunk, P=degree, PP=next_pow2(degree),
-        PHI=_PHI[lcontract], HAS_D=D is not None, HAS_Z=z is not None,
+        PHI=LCONTRACT_CODES[lcontract], HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
         HAS_H0=initial_state is not None, SAVE_CK=save, CD=tcd,
     )
@@ -80,7 +79,7 @@ def _bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
         dLp if BL is not None else ph, dD, dbias, dh0,
         l, d, n, gsb, gsc, gsl, nchunk, nblk, *sb, *sc, *sl,
         BD=block_d, NP=next_pow2(n), T=chunk, P=degree, PP=next_pow2(degree),
-        PHI=_PHI[lcontract], HAS_D=D is not None, HAS_Z=z is not None,
+        PHI=LCONTRACT_CODES[lcontract], HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, HAS_DLAST=dlast is not None,
         VAR_B=var_b, VAR_C=var_c, VAR_L=var_l, TIED=BL is None, CD=tcd,
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from liquidssm.spec._common import LCONTRACT_CODES, LECUN_SCALE, LECUN_SLOPE
 
 from ._common import softplus_grad
 from ._selective_kernels import _load_bc, _load_delta
@@ -43,25 +44,33 @@ def _tanh(x):
     return tl.where(x < 0, -t, t)
 
 
+#: the spec's lcontract codes and constants (liquidssm.spec._common), as Triton compile-time
+#: globals
+_TANH = tl.constexpr(LCONTRACT_CODES["tanh"])
+_LECUN = tl.constexpr(LCONTRACT_CODES["lecun"])
+_SCALE = tl.constexpr(LECUN_SCALE)
+_SLOPE = tl.constexpr(LECUN_SLOPE)
+
+
 @triton.jit
 def _phi(x, PHI: tl.constexpr):
-    """lcontract: 0 none -> x, 1 tanh, 2 lecun -> 1.7159 tanh(0.666 x)."""
-    if PHI == 1:
+    """lcontract (PHI its LCONTRACT_CODES code): none -> x, tanh, lecun -> _SCALE tanh(_SLOPE x)."""
+    if PHI == _TANH:
         return _tanh(x)
-    elif PHI == 2:
-        return 1.7159 * _tanh(0.666 * x)
+    elif PHI == _LECUN:
+        return _SCALE * _tanh(_SLOPE * x)
     else:
         return x
 
 
 @triton.jit
 def _phi_grad(x, PHI: tl.constexpr):
-    if PHI == 1:
+    if PHI == _TANH:
         t = _tanh(x)
         return 1.0 - t * t
-    elif PHI == 2:
-        t = _tanh(0.666 * x)
-        return 1.7159 * 0.666 * (1.0 - t * t)
+    elif PHI == _LECUN:
+        t = _tanh(_SLOPE * x)
+        return _SCALE * _SLOPE * (1.0 - t * t)
     else:
         return tl.full(x.shape, 1.0, x.dtype)
 
