@@ -25,6 +25,7 @@ from jax import lax
 from liquidssm.spec import selective as _spec
 from liquidssm.spec._checks import selective_scan_args, selective_state_update_args
 from liquidssm.spec.nn import lcontract, silu, softplus
+from liquidssm.spec.parallel import unit_levels
 
 from . import parallel, scans
 from .scans import JAX, _pad_time, scan0, scan_strategy
@@ -261,7 +262,7 @@ def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ret
         if p == 1:
             G = jnp.exp(jnp.sum(tm(dt), axis=0)[..., None] * A)[None]
         else:
-            G = core(jnp.zeros_like(B), parallel.unit_levels(H0))[1]
+            G = core(jnp.zeros_like(B), unit_levels(H0))[1]
         y, H_last = parallel.sequence_parallel(lambda H: core(B, H), G, H0, axis_name)
     out = jnp.transpose(y, (1, 2, 0))
     if D is not None:

@@ -10,6 +10,7 @@ registered with the spec's dispatch so the variants' recurrences run through the
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import torch
@@ -25,15 +26,31 @@ from .dense import dense_scan
 
 name = "torch"
 
-diag_scan = primitive("diag_scan", _scans.diag_scan)
-liquid_scan = primitive("liquid_scan", _scans.liquid_scan)
-selective_scan = primitive("selective_scan", _selective.selective_scan)
-selective_state_update = primitive("selective_state_update", _selective.selective_state_update)
-liquid_selective_scan = primitive("liquid_selective_scan", _selective.liquid_selective_scan)
 
-for _name in ("diag_scan", "liquid_scan", "selective_scan", "selective_state_update",
-              "liquid_selective_scan"):
-    _dispatch.register("torch", _name, globals()[_name])
+
+def _with_process_group(fn):
+    """fn with the keyword process_group=: None runs fn; a torch.distributed group runs this
+    rank's slice of the time axis (liquidssm.torch.parallel, imported on first use)."""
+
+    @functools.wraps(fn)
+    def call(*args, process_group=None, **kwargs):
+        if process_group is None:
+            return fn(*args, **kwargs)
+        from . import parallel
+
+        return getattr(parallel, fn.__name__)(fn, *args, group=process_group, **kwargs)
+
+    return call
+
+
+selective_state_update = primitive("selective_state_update", _selective.selective_state_update)
+_dispatch.register("torch", "selective_state_update", selective_state_update)
+for _name, _eager in (("diag_scan", _scans.diag_scan), ("liquid_scan", _scans.liquid_scan),
+                      ("selective_scan", _selective.selective_scan),
+                      ("liquid_selective_scan", _selective.liquid_selective_scan)):
+    _prim = primitive(_name, _eager)
+    _dispatch.register("torch", _name, _prim)  # what the variants call
+    globals()[_name] = _with_process_group(_prim)
 _dispatch.register("torch", "erf", torch.special.erf)
 #: no Triton kernel: chunked-doubling eager torch under every LIQUIDSSM_TORCH_IMPL (dense.py)
 _dispatch.register("torch", "dense_scan", dense_scan)
