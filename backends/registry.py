@@ -138,7 +138,7 @@ IMPLEMENTATIONS = (
                    needs=("numba",), extra="cpu", bench=("cpu",), bench_cases="scan",
                    conformance="torch-numba", adapter="TorchNumbaAdapter",
                    extras="test,torch,cpu", tests="tests/torch/test_numba.py", complex_a=False,
-                   kernels=("selective_scan", "liquid_selective_scan")),
+                   kernels=("selective_scan", "liquid_selective_scan", "diag_scan", "liquid_scan")),
     # its session installs torch and transformers too: tests/jax/test_cross_framework.py,
     # test_readme.py and test_train.py (the cross-framework training equivalence)
     Implementation("jax", "auto", "the platform's strategy (above)",

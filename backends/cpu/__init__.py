@@ -10,9 +10,11 @@ Implemented, forward and backward (deterministic: per-thread partial sums reduce
 order): selective_scan with real A (B / C constant, input-dependent or grouped; D, z,
 delta_bias, softplus, initial_state, return_last_state), float32 and float64 (bfloat16 / float16
 inputs are computed in float32), and liquid_selective_scan at every liquid_degree p (p levels,
-BL tied or its own, every lcontract), by one kernel pair (p = 1 is the selective scan).
-Not implemented here, run by the eager implementation (same results, eager speed): complex A,
-diag_scan, liquid_scan, selective_state_update.
+BL tied or its own, every lcontract), by one kernel pair (p = 1 is the selective scan);
+diag_scan and liquid_scan at every degree, real and complex, forward and reverse, a / c given
+per batch entry or broadcast, by a second pair (level_fwd / level_bwd; p = 1 is the diag scan).
+Not implemented here, run by the eager implementation (same results, eager speed): complex A in
+the selective scans, selective_state_update.
 The NumPy backend keeps the spec's loops: they are the reference the kernels are checked against.
 """
 

@@ -1,4 +1,5 @@
-"""numba kernels of the (liquid) selective scan (real A) and its adjoint, on NumPy arrays.
+"""numba kernels of the (liquid) selective scan (real A) and of the level (diag / liquid) scans,
+with their adjoints, on NumPy arrays (the level scans: level_fwd / level_bwd at the end).
 
 Layouts (all C-contiguous, in the compute dtype: float32, or float64 for float64 inputs):
 u, delta, z, out (b, d, l); A (d, n); D, bias (d,); h0, last (b, p, d, n) (p liquid levels);
@@ -286,3 +287,121 @@ def sum_blocks(P, per, out):
         for i in range(1, per):
             for j in range(k):
                 out[bi, gi, j] += P[bi, gi * per + i, j]
+
+
+#: state elements per thread of the level scans (contiguous along the flattened state)
+LEVEL_BLOCK = 32
+
+
+@nb.njit(parallel=True, **_OPTS)
+def level_fwd(a, b, c, h0, p, rev, T, save, y, last, ck):
+    """The liquid scan (p levels; p = 1 with c unused: the diag scan) over flattened states.
+
+    a, c (1 or B, L, M); b, y (B, L, M); h0, last (B, p, M); ck (B, nchunk, p, M): the levels
+    before each chunk of T steps in scan order (s = t, or L - 1 - t if rev), filled if save.
+    h0_t = a_t h0_{t-1} + b_t, hm_t = a_t hm_{t-1} + c_t h(m-1)_{t-1}, y_t = sum_m hm_t."""
+    B, L, M = b.shape
+    nblk = (M + LEVEL_BLOCK - 1) // LEVEL_BLOCK
+    for job in nb.prange(B * nblk):
+        bi = job // nblk
+        m0 = (job % nblk) * LEVEL_BLOCK
+        w = min(M, m0 + LEVEL_BLOCK) - m0
+        ai = bi if a.shape[0] > 1 else 0
+        ci = bi if c.shape[0] > 1 else 0
+        H = np.empty((p, LEVEL_BLOCK), dtype=y.dtype)
+        for k in range(p):
+            for j in range(w):
+                H[k, j] = h0[bi, k, m0 + j]
+        for s in range(L):
+            t = L - 1 - s if rev else s
+            if save and s % T == 0:
+                for k in range(p):
+                    for j in range(w):
+                        ck[bi, s // T, k, m0 + j] = H[k, j]
+            for j in range(w):
+                at = a[ai, t, m0 + j]
+                if p > 1:
+                    ct = c[ci, t, m0 + j]
+                    for k in range(p - 1, 0, -1):  # top down: level k reads the old level k - 1
+                        H[k, j] = at * H[k, j] + ct * H[k - 1, j]
+                H[0, j] = at * H[0, j] + b[bi, t, m0 + j]
+                acc = H[0, j]
+                for k in range(1, p):
+                    acc += H[k, j]
+                y[bi, t, m0 + j] = acc
+        for k in range(p):
+            for j in range(w):
+                last[bi, k, m0 + j] = H[k, j]
+
+
+@nb.njit(parallel=True, **_OPTS)
+def level_bwd(a, b, c, ck, gy, glast, p, rev, T, da, db, dc, dh0):
+    """The adjoint of level_fwd, chunk by chunk in reverse scan order, each chunk's levels
+    recomputed from its checkpoint ck (memory O(T p) per state element of a thread).
+
+    Cotangents gy (B, L, M), glast (B, p, M). With lam_k the adjoint of level k at step t and K
+    the adjoint carried to the levels before it (K starts at glast; lam_p = 0):
+        lam_k = gy_t + K_k,   then   K_k <- conj(a_t) lam_k + conj(c_t) lam_{k+1};
+    db_t = lam_0, da_t = sum_k lam_k conj(h_k(t-1)), dc_t = sum_{k>=1} lam_k conj(h_{k-1}(t-1))
+    (torch's convention for complex gradients), dh0 = K after the first step. da, dc (B, L, M)
+    per batch entry (the caller sums a broadcast a or c over the batch, in order)."""
+    B, L, M = b.shape
+    nblk = (M + LEVEL_BLOCK - 1) // LEVEL_BLOCK
+    nchunk = ck.shape[1]
+    for job in nb.prange(B * nblk):
+        bi = job // nblk
+        m0 = (job % nblk) * LEVEL_BLOCK
+        w = min(M, m0 + LEVEL_BLOCK) - m0
+        ai = bi if a.shape[0] > 1 else 0
+        ci = bi if c.shape[0] > 1 else 0
+        K = np.empty((p, LEVEL_BLOCK), dtype=db.dtype)
+        lam = np.empty((p + 1, LEVEL_BLOCK), dtype=db.dtype)
+        prev = np.empty((T, p, LEVEL_BLOCK), dtype=db.dtype)  # levels before each step
+        H = np.empty((p, LEVEL_BLOCK), dtype=db.dtype)
+        for k in range(p):
+            for j in range(w):
+                K[k, j] = glast[bi, k, m0 + j]
+        for j in range(w):
+            lam[p, j] = 0.0
+        for q in range(nchunk - 1, -1, -1):
+            s0 = q * T
+            s1 = min(L, s0 + T)
+            for k in range(p):
+                for j in range(w):
+                    H[k, j] = ck[bi, q, k, m0 + j]
+            for s in range(s0, s1):  # recompute the chunk
+                t = L - 1 - s if rev else s
+                for j in range(w):
+                    for k in range(p):
+                        prev[s - s0, k, j] = H[k, j]
+                    at = a[ai, t, m0 + j]
+                    if p > 1:
+                        ct = c[ci, t, m0 + j]
+                        for k in range(p - 1, 0, -1):
+                            H[k, j] = at * H[k, j] + ct * H[k - 1, j]
+                    H[0, j] = at * H[0, j] + b[bi, t, m0 + j]
+            for s in range(s1 - 1, s0 - 1, -1):  # the adjoint, backwards
+                t = L - 1 - s if rev else s
+                for j in range(w):
+                    g = gy[bi, t, m0 + j]
+                    for k in range(p):
+                        lam[k, j] = g + K[k, j]
+                    db[bi, t, m0 + j] = lam[0, j]
+                    ga = lam[0, j] * np.conj(prev[s - s0, 0, j])
+                    for k in range(1, p):
+                        ga += lam[k, j] * np.conj(prev[s - s0, k, j])
+                    da[bi, t, m0 + j] = ga
+                    ac = np.conj(a[ai, t, m0 + j])
+                    if p > 1:
+                        gc = lam[1, j] * np.conj(prev[s - s0, 0, j])
+                        for k in range(2, p):
+                            gc += lam[k, j] * np.conj(prev[s - s0, k - 1, j])
+                        dc[bi, t, m0 + j] = gc
+                        cc = np.conj(c[ci, t, m0 + j])
+                        for k in range(p):
+                            K[k, j] = ac * lam[k, j] + cc * lam[k + 1, j]
+                    else:
+                        K[0, j] = ac * lam[0, j]
+        for k in range(p):
+            for j in range(w):
+                dh0[bi, k, m0 + j] = K[k, j]

@@ -284,14 +284,132 @@ def _run(args, softplus, h0, p, BL, lcontract):
     return out.to(u.dtype), last
 
 
-def diag_scan(*args, **kwargs):
-    """liquidssm.torch.scans.diag_scan (no numba kernel yet: the eager chunked scan)."""
-    return _eager_scans.diag_scan(*args, **kwargs)
+def _level_fwd_kernel(a, b, c, h0, p, rev, save):
+    """(y (B, L, M), last (B, p, M), checkpoints (B, nchunk, p, M) if save): _kernels.level_fwd
+    on (., L, M) tensors of one dtype."""
+    B, L, M = b.shape
+    y, last = torch.empty_like(b), torch.empty((B, p, M), dtype=b.dtype)
+    ck = torch.empty((B, -(-L // CHUNK), p, M) if save else (1, 1, 1, 1), dtype=b.dtype)
+    K.level_fwd(_a(a), _a(b), _a(c), _a(h0), p, rev, CHUNK, save, y.numpy(), last.numpy(),
+                ck.numpy())
+    return y, last, ck
 
 
-def liquid_scan(*args, **kwargs):
-    """liquidssm.torch.scans.liquid_scan (no numba kernel yet: the eager chunked scan)."""
-    return _eager_scans.liquid_scan(*args, **kwargs)
+def _level_bwd_kernel(a, b, c, ck, gy, glast, p, rev):
+    """[da, db, dc, dh0]: _kernels.level_bwd, a broadcast a / c summed over the batch."""
+    B = b.shape[0]
+    da, db = torch.empty_like(b), torch.empty_like(b)
+    dc = torch.empty_like(b) if p > 1 else torch.zeros_like(b)  # p = 1: c is not read
+    dh0 = torch.empty((B, p, b.shape[2]), dtype=b.dtype)
+    K.level_bwd(_a(a), _a(b), _a(c), _a(ck), _a(gy), _a(glast), p, rev, CHUNK, da.numpy(),
+                db.numpy(), dc.numpy(), dh0.numpy())
+    fold = lambda g, ref: g if ref.shape[0] == B else g.sum(0, keepdim=True)  # noqa: E731
+    return [fold(da, a), db, fold(dc, c), dh0]
+
+
+@torch.library.custom_op("liquidssm::numba_level_scan_fwd", mutates_args=())
+def _level_fwd(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, h0: torch.Tensor, p: int,
+               rev: bool, save: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """_level_fwd_kernel as a custom op."""
+    return _level_fwd_kernel(a, b, c, h0, p, rev, save)
+
+
+@_level_fwd.register_fake
+def _(a, b, c, h0, p, rev, save):
+    B, L, M = b.shape
+    return (b.new_empty((B, L, M)), b.new_empty((B, p, M)),
+            b.new_empty((B, -(-L // CHUNK), p, M) if save else (1, 1, 1, 1)))
+
+
+@torch.library.custom_op("liquidssm::numba_level_scan_bwd", mutates_args=())
+def _level_bwd(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, ck: torch.Tensor,
+               gy: torch.Tensor, glast: torch.Tensor, p: int, rev: bool) -> list[torch.Tensor]:
+    """_level_bwd_kernel as a custom op."""
+    return _level_bwd_kernel(a, b, c, ck, gy, glast, p, rev)
+
+
+@_level_bwd.register_fake
+def _(a, b, c, ck, gy, glast, p, rev):
+    return [a.new_empty(a.shape), b.new_empty(b.shape), c.new_empty(c.shape),
+            b.new_empty((b.shape[0], p, b.shape[2]))]
+
+
+def _level_setup(ctx, inputs, output):
+    a, b, c, _, p, rev, _ = inputs
+    ctx.save_for_backward(a, b, c, output[2])
+    ctx.flags = (p, rev)
+
+
+def _level_backward(ctx, gy, glast, _dck):
+    a, b, c, ck = ctx.saved_tensors
+    if ck.shape[0] != b.shape[0]:
+        raise RuntimeError("liquid_scan (numba): the forward ran without saving checkpoints "
+                           "(no input required grad at call time)")
+    p, rev = ctx.flags
+    gy = torch.zeros_like(b) if gy is None else gy.contiguous()
+    glast = (torch.zeros((b.shape[0], p, b.shape[2]), dtype=b.dtype) if glast is None
+             else glast.contiguous())
+    bwd = _level_bwd if torch.compiler.is_compiling() else _level_bwd_kernel
+    da, db, dc, dh0 = bwd(a, b, c, ck, gy, glast, p, rev)
+    return da, db, dc, dh0, None, None, None
+
+
+_level_fwd.register_autograd(_level_backward, setup_context=_level_setup)
+
+
+class _LevelEager(torch.autograd.Function):
+    """The level scan's kernels without the custom-op dispatcher (as _Eager)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _level_fwd_kernel(*inputs)
+        _level_setup(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[2])
+        return output
+
+    @staticmethod
+    def backward(ctx, gy, glast, dck):
+        return _level_backward(ctx, gy, glast, dck)
+
+
+def _levels(a, b, c, h0, p, reverse):
+    """(y, last levels) of the checked liquid / diag scan on the kernels: states flattened to
+    M, one compute dtype (bf16 / fp16: float32), (., L, M) contiguous copies (plain torch ops:
+    autograd maps the gradients back); y in b's dtype for bf16 / fp16, last in the compute
+    dtype."""
+    B, L = b.shape[0], b.shape[1]
+    S = tuple(b.shape[2:])
+    wdt = _eager_scans._promote(a, b, c, h0)
+    wdt = torch.float32 if wdt in (torch.bfloat16, torch.float16) else wdt
+    flat = lambda x, lead: x.to(wdt).reshape(lead, L, -1).contiguous()  # noqa: E731
+    aw, bw = flat(a, a.shape[0]), flat(b, B)
+    cw = aw.detach() if c is None else flat(c, c.shape[0])  # p = 1: a placeholder, not read
+    h = (torch.zeros((B, p, bw.shape[2]), dtype=wdt) if h0 is None
+         else h0.to(wdt).reshape(B, p, -1).contiguous())
+    save = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (a, b, c, h0))
+    fwd = _level_fwd if torch.compiler.is_compiling() else _LevelEager.apply
+    y, last, _ = fwd(aw, bw, cw, h, p, reverse, save)
+    low = b.dtype if b.dtype in (torch.bfloat16, torch.float16) else wdt
+    return y.reshape(B, L, *S).to(low), last.reshape(B, p, *S)
+
+
+def diag_scan(a, b, h0=None, *, reverse=False):
+    """spec.scan.diag_scan on the numba level kernel (p = 1): h_t = a_t h_{t-1} + b_t (reverse:
+    h_{t+1}); a (1 or batch, L, *S), b (batch, L, *S), h0 (batch, *S); real or complex."""
+    args = _checks.diag_scan_args(a, b, h0, reverse, kind=_eager._TORCH)
+    if args.empty or not _runs_here(a, b, h0):
+        return _eager_scans.diag_scan(a, b, h0, reverse=reverse)
+    return _levels(a, b, None, None if h0 is None else h0[:, None], 1, reverse)[0]
+
+
+def liquid_scan(a, b, c, h0=None, *, degree, reverse=False):
+    """spec.scan.liquid_scan on the numba level kernel: p = degree levels, h0_t = a_t h0_{t-1}
+    + b_t, hm_t = a_t hm_{t-1} + c_t h(m-1)_{t-1}; returns (y = sum_m hm, last (batch, p, *S))."""
+    args = _checks.liquid_scan_args(a, b, c, h0, degree, reverse, kind=_eager._TORCH)
+    if args.empty or not _runs_here(a, b, c, h0):
+        return _eager_scans.liquid_scan(a, b, c, h0, degree=degree, reverse=reverse)
+    return _levels(a, b, c, h0, degree, reverse)
 
 
 def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
