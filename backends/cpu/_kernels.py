@@ -293,6 +293,17 @@ def sum_blocks(P, per, out):
 LEVEL_BLOCK = 32
 
 
+@nb.njit(inline="always", **_OPTS)
+def _level_step(at, bt, ct, H, p, w):
+    """One step of the levels H (p, >= w) of w state elements (rows of one time step): top down,
+    level k reads the old level k - 1; loops over the contiguous elements innermost (SIMD)."""
+    for k in range(p - 1, 0, -1):
+        for j in range(w):
+            H[k, j] = at[j] * H[k, j] + ct[j] * H[k - 1, j]
+    for j in range(w):
+        H[0, j] = at[j] * H[0, j] + bt[j]
+
+
 @nb.njit(parallel=True, **_OPTS)
 def level_fwd(a, b, c, h0, p, rev, T, save, y, last, ck):
     """The liquid scan (p levels; p = 1 with c unused: the diag scan) over flattened states.
@@ -318,17 +329,13 @@ def level_fwd(a, b, c, h0, p, rev, T, save, y, last, ck):
                 for k in range(p):
                     for j in range(w):
                         ck[bi, s // T, k, m0 + j] = H[k, j]
+            _level_step(a[ai, t, m0:m0 + w], b[bi, t, m0:m0 + w], c[ci, t, m0:m0 + w], H, p, w)
+            yt = y[bi, t, m0:m0 + w]
             for j in range(w):
-                at = a[ai, t, m0 + j]
-                if p > 1:
-                    ct = c[ci, t, m0 + j]
-                    for k in range(p - 1, 0, -1):  # top down: level k reads the old level k - 1
-                        H[k, j] = at * H[k, j] + ct * H[k - 1, j]
-                H[0, j] = at * H[0, j] + b[bi, t, m0 + j]
-                acc = H[0, j]
-                for k in range(1, p):
-                    acc += H[k, j]
-                y[bi, t, m0 + j] = acc
+                yt[j] = H[0, j]
+            for k in range(1, p):
+                for j in range(w):
+                    yt[j] += H[k, j]
         for k in range(p):
             for j in range(w):
                 last[bi, k, m0 + j] = H[k, j]
@@ -371,37 +378,37 @@ def level_bwd(a, b, c, ck, gy, glast, p, rev, T, da, db, dc, dh0):
                     H[k, j] = ck[bi, q, k, m0 + j]
             for s in range(s0, s1):  # recompute the chunk
                 t = L - 1 - s if rev else s
-                for j in range(w):
-                    for k in range(p):
+                for k in range(p):
+                    for j in range(w):
                         prev[s - s0, k, j] = H[k, j]
-                    at = a[ai, t, m0 + j]
-                    if p > 1:
-                        ct = c[ci, t, m0 + j]
-                        for k in range(p - 1, 0, -1):
-                            H[k, j] = at * H[k, j] + ct * H[k - 1, j]
-                    H[0, j] = at * H[0, j] + b[bi, t, m0 + j]
+                _level_step(a[ai, t, m0:m0 + w], b[bi, t, m0:m0 + w], c[ci, t, m0:m0 + w], H,
+                            p, w)
             for s in range(s1 - 1, s0 - 1, -1):  # the adjoint, backwards
                 t = L - 1 - s if rev else s
+                at, ct = a[ai, t, m0:m0 + w], c[ci, t, m0:m0 + w]
+                gt, pv = gy[bi, t, m0:m0 + w], prev[s - s0]
+                dat, dbt, dct = da[bi, t, m0:m0 + w], db[bi, t, m0:m0 + w], dc[bi, t, m0:m0 + w]
+                for k in range(p):
+                    for j in range(w):
+                        lam[k, j] = gt[j] + K[k, j]
                 for j in range(w):
-                    g = gy[bi, t, m0 + j]
+                    dbt[j] = lam[0, j]
+                    dat[j] = lam[0, j] * np.conj(pv[0, j])
+                for k in range(1, p):
+                    for j in range(w):
+                        dat[j] += lam[k, j] * np.conj(pv[k, j])
+                if p > 1:
+                    for j in range(w):
+                        dct[j] = lam[1, j] * np.conj(pv[0, j])
+                    for k in range(2, p):
+                        for j in range(w):
+                            dct[j] += lam[k, j] * np.conj(pv[k - 1, j])
                     for k in range(p):
-                        lam[k, j] = g + K[k, j]
-                    db[bi, t, m0 + j] = lam[0, j]
-                    ga = lam[0, j] * np.conj(prev[s - s0, 0, j])
-                    for k in range(1, p):
-                        ga += lam[k, j] * np.conj(prev[s - s0, k, j])
-                    da[bi, t, m0 + j] = ga
-                    ac = np.conj(a[ai, t, m0 + j])
-                    if p > 1:
-                        gc = lam[1, j] * np.conj(prev[s - s0, 0, j])
-                        for k in range(2, p):
-                            gc += lam[k, j] * np.conj(prev[s - s0, k - 1, j])
-                        dc[bi, t, m0 + j] = gc
-                        cc = np.conj(c[ci, t, m0 + j])
-                        for k in range(p):
-                            K[k, j] = ac * lam[k, j] + cc * lam[k + 1, j]
-                    else:
-                        K[0, j] = ac * lam[0, j]
+                        for j in range(w):
+                            K[k, j] = np.conj(at[j]) * lam[k, j] + np.conj(ct[j]) * lam[k + 1, j]
+                else:
+                    for j in range(w):
+                        K[0, j] = np.conj(at[j]) * lam[0, j]
         for k in range(p):
             for j in range(w):
                 dh0[bi, k, m0 + j] = K[k, j]
