@@ -58,7 +58,8 @@ def _phi(x, PHI: tl.constexpr):
     if PHI == _TANH:
         return _tanh(x)
     elif PHI == _LECUN:
-        return _SCALE * _tanh(_SLOPE * x)
+        # tensor * constexpr (the interpreter cannot take constexpr * tensor)
+        return _tanh(x * _SLOPE) * _SCALE
     else:
         return x
 
@@ -69,8 +70,8 @@ def _phi_grad(x, PHI: tl.constexpr):
         t = _tanh(x)
         return 1.0 - t * t
     elif PHI == _LECUN:
-        t = _tanh(_SLOPE * x)
-        return _SCALE * _SLOPE * (1.0 - t * t)
+        t = _tanh(x * _SLOPE)
+        return (1.0 - t * t) * _SLOPE * _SCALE
     else:
         return tl.full(x.shape, 1.0, x.dtype)
 
