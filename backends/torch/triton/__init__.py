@@ -4,15 +4,18 @@ Same signatures as the spec's primitives (docs/design.md). Each kernel is a torc
 custom op (namespace `liquidssm::`) with a fake (meta) implementation and an autograd formula, so
 torch.compile graphs keep it. Runs on CUDA tensors, or on CPU tensors when TRITON_INTERPRET=1 was
 set before triton was imported. Implemented, forward and backward (deterministic: no atomics):
-- selective_scan, real A (_selective.py) and complex A (_complex.py: mamba's complex
+- selective_scan, real A and complex A (_selective_scan.py; complex A as mamba's complex
   selective_scan_ref, complex numbers as (re, im) register pairs; B / C complex or real (d, n),
   or real (b, n, 2l) / (b, g, n, 2l) with (re, im) interleaved along time);
 - liquid_selective_scan: liquid_degree = 1 runs the selective scan; liquid_degree >= 2 runs the
-  level kernels of _liquid.py (real A; B, C and BL each constant, input-dependent or grouped;
-  BL None = tied to B; lcontract none / tanh / lecun; initial / last state (b, p, d, n));
-- diag_scan and liquid_scan (real and complex);
-- selective_state_update (real A): the kernel is the forward; its gradient re-runs the eager
-  step under autograd (_selective.py).
+  level kernels of _liquid_levels.py (real A; B, C and BL each constant, input-dependent or
+  grouped; BL None = tied to B; lcontract none / tanh / lecun; initial / last state (b, p, d, n));
+- diag_scan and liquid_scan (real and complex; _level_scan.py);
+- selective_state_update (real A; _state_update.py): the kernel is the forward; its gradient
+  re-runs the eager step under autograd.
+Shared pieces: _host.py (layouts, block sizes, reductions, and the one registration of a chunked
+scan's forward / backward custom ops, fakes and autograd) and _jit.py (@triton.jit helpers: the
+kernels' prologue, loads and per-step epilogues).
 The selective-scan kernels keep the state in registers and write only per-chunk checkpoints.
 Not implemented (the spec raises for them too): complex A in liquid_selective_scan (TypeError)
 and in selective_state_update.
@@ -49,10 +52,11 @@ import torch  # noqa: E402
 from liquidssm.spec import _checks  # noqa: E402
 from liquidssm.spec import selective as _spec  # noqa: E402
 
-from ._common import configure  # noqa: E402
-from ._liquid import liquid_selective_scan_p  # noqa: E402
-from ._scan import diag_scan, liquid_scan  # noqa: E402
-from ._selective import selective_scan, selective_state_update  # noqa: E402
+from ._host import configure  # noqa: E402
+from ._level_scan import diag_scan, liquid_scan  # noqa: E402
+from ._liquid_levels import liquid_selective_scan_p  # noqa: E402
+from ._selective_scan import selective_scan  # noqa: E402
+from ._state_update import selective_state_update  # noqa: E402
 
 
 def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
@@ -61,7 +65,7 @@ def liquid_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     """Liquid selective scan (see liquidssm.spec.selective.liquid_selective_scan).
 
     initial_state / last_state (b, p, d, n). liquid_degree = 1 is the selective scan (BL and
-    lcontract unused); liquid_degree >= 2 runs the level kernels (_liquid.py, real A only).
+    lcontract unused); liquid_degree >= 2 runs the level kernels (_liquid_levels.py, real A only).
     """
     s = _checks.selective_scan_args(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                     initial_state, return_last_state, liquid=True,

@@ -18,19 +18,13 @@ import torch
 from liquidssm.spec import _checks
 from liquidssm.spec import scan as _spec_scan
 
-from . import _scan_kernels as K
-from ._common import CONFIG, check_device, dummy, next_pow2
+from . import _level_scan_kernels as K
+from ._host import CONFIG, check_device, compute, dummy, grid, needs_grad, next_pow2
 
 
 def _pairs(x):
     """A complex tensor as its (..., 2) float view; real tensors unchanged."""
     return torch.view_as_real(x) if x.is_complex() else x
-
-
-def _compute_dtype(dtype):
-    import triton.language as tl
-
-    return tl.float64 if dtype in (torch.float64, torch.complex128) else tl.float32
 
 
 @torch.library.custom_op("liquidssm::level_scan", mutates_args=())
@@ -46,13 +40,13 @@ def _level_scan(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None,
     lv = b.new_empty((batch, L, degree, M) if store_levels else (0,))
     ph = dummy(b)
     cplx = b.is_complex()
-    K.levels_scan_kernel[K.grid(batch, M, block_m)](
+    K.levels_scan_kernel[grid(batch, M, block_m)](
         _pairs(a), _pairs(b), ph if c is None else _pairs(c), ph if h0 is None else _pairs(h0),
         _pairs(y), _pairs(hl), _pairs(lv) if store_levels else ph,
         L, M, 0 if a.shape[0] == 1 else L * M, 0 if c is None or c.shape[0] == 1 else L * M,
         DEG=degree, P=next_pow2(degree), BM=block_m, HAS_C=c is not None,
         HAS_H0=h0 is not None, REV=reverse, B_ALL=b_all, STORE_LV=store_levels, CPLX=cplx,
-        CD=_compute_dtype(b.dtype),
+        CD=compute(b.dtype)[1],
     )
     return y, hl, lv
 
@@ -145,10 +139,6 @@ def _block_m(M):
     return min(CONFIG["block_m"], next_pow2(M))
 
 
-def _needs_grad(*xs):
-    return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in xs)
-
-
 def diag_scan(a, b, h0=None, *, reverse=False):
     """h_t = a_t h_{t-1} + b_t (h_{-1} = h0; reverse: from t = L-1 down, h_L = h0).
 
@@ -174,7 +164,7 @@ def liquid_scan(a, b, c, h0=None, *, degree, reverse=False):
     if args.empty:
         return _spec_scan.liquid_scan.reference(a, b, c, h0, degree=degree, reverse=reverse)
     t, batch, L, S, M = _prepare({"a": a, "b": b, "c": c, "h0": h0}, args)
-    store = degree > 1 and _needs_grad(a, b, c, h0)
+    store = degree > 1 and needs_grad(a, b, c, h0)
     y, hl, _ = _level_scan(t["a"], t["b"], t["c"], t.get("h0"), degree, reverse, False, store,
                            _block_m(M))
     return y.reshape(batch, L, *S), hl.reshape(batch, degree, *S)

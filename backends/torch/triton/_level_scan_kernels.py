@@ -85,7 +85,3 @@ def levels_scan_kernel(
         if STORE_LV:
             _st(lv_ptr, ((pb * L + t) * DEG + lvl[:, None]) * M + mm[None, :], hr, hi, m2, CPLX)
     _st(hl_ptr, st_off, hr, hi, m2, CPLX)
-
-
-def grid(batch, M, bm):
-    return (batch, triton.cdiv(M, bm))
