@@ -294,6 +294,16 @@ LEVEL_BLOCK = 32
 
 
 @nb.njit(inline="always", **_OPTS)
+def _level_job(job, nblk, M, batch_a, batch_c):
+    """A thread's work item: (batch entry, first state element, width, the batch entries of a
+    and c read: 0 for a broadcast one)."""
+    bi = job // nblk
+    m0 = (job % nblk) * LEVEL_BLOCK
+    return bi, m0, min(M, m0 + LEVEL_BLOCK) - m0, bi if batch_a > 1 else 0, \
+        bi if batch_c > 1 else 0
+
+
+@nb.njit(inline="always", **_OPTS)
 def _level_step(at, bt, ct, H, p, w):
     """One step of the levels H (p, >= w) of w state elements (rows of one time step): top down,
     level k reads the old level k - 1; loops over the contiguous elements innermost (SIMD)."""
@@ -314,11 +324,7 @@ def level_fwd(a, b, c, h0, p, rev, T, save, y, last, ck):
     B, L, M = b.shape
     nblk = (M + LEVEL_BLOCK - 1) // LEVEL_BLOCK
     for job in nb.prange(B * nblk):
-        bi = job // nblk
-        m0 = (job % nblk) * LEVEL_BLOCK
-        w = min(M, m0 + LEVEL_BLOCK) - m0
-        ai = bi if a.shape[0] > 1 else 0
-        ci = bi if c.shape[0] > 1 else 0
+        bi, m0, w, ai, ci = _level_job(job, nblk, M, a.shape[0], c.shape[0])
         H = np.empty((p, LEVEL_BLOCK), dtype=y.dtype)
         for k in range(p):
             for j in range(w):
@@ -356,11 +362,7 @@ def level_bwd(a, b, c, ck, gy, glast, p, rev, T, da, db, dc, dh0):
     nblk = (M + LEVEL_BLOCK - 1) // LEVEL_BLOCK
     nchunk = ck.shape[1]
     for job in nb.prange(B * nblk):
-        bi = job // nblk
-        m0 = (job % nblk) * LEVEL_BLOCK
-        w = min(M, m0 + LEVEL_BLOCK) - m0
-        ai = bi if a.shape[0] > 1 else 0
-        ci = bi if c.shape[0] > 1 else 0
+        bi, m0, w, ai, ci = _level_job(job, nblk, M, a.shape[0], c.shape[0])
         K = np.empty((p, LEVEL_BLOCK), dtype=db.dtype)
         lam = np.empty((p + 1, LEVEL_BLOCK), dtype=db.dtype)
         prev = np.empty((T, p, LEVEL_BLOCK), dtype=db.dtype)  # levels before each step

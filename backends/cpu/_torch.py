@@ -200,21 +200,24 @@ def _backward(ctx, dout, dlast, _dck):
 _fwd.register_autograd(_backward, setup_context=_setup)
 
 
-class _Eager(torch.autograd.Function):
-    """The same forward and backward as the custom ops, called directly: eager calls skip the
-    custom-op dispatcher, whose first call imports torch._dynamo (~1000 modules, ~2 s) in
-    torch 2.13. torch.compile traces the custom ops instead (_run)."""
+def _eager_function(name, kernel, setup, backward):
+    """A torch.autograd.Function running `kernel` (a custom op's own function) and the op's
+    autograd formula directly: eager calls skip the custom-op dispatcher, whose first call
+    imports torch._dynamo (~1000 modules, ~2 s) in torch 2.13; torch.compile traces the custom
+    ops instead. The kernel's last output (checkpoints) is not differentiable."""
 
-    @staticmethod
     def forward(ctx, *inputs):
-        output = _fwd_kernel(*inputs)
-        _setup(ctx, inputs, output)
-        ctx.mark_non_differentiable(output[2])
+        output = kernel(*inputs)
+        setup(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[-1])
         return output
 
-    @staticmethod
-    def backward(ctx, dout, dlast, dck):
-        return _backward(ctx, dout, dlast, dck)
+    return type(name, (torch.autograd.Function,), {
+        "forward": staticmethod(forward),
+        "backward": staticmethod(lambda ctx, *grads: backward(ctx, *grads))})
+
+
+_Eager = _eager_function("_Eager", _fwd_kernel, _setup, _backward)
 
 
 def _bc4(X, d, n, wdt):
@@ -357,19 +360,7 @@ def _level_backward(ctx, gy, glast, _dck):
 _level_fwd.register_autograd(_level_backward, setup_context=_level_setup)
 
 
-class _LevelEager(torch.autograd.Function):
-    """The level scan's kernels without the custom-op dispatcher (as _Eager)."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        output = _level_fwd_kernel(*inputs)
-        _level_setup(ctx, inputs, output)
-        ctx.mark_non_differentiable(output[2])
-        return output
-
-    @staticmethod
-    def backward(ctx, gy, glast, dck):
-        return _level_backward(ctx, gy, glast, dck)
+_LevelEager = _eager_function("_LevelEager", _level_fwd_kernel, _level_setup, _level_backward)
 
 
 def _levels(a, b, c, h0, p, reverse):
