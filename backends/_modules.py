@@ -17,7 +17,7 @@ import numpy as np
 from .spec import s5_layer
 from .spec._common import check_config, check_int, check_params, check_seed, shapes_of
 
-__all__ = ["CLASSES", "define_classes", "make_config", "spec_params", "is_statistic",
+__all__ = ["CLASSES", "define_classes", "attach_spec", "make_config", "spec_params", "is_statistic",
            "ssm_leaves", "vocab_size", "generate"]
 
 #: class name -> (spec module, what it adds to the framework's SpecModule: "kernel" (the
@@ -91,8 +91,16 @@ def param_shapes(spec, config) -> dict:
     return shapes_of(spec, config)
 
 
-def spec_params(spec, config, seed, params, to_numpy) -> dict:
-    """spec.init(config, seed), or `params` (NumPy or framework arrays, converted by to_numpy)
+def attach_spec(cls, spec: str, backend: str) -> None:
+    """A framework module class's spec: cls._spec (liquidssm.spec.<spec>), cls._fn (the backend
+    module's bound <spec>), cls.Config."""
+    cls._spec = spec_module(spec)
+    cls._fn = getattr(importlib.import_module(backend), spec)
+    cls.Config = cls._spec.Config
+
+
+def spec_params(spec, config, seed, params, framework) -> dict:
+    """spec.init(config, seed), or `params` (NumPy or `framework` arrays: converted to NumPy)
     checked to hold exactly param_shapes(config): missing and unexpected names both named."""
     check_seed(seed)
     if params is None:
@@ -100,7 +108,8 @@ def spec_params(spec, config, seed, params, to_numpy) -> dict:
     if not isinstance(params, dict):
         raise TypeError(f"params: expected a dict of arrays under the spec's names, got "
                         f"{type(params).__name__}")
-    arrays = {k: to_numpy(v) for k, v in params.items()}
+    arrays = {k: framework.to_numpy(v) if isinstance(v, framework.array_type) else np.asarray(v)
+              for k, v in params.items()}
     return check_params(arrays, param_shapes(spec, config))
 
 

@@ -34,10 +34,6 @@ from ._framework import FRAMEWORK
 __all__ = ["SpecModule", *_modules.CLASSES]
 
 
-def _to_numpy(x):
-    return FRAMEWORK.to_numpy(x) if isinstance(x, jax.Array) else np.asarray(x)
-
-
 class SpecModule(nnx.Module):
     """A spec module as an nnx.Module; subclasses name it: `class S4D(SpecModule, spec="s4d")`."""
 
@@ -46,18 +42,13 @@ class SpecModule(nnx.Module):
 
     def __init_subclass__(cls, spec: str | None = None, **kwargs):
         super().__init_subclass__(**kwargs)
-        if spec is None:  # flax may subclass internally
-            return
-        import liquidssm.jax as lj
-
-        cls._spec = _modules.spec_module(spec)
-        cls._fn = getattr(lj, spec)
-        cls.Config = cls._spec.Config
+        if spec is not None:  # None: flax may subclass internally
+            _modules.attach_spec(cls, spec, "liquidssm.jax")
 
     def __init__(self, config=None, *, seed: int = 0, dtype=None, params=None,
                  **config_fields):
         self.config = _modules.make_config(self._spec, config, config_fields)
-        values = _modules.spec_params(self._spec, self.config, seed, params, _to_numpy)
+        values = _modules.spec_params(self._spec, self.config, seed, params, FRAMEWORK)
         self.params = nnx.Dict({
             k: (nnx.BatchStat if _modules.is_statistic(k) else nnx.Param)(
                 FRAMEWORK.from_numpy(v, dtype=dtype))

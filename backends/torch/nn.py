@@ -30,10 +30,6 @@ from ._framework import FRAMEWORK
 __all__ = ["SpecModule", "param_groups", *_modules.CLASSES]
 
 
-def _to_numpy(x):
-    return FRAMEWORK.to_numpy(x) if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
 class SpecModule(nn.Module):
     """A spec module as an nn.Module; subclasses name it: `class S4D(SpecModule, spec="s4d")`."""
 
@@ -42,19 +38,14 @@ class SpecModule(nn.Module):
 
     def __init_subclass__(cls, spec: str | None = None, **kwargs):
         super().__init_subclass__(**kwargs)
-        if spec is None:  # a subclass of a generated class (torch parametrize makes some)
-            return
-        import liquidssm.torch as lt
-
-        cls._spec = _modules.spec_module(spec)
-        cls._fn = getattr(lt, spec)
-        cls.Config = cls._spec.Config
+        if spec is not None:  # None: a subclass of a generated class (torch parametrize makes some)
+            _modules.attach_spec(cls, spec, "liquidssm.torch")
 
     def __init__(self, config=None, *, seed: int = 0, dtype=None, device=None, params=None,
                  **config_fields):
         super().__init__()
         self.config = _modules.make_config(self._spec, config, config_fields)
-        values = _modules.spec_params(self._spec, self.config, seed, params, _to_numpy)
+        values = _modules.spec_params(self._spec, self.config, seed, params, FRAMEWORK)
         for name, value in values.items():
             tensor = FRAMEWORK.from_numpy(value, dtype=dtype, device=device)
             *path, leaf = name.split(".")
