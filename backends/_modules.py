@@ -17,8 +17,8 @@ import numpy as np
 from .spec import s5_layer
 from .spec._common import check_config, check_int, check_params, check_seed, shapes_of
 
-__all__ = ["CLASSES", "define_classes", "attach_spec", "make_config", "spec_params", "is_statistic",
-           "ssm_leaves", "vocab_size", "generate"]
+__all__ = ["CLASSES", "define_classes", "attach_spec", "load_pretrained", "make_config",
+           "spec_params", "is_statistic", "ssm_leaves", "vocab_size", "generate"]
 
 #: class name -> (spec module, what it adds to the framework's SpecModule: "kernel" (the
 #: convolution kernel method) | "lm" (generate) | "", docstring): the same classes in every
@@ -97,6 +97,19 @@ def attach_spec(cls, spec: str, backend: str) -> None:
     cls._spec = spec_module(spec)
     cls._fn = getattr(importlib.import_module(backend), spec)
     cls.Config = cls._spec.Config
+
+
+def load_pretrained(cls, path):
+    """(config, NumPy params) saved in `path` (liquidssm.checkpoint.load: either framework's
+    directory, or a mamba_ssm / Hugging Face Mamba one), checked to be a cls.Config."""
+    from . import checkpoint
+
+    config, params = checkpoint.load(path)
+    if type(config) is not cls.Config:
+        raise TypeError(f"path: {path} holds a {type(config).__module__}."
+                        f"{type(config).__name__}, expected a {cls.Config.__module__}."
+                        f"{cls.Config.__name__} for {cls.__name__}")
+    return config, params
 
 
 def spec_params(spec, config, seed, params, framework) -> dict:

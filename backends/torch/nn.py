@@ -84,13 +84,7 @@ class SpecModule(nn.Module):
     def from_pretrained(cls, path, *, dtype=None, device=None):
         """The module saved in `path` by either framework (or, for MambaLM, a mamba_ssm /
         Hugging Face Mamba directory: liquidssm.checkpoint.load)."""
-        from .. import checkpoint
-
-        config, params = checkpoint.load(path)
-        if type(config) is not cls.Config:
-            raise TypeError(f"path: {path} holds a {type(config).__module__}."
-                            f"{type(config).__name__}, expected a {cls.Config.__module__}."
-                            f"{cls.Config.__name__} for {cls.__name__}")
+        config, params = _modules.load_pretrained(cls, path)
         return cls(config, params=params, dtype=dtype, device=device)
 
     def _reference(self):
