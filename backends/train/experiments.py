@@ -53,7 +53,8 @@ def _medium():
     1e-3, batch 32): digits (length 64, ~15k parameters, 500 steps, seeds 0 and 1) for every
     model, in torch and (s4d, mamba, seed 0) in JAX; gunpoint (length 150, ~15k, 200 steps);
     selective-copy (~40k, 300 steps); bytes (windows of 128, ~40k, 300 steps, seeds 0, 1 and 2
-    for mamba / liquid_mamba / transformer, seed 0 for LiquidMamba's three ablations)."""
+    for mamba / liquid_mamba / transformer, seed 0 for LiquidMamba's three ablations); then
+    the third seeds and longer selective-copy runs listed at the end."""
     def cfg(task, model, steps, params, seed=0, backend="torch", **kw):
         return TrainConfig(task=task, model=model, backend=backend, steps=steps, seed=seed,
                            target_params=params, n_layers=2, eval_every=steps // 2,
@@ -72,6 +73,17 @@ def _medium():
     plan += [cfg("bytes", m, 300, 40000, seed, **bytes_opts) for seed in (1, 2)
              for m in ("mamba", "liquid_mamba", "transformer")]
     plan += [cfg("bytes", m, 300, 40000, 0, **bytes_opts) for m in ABLATIONS]
+    # added on 2026-12-02: a third digits seed, second and third seeds of gunpoint and
+    # selective-copy, two more bytes seeds, and selective-copy at 5x the steps (does the Mamba
+    # family beat the copy baseline with a longer budget?)
+    plan += [cfg("digits", m, 500, 15000, 2) for m in ALL_MODELS]
+    plan += [cfg("bytes", m, 300, 40000, seed, **bytes_opts) for seed in (3, 4)
+             for m in ("mamba", "liquid_mamba", "transformer")]
+    plan += [cfg("selective-copy", m, 1500, 40000, eval_batches=4)
+             for m in ("mamba", "liquid_mamba", "transformer")]
+    plan += [cfg("gunpoint", m, 200, 15000, seed) for seed in (1, 2) for m in ALL_MODELS]
+    plan += [cfg("selective-copy", m, 300, 40000, seed, eval_batches=4) for seed in (1, 2)
+             for m in ("s4d", "mamba", "liquid_mamba", "transformer")]
     return plan
 
 
