@@ -18,7 +18,8 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 from liquidssm.spec import parallel as levels
 
-__all__ = ["entry_and_final", "sequence_parallel", "shard_sequence"]
+__all__ = ["entry_and_final", "sequence_parallel", "shard_sequence", "param_specs",
+           "shard_params"]
 
 
 def entry_and_final(G, h, H0, axis_name, reverse=False):
@@ -104,3 +105,33 @@ def shard_sequence(primitive, mesh, axis_name):
                              check_vma=False)(arrays)
 
     return call
+
+
+# ---------------------------------------------------------------------------------------------
+# FSDP-style parameter sharding.
+
+
+def _param_spec(shape, axis_name, size):
+    """Split the largest axis that `size` divides (the first of equal ones); replicate when no
+    axis does (scalars, vectors shorter than the mesh axis)."""
+    axes = [i for i, n in enumerate(shape) if n % size == 0 and n >= size]
+    if not axes:
+        return P()
+    best = max(axes, key=lambda i: (shape[i], -i))
+    return _spec(len(shape), best, axis_name)
+
+
+def param_specs(params, axis_name, size):
+    """A PartitionSpec per array of the pytree `params` (a params dict, an nnx.State) for
+    FSDP-style training over the `size` devices of mesh axis `axis_name`: each parameter split
+    along its largest axis divisible by `size`, the others replicated. Any model class's
+    parameters take these specs (jit then gathers what each op needs: the math is unchanged)."""
+    return jax.tree.map(lambda x: _param_spec(tuple(x.shape), axis_name, size), params)
+
+
+def shard_params(params, mesh, axis_name):
+    """params placed on `mesh` with param_specs (jax.device_put with NamedShardings)."""
+    from jax.sharding import NamedSharding
+
+    specs = param_specs(params, axis_name, mesh.shape[axis_name])
+    return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), params, specs)

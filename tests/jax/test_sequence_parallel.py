@@ -17,7 +17,8 @@ pytest.importorskip("jax")
 
 DEVICES = 4
 TOL = 1e-10
-CASES = ("diag_scan", "liquid_scan", "selective_scan", "liquid_selective_scan", "data_parallel")
+CASES = ("diag_scan", "liquid_scan", "selective_scan", "liquid_selective_scan", "data_parallel",
+         "fsdp")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -241,6 +242,55 @@ def check_data_parallel(mesh, rng):
     err = max(abs(a - b) for a, b in zip(one, many, strict=True))
     print(f"data_parallel: losses {one} vs {many}, max error {err:.2e}")
     assert err < TOL and one[-1] < one[0]
+
+
+def check_fsdp(mesh, rng):
+    """Every nnx class of tests/jax/test_nnx.py's table, 3 SGD steps with its parameters sharded
+    FSDP-style (liquidssm.jax.parallel.shard_params) and the batch sharded over the 4 devices:
+    the one-device losses and parameters."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+    from liquidssm.jax.parallel import shard_params
+    from test_nnx import CASES, _perturbed
+
+    worst, sharded_leaves = 0.0, 0
+    for name, (_cls, config) in CASES.items():
+        graphdef, params0, rest = nnx.split(_perturbed(name), nnx.Param, ...)
+        width = getattr(config, "d_input", None) or getattr(config, "d_model", None)
+        if getattr(config, "vocab_size", None):
+            x = jnp.asarray(rng.integers(0, config.vocab_size, (DEVICES, 6)))
+        else:
+            x = jnp.asarray(rng.standard_normal((DEVICES, 6, width)))
+
+        def loss_fn(params, x):
+            return jnp.mean(nnx.merge(graphdef, params, rest)(x) ** 2)
+
+        @jax.jit
+        def step(params, x):
+            loss, g = jax.value_and_grad(loss_fn)(params, x)
+            return jax.tree.map(lambda p, g: p - 0.05 * g, params, g), loss
+
+        def train(params, x):
+            losses = []
+            for _ in range(3):
+                params, loss = step(params, x)
+                losses.append(float(loss))
+            return params, losses
+
+        one_p, one = train(params0, x)
+        sharded = shard_params(params0, mesh, "seq")
+        sharded_leaves += sum(len(v.sharding.device_set) == DEVICES and not
+                              v.sharding.is_fully_replicated for v in jax.tree.leaves(sharded))
+        many_p, many = train(sharded, jax.device_put(x, NamedSharding(mesh, P("seq"))))
+        err = max(max(abs(a - b) for a, b in zip(one, many, strict=True)), _err(many_p, one_p))
+        assert one[-1] < one[0], (name, one)
+        print(f"fsdp {name}: losses {one[0]:.6f} -> {one[-1]:.6f}, max error {err:.2e}")
+        worst = max(worst, err)
+    print(f"fsdp: {sharded_leaves} parameters sharded, max error {worst:.2e}")
+    assert worst < TOL and sharded_leaves > len(CASES)
 
 
 def main(case):
