@@ -265,7 +265,7 @@ def check_fsdp(mesh, rng):
         else:
             x = jnp.asarray(rng.standard_normal((DEVICES, 6, width)))
 
-        def loss_fn(params, x):
+        def loss_fn(params, x, graphdef=graphdef, rest=rest):
             return jnp.mean(nnx.merge(graphdef, params, rest)(x) ** 2)
 
         @jax.jit
