@@ -7,6 +7,7 @@
                     [--device cpu|cuda] [--out DIR]    rows (CSV, JSON), tables.md and plots
                     (in ./liquidssm-bench unless --out says otherwise)
     liquidssm train TASK --model VARIANT --backend torch|jax [--steps N] [--seed S] [--out DIR]
+                    [--nproc N (torch) | --devices N (jax)]
                     train on a task (liquidssm.tasks): metrics.csv, curves.png, checkpoint/
 """
 
@@ -160,9 +161,38 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _torchrun(nproc: int) -> int:
+    """Rerun this `liquidssm train` command under torchrun with nproc processes (on 127.0.0.1;
+    gloo on CPU, nccl on CUDA); its exit status."""
+    import socket
+
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # the same command without --nproc
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            argv.append(a)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+           "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "liquidssm.cli", *argv]
+    return subprocess.run(cmd).returncode
+
+
 def cmd_train(args) -> int:
     from liquidssm.train import TrainConfig, run
 
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        if args.backend != "torch":
+            raise SystemExit("liquidssm train: --nproc is torch's (JAX: --devices N)")
+        return _torchrun(args.nproc)
+    if args.devices > 1 and args.backend == "jax" and "jax" not in sys.modules:
+        flag = f"--xla_force_host_platform_device_count={args.devices}"  # CPU only; harmless
+        if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
     try:
         config = TrainConfig(
             task=args.task, model=args.model, backend=args.backend, steps=args.steps,
@@ -171,10 +201,12 @@ def cmd_train(args) -> int:
             eval_every=args.eval_every or max(1, args.steps // 5),
             eval_batches=args.eval_batches, seed=args.seed, d_model=args.d_model,
             n_layers=args.n_layers, target_params=args.params, out=args.out,
-            resume=args.resume, progress=not args.no_progress)
+            resume=args.resume, progress=not args.no_progress, devices=args.devices)
         result = run(config)
     except (ValueError, ImportError) as err:
         raise SystemExit(f"liquidssm train: {err}") from None
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun rank 0 reports
     print(f"{args.task} {args.model} ({args.backend}): {result['n_params']} parameters "
           f"(d_model {result['d_model']}), {args.steps} steps in {result['wall_s']:.0f} s")
     for split, (loss, value) in result["final"].items():
@@ -252,6 +284,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--params", type=int, default=None,
                    help="choose d_model: the widest with at most this many parameters")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    t.add_argument("--nproc", type=int, default=1,
+                   help="torch: data parallel over N processes (torchrun, DDP; gloo on CPU)")
+    t.add_argument("--devices", type=int, default=1,
+                   help="JAX: data parallel over N devices (on a CPU: N host devices)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

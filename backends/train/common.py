@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -79,6 +80,9 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     task_options: dict = field(default_factory=dict)
+    #: JAX: devices of the data-parallel mesh (the batch sharded over them). torch runs data
+    #: parallel when launched by torchrun (`liquidssm train --nproc N`: WORLD_SIZE processes)
+    devices: int = 1
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -87,10 +91,17 @@ class TrainConfig:
             raise ValueError(f"backend: expected 'torch' or 'jax', got {self.backend!r}")
         if self.dtype not in ("float32", "bfloat16", "float64"):
             raise ValueError(f"dtype: expected float32, bfloat16 or float64, got {self.dtype!r}")
-        for name in ("steps", "batch_size", "eval_every", "d_model", "n_layers"):
+        for name in ("steps", "batch_size", "eval_every", "d_model", "n_layers", "devices"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+        if self.devices > 1 and self.backend != "jax":
+            raise ValueError("devices: a JAX mesh option; torch runs data parallel under "
+                             "torchrun (liquidssm train --nproc N)")
+        shards = max(self.devices, int(os.environ.get("WORLD_SIZE", "1")))
+        if self.batch_size % shards:
+            raise ValueError(f"batch_size: expected a multiple of the {shards} data-parallel "
+                             f"shards, got {self.batch_size}")
 
     @property
     def warmup_steps(self) -> int:
@@ -195,10 +206,13 @@ def run(config: TrainConfig) -> dict:
         from .jax_loop import Trainer
     trainer = Trainer(config, task, d_model)
     out = Path(config.out) if config.out else None
+    # data parallel: every rank trains, rank 0 alone writes (every rank reads a checkpoint)
+    write = getattr(trainer, "is_main", True)
     ckpt = out / "checkpoint" if out else None
     start, wall0, rows = 0, 0.0, []
     if out:
-        out.mkdir(parents=True, exist_ok=True)
+        if write:
+            out.mkdir(parents=True, exist_ok=True)
         if config.resume and (ckpt / "state.json").exists():
             state = json.loads((ckpt / "state.json").read_text())
             trainer.load(ckpt)
@@ -239,7 +253,7 @@ def run(config: TrainConfig) -> dict:
                 rows.append(dict(step=done, split=split, loss=el, metric=task.metric, value=ev,
                                  tokens_per_s=tps, wall_s=wall))
             tokens, interval_t, loss_sum, n_loss = 0, 0.0, 0.0, 0
-            if out:
+            if out and write:
                 _write_rows(out / "metrics.csv", rows)
                 tmp = out / "checkpoint.tmp"
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -257,7 +271,7 @@ def run(config: TrainConfig) -> dict:
     result = {"config": asdict(config), "d_model": d_model, "n_params": trainer.n_params,
               "rows": rows, "final": last, "wall_s": wall,
               "baseline": task.baseline("test"), "metric": task.metric}
-    if out:
+    if out and write:
         (out / "run.json").write_text(json.dumps({k: v for k, v in result.items()
                                                   if k != "rows"}, indent=1, default=str))
         try:

@@ -4,6 +4,8 @@ optax.multi_transform of two AdamW (the SSM parameters, named by the same leaf s
 param_groups, at ssm_lr without weight decay; the rest at lr with weight decay), each scheduled
 by common.lr_factor; torch's clip_grad_norm_ formula; one jitted update; bfloat16 as parameters
 cast for the forward (float32 master weights); checkpoints. float64 switches jax x64 on.
+config.devices > 1: data parallel, each batch sharded over a ('data',) mesh of that many devices
+(the parameters replicated by jit; the same losses as one device).
 """
 
 from __future__ import annotations
@@ -80,6 +82,23 @@ def ssm_labels(params, leaves: frozenset):
     return jax.tree_util.tree_map_with_path(label, params)
 
 
+def _data_parallel(devices: int):
+    """None for one device, else the NamedSharding that splits a batch's first axis over a
+    ('data',) mesh of the first `devices` devices."""
+    if devices == 1:
+        return None
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    have = jax.devices()
+    if len(have) < devices:
+        raise ValueError(f"devices: expected at most the {len(have)} {jax.default_backend()} "
+                         f"devices here (on a CPU, XLA_FLAGS="
+                         f"--xla_force_host_platform_device_count=N before jax starts), got "
+                         f"{devices}")
+    return NamedSharding(Mesh(np.array(have[:devices]), ("data",)), P("data"))
+
+
 class Trainer:
     def __init__(self, config, task, d_model: int):
         from ..jax import nnx as lnnx
@@ -135,14 +154,17 @@ class Trainer:
 
         self._update = jax.jit(update)
         self._eval = jax.jit(lambda params, x, y: masked_loss(kind, forward(params, x), y))
+        self.batch_sharding = _data_parallel(c.devices)
 
     def _array(self, a):
         a = np.asarray(a)
         return jnp.asarray(a, dtype=self.dtype if a.dtype.kind == "f" else None)
 
     def train_step(self, step, x, y) -> float:
-        self.params, self.opt_state, loss = self._update(self.params, self.opt_state,
-                                                         self._array(x), self._array(y))
+        x, y = self._array(x), self._array(y)
+        if self.batch_sharding is not None:  # the batch split over the mesh (jit does the rest)
+            x, y = jax.device_put(x, self.batch_sharding), jax.device_put(y, self.batch_sharding)
+        self.params, self.opt_state, loss = self._update(self.params, self.opt_state, x, y)
         return float(loss)
 
     def eval_batch(self, x, y):

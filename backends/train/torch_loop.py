@@ -1,10 +1,16 @@
 """The torch training loop's framework part (common.run drives it): the model
 (liquidssm.torch.nn.SequenceModel, or the Transformer baseline), torch.optim.AdamW over
 model.param_groups (the SSM parameters at ssm_lr without weight decay), the schedule set on every
-group before each update, clip_grad_norm_, bfloat16 by torch.autocast, checkpoints.
+group before each update, clip_grad_norm_, bfloat16 by torch.autocast, checkpoints. Under
+torchrun (WORLD_SIZE > 1: `liquidssm train --nproc N`) it trains data parallel: the model in
+DistributedDataParallel (gloo on CPU, nccl on CUDA), each rank a contiguous part of every global
+batch, the loss scaled so that DDP's gradient average is the gradient of the global mean loss;
+every rank evaluates the whole batch (the same numbers), rank 0 alone writes.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
@@ -88,16 +94,26 @@ class Trainer:
             g["base_lr"] = g["lr"]
         self.opt = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
         self.dtype = dtype
+        self.net, self.rank, self.world = self.model, 0, int(os.environ.get("WORLD_SIZE", "1"))
+        if self.world > 1:  # launched by torchrun: DistributedDataParallel over the ranks
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            self.rank = dist.get_rank()
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.is_main = self.rank == 0
 
     def _tensor(self, a):
         a = np.asarray(a)
         return torch.as_tensor(a, dtype=self.dtype if a.dtype.kind == "f" else torch.long)
 
-    def _forward(self, x):
+    def _forward(self, x, net=None):
+        net = net or self.model
         if self.config.dtype == "bfloat16":
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                return self.model(x).to(torch.float32)
-        return self.model(x)
+                return net(x).to(torch.float32)
+        return net(x)
 
     def train_step(self, step, x, y) -> float:
         c = self.config
@@ -105,14 +121,28 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = g["base_lr"] * factor
         self.model.train()
-        loss_sum, _, count = masked_loss(self.task.kind, self._forward(self._tensor(x)),
+        if self.world > 1:  # this rank's contiguous part of the global batch
+            part = len(x) // self.world
+            x, y = (a[self.rank * part:(self.rank + 1) * part] for a in (x, y))
+        loss_sum, _, count = masked_loss(self.task.kind, self._forward(self._tensor(x), self.net),
                                          self._tensor(y))
-        loss = loss_sum / count
+        if self.world > 1:
+            import torch.distributed as dist
+
+            # DDP averages the ranks' gradients: scaling each rank's sum by world / (the global
+            # count) makes that the gradient of the global mean loss, masks included
+            total = torch.stack([loss_sum.detach().double(),
+                                 torch.tensor(float(count), dtype=torch.float64)])
+            dist.all_reduce(total)
+            loss = loss_sum * (self.world / total[1])
+            value = float(total[0] / total[1])
+        else:
+            loss = loss_sum / count
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip)
         self.opt.step()
-        return loss.item()
+        return value if self.world > 1 else loss.item()
 
     @torch.no_grad()
     def eval_batch(self, x, y):

@@ -103,3 +103,31 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main(["train", "digits", "--model", "s6", "--out", str(tmp_path)])
     assert err.value.code == 2 and "invalid choice: 's6'" in capsys.readouterr().err
+
+
+def test_nproc_trains_as_one_process(tmp_path):
+    """`liquidssm train --nproc 2` (torchrun, DDP over 2 gloo processes, each half of every
+    batch) writes the one-process losses and accuracies (float64); only rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "liquidssm.cli", "train", "digits", "--model", "mamba",
+           "--steps", "4", "--eval-every", "2", "--batch-size", "8", "--dtype", "float64",
+           "--d-model", "8", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    for name, extra in (("one", []), ("two", ["--nproc", "2"])):
+        r = subprocess.run([*cli, "--out", str(tmp_path / name), *extra], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.count("wrote ") == 1  # one report, rank 0's
+
+    def rows(name):
+        with open(tmp_path / name / "metrics.csv") as f:
+            return [(float(r["loss"]), r["value"]) for r in csv.DictReader(f)]
+
+    one, two = rows("one"), rows("two")
+    assert len(one) == len(two) == 6
+    for (la, va), (lb, vb) in zip(one, two):
+        assert abs(la - lb) < 1e-12 and va == vb
