@@ -44,7 +44,7 @@ class Implementation:
     conformance: its conformance / nox session name (None: covered by another session);
     adapter: the class in liquidssm.conformance.adapters; extras: the session's pip extras;
     interpret_env: what a CPU-only machine sets to run it in an interpreter (tests only);
-    tests: its own tests, run by its session.
+    tests: its own test paths, run by its session.
     style: (colour, marker) of its series in every plot.
     Capabilities: dtypes it computes in, complex_a (complex A in its own kernels), liquid_degree
     ("any": every p), deterministic_backward (bitwise repeatable gradients), kernels (the
@@ -65,7 +65,7 @@ class Implementation:
     adapter: str | None = None
     extras: str = "test"
     interpret_env: dict = field(default_factory=dict)
-    tests: str | None = None
+    tests: tuple[str, ...] = ()
     dtypes: tuple[str, ...] = ("float64", "float32")
     complex_a: bool = True
     liquid_degree: str = "any"
@@ -126,25 +126,28 @@ IMPLEMENTATIONS = (
                    conformance="array_api_strict", adapter="ArrayApiStrictAdapter"),
     Implementation("torch", "eager", "PyTorch operations", ("#d62728", "o"),
                    devices=("cpu", "cuda"), bench=("cpu", "cuda"), conformance="torch",
-                   adapter="TorchAdapter", extras="test,torch,hf,train", tests="tests/torch",
+                   adapter="TorchAdapter", extras="test,torch,hf,train", tests=("tests/torch",),
                    dtypes=_FLOATS),
     Implementation("torch", "triton", "Triton kernels (liquidssm.torch.triton)",
                    ("#ff7f0e", "^"), needs=("triton",), extra="triton", devices=("cuda",),
                    bench=("cuda",), bench_cases="scan", conformance="torch-triton",
                    adapter="TorchTritonAdapter", extras="test,triton",
-                   interpret_env={"TRITON_INTERPRET": "1"}, tests="tests/torch/test_triton.py",
+                   interpret_env={"TRITON_INTERPRET": "1"}, tests=("tests/torch/test_triton.py",),
                    dtypes=("float32", "bfloat16")),
     Implementation("torch", "numba", "numba CPU kernels (liquidssm.cpu)", ("#8c564b", "v"),
                    needs=("numba",), extra="cpu", bench=("cpu",), bench_cases="scan",
                    conformance="torch-numba", adapter="TorchNumbaAdapter",
-                   extras="test,torch,cpu", tests="tests/torch/test_numba.py", complex_a=False,
+                   extras="test,torch,cpu", complex_a=False,
+                   # its kernels, and the tests that run them on purpose (distributed, quiet)
+                   tests=("tests/torch/test_numba.py", "tests/torch/test_data_parallel.py",
+                          "tests/torch/test_sequence_parallel.py", "tests/torch/test_quiet.py"),
                    kernels=("selective_scan", "liquid_selective_scan", "diag_scan", "liquid_scan")),
     # its session installs torch and transformers too: tests/jax/test_cross_framework.py,
     # test_readme.py and test_train.py (the cross-framework training equivalence)
     Implementation("jax", "auto", "the platform's strategy (above)",
                    ("#1f77b4", "o"), devices=_GPU, bench=_GPU, bench_cases="other",
                    conformance="jax", adapter="JaxAdapter", extras="test,jax,torch,hf,train",
-                   tests="tests/jax", dtypes=_FLOATS),
+                   tests=("tests/jax",), dtypes=_FLOATS),
     Implementation("jax", "sequential", "lax.scan over time", ("#17becf", "<"), devices=_GPU,
                    bench=_GPU, bench_cases="scan", quick=False, dtypes=_FLOATS),
     Implementation("jax", "associative", "lax.associative_scan", ("#9467bd", ">"),
@@ -156,7 +159,7 @@ IMPLEMENTATIONS = (
                    devices=("cuda", "tpu"), bench=("cuda", "tpu"), bench_cases="scan",
                    quick=False, conformance="jax-pallas", adapter="JaxPallasAdapter",
                    extras="test,jax", interpret_env={"LIQUIDSSM_PALLAS_INTERPRET": "1"},
-                   tests="tests/jax/test_pallas.py", dtypes=("float32", "bfloat16")),
+                   tests=("tests/jax/test_pallas.py",), dtypes=("float32", "bfloat16")),
 )
 
 PEERS = (

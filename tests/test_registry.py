@@ -39,8 +39,8 @@ def test_records_are_complete_and_unique():
         assert set(impl.bench) <= set(impl.devices) | {"cpu"}, impl.key
         assert impl.bench_cases in ("all", "scan", "other")
         assert set(impl.dtypes) <= {"float64", "float32", "bfloat16"}
-        if impl.tests:
-            assert (ROOT / impl.tests).exists(), impl.tests
+        for path in impl.tests:
+            assert (ROOT / path).exists(), path
         if impl.needs:
             assert impl.extra, f"{impl.key}: an extra must install {impl.needs}"
     with pytest.raises(KeyError, match="known"):

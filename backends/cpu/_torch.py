@@ -34,8 +34,10 @@ MAX_BLOCK = 16
 
 
 def _a(x):
-    """A tensor in the compute dtype as a C-contiguous NumPy array (shares memory)."""
-    return np.ascontiguousarray(x.detach().numpy())
+    """A tensor in the compute dtype as a C-contiguous NumPy array (shares memory). Through
+    DLPack, not Tensor.numpy(): that marks the storage as never resizable again, which breaks
+    FSDP (it frees an unsharded parameter's storage by resizing it)."""
+    return np.ascontiguousarray(np.from_dlpack(x.detach()))
 
 
 def _dummy(ndim, dtype):
@@ -118,36 +120,39 @@ def _bwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, do
         """(b, S, LX, n) zeros: S = d for a constant X, else d / bd blocks."""
         return np.zeros((b, d if gs == 0 else nblk, X4.shape[2], n), dtype=npdt)
 
-    du, ddelta = np.empty((b, d, l), npdt), np.empty((b, d, l), npdt)
-    dz = np.empty((b, d, l) if z is not None else (1, 1, 1), npdt)
-    dA_p, dh0 = np.zeros((b, d, n), npdt), np.empty((b, p, d, n), npdt)
+    # the returned gradients are allocated by torch (the kernels write through .numpy() views):
+    # a tensor made by torch.from_numpy has a storage that cannot be resized, which FSDP needs
+    grad = {"du": (b, d, l), "ddelta": (b, d, l), "dz": (b, d, l) if z is not None else (1, 1, 1),
+            "dh0": (b, p, d, n)}
+    grad = {k: torch.empty(shape, dtype=dt) for k, shape in grad.items()}
+    dA_p = np.zeros((b, d, n), npdt)
     dB_p, dC_p, dL_p = partial(B4, gsb), partial(C4, gsc), partial(L4, gsl)
     dD_p, dbias_p = np.zeros((b, d), npdt), np.zeros((b, d), npdt)
     K.selective_bwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), _a(L4), var_b, var_c, var_l,
                     _opt(D, 1, npdt), _opt(z, 3, npdt), _opt(bias, 1, npdt), _a(ck), _a(dout),
                     _opt(dlast, 4, npdt), D is not None, z is not None, bias is not None,
-                    dlast is not None, softplus, phi, p, CHUNK, bd, du, ddelta, dz, dA_p, dB_p,
-                    dC_p, dL_p, dD_p, dbias_p, dh0)
+                    dlast is not None, softplus, phi, p, CHUNK, bd, grad["du"].numpy(),
+                    grad["ddelta"].numpy(), grad["dz"].numpy(), dA_p, dB_p, dC_p, dL_p, dD_p,
+                    dbias_p, grad["dh0"].numpy())
 
     def lead(P, shape):
-        out = np.empty(int(np.prod(shape)), npdt)
-        K.sum_leading(P.reshape(P.shape[0], -1), out)
-        return out.reshape(shape)
+        out = torch.empty(shape, dtype=dt)
+        K.sum_leading(P.reshape(P.shape[0], -1), out.numpy().reshape(-1))
+        return out
 
     def bc(P, X4, gs):
         if gs == 0:  # constant: sum over the batch, (1, d, 1, n)
             return lead(P, X4.shape)
         G = X4.shape[1]
-        out = np.empty((b, G, l * n), npdt)
-        K.sum_blocks(P.reshape(b, P.shape[1], -1), nblk // G, out)
-        return out.reshape(X4.shape)
+        out = torch.empty(X4.shape, dtype=dt)
+        K.sum_blocks(P.reshape(b, P.shape[1], -1), nblk // G, out.numpy().reshape(b, G, l * n))
+        return out
 
-    t = torch.from_numpy
     empty = lambda: torch.empty(0, dtype=dt)  # noqa: E731  (one per output: no aliasing)
-    return [t(du), t(ddelta), t(lead(dA_p, (d, n))), t(bc(dB_p, B4, gsb)), t(bc(dC_p, C4, gsc)),
-            t(bc(dL_p, L4, gsl)), t(lead(dD_p, (d,))) if D is not None else empty(),
-            t(dz) if z is not None else empty(),
-            t(lead(dbias_p, (d,))) if bias is not None else empty(), t(dh0)]
+    return [grad["du"], grad["ddelta"], lead(dA_p, (d, n)), bc(dB_p, B4, gsb),
+            bc(dC_p, C4, gsc), bc(dL_p, L4, gsl), lead(dD_p, (d,)) if D is not None else empty(),
+            grad["dz"] if z is not None else empty(),
+            lead(dbias_p, (d,)) if bias is not None else empty(), grad["dh0"]]
 
 
 @torch.library.custom_op("liquidssm::numba_selective_scan_bwd", mutates_args=())

@@ -2,14 +2,10 @@
 exactly as one process on the same global batch (float64: losses and parameters after two SGD
 steps)."""
 
-import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _ranks import run_ranks
 
 torch = pytest.importorskip("torch")
 if not torch.distributed.is_available():  # pragma: no cover - depends on the build
@@ -90,25 +86,14 @@ dist.destroy_process_group()
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ddp_and_fsdp2_train_as_one_process():
+@pytest.mark.parametrize("impl", ["eager", "numba"])
+def test_ddp_and_fsdp2_train_as_one_process(impl):
     """For every module class of tests/torch/test_nn.py's table, two SGD steps under DDP and
     under FSDP2 on 2 ranks (each half the batch) give the one-process losses and parameters
     to 1e-12, and the steps did move the parameters."""
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-           "WORLD": str(WORLD), "TESTS": str(HERE), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", _RANK], env={**env, "RANK": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r in range(WORLD)]
-    results = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, results):
-        assert p.returncode == 0, err[-3000:]
-    errors = json.loads(results[0][0].strip().splitlines()[-1])
+    if impl == "numba":
+        pytest.importorskip("numba")
+    errors = run_ranks(_RANK, WORLD, TESTS=str(HERE), LIQUIDSSM_TORCH_IMPL=impl, timeout=600)
     from test_nn import CASES
 
     assert len(errors) == 2 * len(CASES)

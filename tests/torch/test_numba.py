@@ -82,26 +82,33 @@ def test_gradients_match_the_spec_without_optionals():
         np.testing.assert_allclose(gk.numpy(), ref[k], rtol=1e-10, atol=1e-10, err_msg=k)
 
 
-def _grads(x, threads):
-    old = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
-        out, last = N.selective_scan(**leaves, delta_softplus=True, return_last_state=True)
-        (out.sum() + last.square().sum()).backward()
-        return [out.detach(), last.detach(), *(v.grad for v in leaves.values())]
-    finally:
-        numba.set_num_threads(old)
+def _assert_repeatable(fn):
+    """fn() -> tensors: bitwise equal twice with all of numba's threads and once with one."""
+
+    def at(threads):
+        old = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            return fn()
+        finally:
+            numba.set_num_threads(old)
+
+    full = numba.config.NUMBA_NUM_THREADS
+    for a, b, c in zip(at(full), at(full), at(1)):
+        assert torch.equal(a, b) and torch.equal(a, c)
 
 
 @pytest.mark.parametrize("form", FORMS)
 def test_backward_is_bitwise_repeatable(form):
     x = _inputs(form, dtype=torch.float32, b=3, d=32, n=4, l=130)
-    first = _grads(x, numba.config.NUMBA_NUM_THREADS)
-    again = _grads(x, numba.config.NUMBA_NUM_THREADS)
-    one_thread = _grads(x, 1)
-    for a, b, c in zip(first, again, one_thread):
-        assert torch.equal(a, b) and torch.equal(a, c)
+
+    def grads():
+        leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+        out, last = N.selective_scan(**leaves, delta_softplus=True, return_last_state=True)
+        (out.sum() + last.square().sum()).backward()
+        return [out.detach(), last.detach(), *(v.grad for v in leaves.values())]
+
+    _assert_repeatable(grads)
 
 
 def test_low_precision_inputs_compute_in_float32():
@@ -185,22 +192,14 @@ def test_liquid_gradcheck_float64():
 def test_liquid_backward_is_bitwise_repeatable():
     x = _liquid_inputs("group", "var", 2, dtype=torch.float32, b=3, d=32, n=4, l=130)
 
-    def grads(threads):
-        old = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
-            out, last = N.liquid_selective_scan(**leaves, delta_softplus=True, liquid_degree=2,
-                                                lcontract="tanh", return_last_state=True)
-            (out.sum() + last.square().sum()).backward()
-            return [out.detach(), last.detach(), *(v.grad for v in leaves.values())]
-        finally:
-            numba.set_num_threads(old)
+    def grads():
+        leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+        out, last = N.liquid_selective_scan(**leaves, delta_softplus=True, liquid_degree=2,
+                                            lcontract="tanh", return_last_state=True)
+        (out.sum() + last.square().sum()).backward()
+        return [out.detach(), last.detach(), *(v.grad for v in leaves.values())]
 
-    first, again, one = grads(numba.config.NUMBA_NUM_THREADS), grads(
-        numba.config.NUMBA_NUM_THREADS), grads(1)
-    for a, b, c in zip(first, again, one):
-        assert torch.equal(a, b) and torch.equal(a, c)
+    _assert_repeatable(grads)
 
 
 def test_bad_input_names_the_argument():
@@ -300,21 +299,12 @@ def test_level_scans_gradcheck_float64():
 def test_level_backward_is_bitwise_repeatable():
     x = _level_inputs(3, False, True, (70,), b=3)
 
-    def grads(threads):
-        old = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
-            y, last = N.liquid_scan(leaves["a"], leaves["b"], leaves["c"], leaves["h0"],
-                                    degree=3)
-            return torch.autograd.grad((y.sum() + last.sum()), list(leaves.values()))
-        finally:
-            numba.set_num_threads(old)
+    def grads():
+        leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+        y, last = N.liquid_scan(leaves["a"], leaves["b"], leaves["c"], leaves["h0"], degree=3)
+        return torch.autograd.grad((y.sum() + last.sum()), list(leaves.values()))
 
-    first, again, one = grads(numba.config.NUMBA_NUM_THREADS), grads(
-        numba.config.NUMBA_NUM_THREADS), grads(1)
-    for a, b, c in zip(first, again, one):
-        assert torch.equal(a, b) and torch.equal(a, c)
+    _assert_repeatable(grads)
 
 
 def test_level_low_precision_and_bad_input():

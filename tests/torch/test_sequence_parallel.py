@@ -1,13 +1,8 @@
 """Sequence-parallel torch scans (process_group=, liquidssm.torch.parallel) on 4 gloo processes:
 outputs, last states and gradients equal one process's, float64."""
 
-import json
-import os
-import socket
-import subprocess
-import sys
-
 import pytest
+from _ranks import run_ranks
 
 torch = pytest.importorskip("torch")
 if not torch.distributed.is_available():  # pragma: no cover - depends on the build
@@ -128,25 +123,14 @@ dist.destroy_process_group()
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_sharded_scans_equal_one_process():
+@pytest.mark.parametrize("impl", ["eager", "numba"])
+def test_sharded_scans_equal_one_process(impl):
     """4 ranks, each a contiguous quarter of the sequence: the gathered outputs and time-sliced
     gradients, the global last states and the summed gradients of the replicated arguments
     equal the one-process results to 1e-10 (float64)."""
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-           "WORLD": str(WORLD), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", _RANK], env={**env, "RANK": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r in range(WORLD)]
-    results = [p.communicate(timeout=300) for p in procs]
-    for p, (_, err) in zip(procs, results):
-        assert p.returncode == 0, err[-3000:]
-    errors = json.loads(results[0][0].strip().splitlines()[-1])
+    if impl == "numba":
+        pytest.importorskip("numba")
+    errors = run_ranks(_RANK, WORLD, LIQUIDSSM_TORCH_IMPL=impl, timeout=600)
     assert len(errors) == 7
     bad = {k: v for k, v in errors.items() if not v <= 1e-10}
     assert not bad, bad
