@@ -37,7 +37,7 @@ def _a(x):
     """A tensor in the compute dtype as a C-contiguous NumPy array (shares memory). Through
     DLPack, not Tensor.numpy(): that marks the storage as never resizable again, which breaks
     FSDP (it frees an unsharded parameter's storage by resizing it)."""
-    return np.ascontiguousarray(np.from_dlpack(x.detach()))
+    return np.ascontiguousarray(np.from_dlpack(x.detach().resolve_conj().resolve_neg()))
 
 
 def _dummy(ndim, dtype):
