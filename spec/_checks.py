@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import array_api_compat
 
-from ._common import LCONTRACTS, check_bool, check_choice, check_int, namespace
+from ._common import LCONTRACTS, check_bool, check_choice, check_int, describe, namespace
 
 __all__ = [
     "array_kind",
@@ -64,15 +64,6 @@ def _kind_of(x) -> str:
         return "numpy.ndarray"
     t = type(x)
     return f"{t.__module__.split('.')[0]}.{t.__name__}"
-
-
-def describe(x) -> str:
-    if x is None:
-        return "None"
-    shape = getattr(x, "shape", None)
-    if shape is None or not hasattr(x, "dtype"):
-        return f"an object of type {type(x).__name__}"
-    return f"shape {tuple(shape)} and dtype {x.dtype}"
 
 
 class _Library:

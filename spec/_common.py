@@ -74,9 +74,12 @@ def _lookup_namespace(arrays):
     return xp
 
 
-def _describe(x) -> str:
+def describe(x) -> str:
+    """What a bad argument was, for the errors: None, its type, or its shape and dtype."""
+    if x is None:
+        return "None"
     shape = getattr(x, "shape", None)
-    if shape is None:
+    if shape is None or not hasattr(x, "dtype"):
         return f"an object of type {type(x).__name__}"
     return f"shape {tuple(shape)} and dtype {x.dtype}"
 
@@ -88,19 +91,19 @@ def check_array(name: str, x, shape: Sequence[int | str | None], *, complex_ok: 
     >= 1 (such as "length"). Returns `x` unchanged.
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{name}: expected an array of shape {_fmt(shape)}, got {_describe(x)}")
+        raise TypeError(f"{name}: expected an array of shape {_fmt(shape)}, got {describe(x)}")
     xp = namespace(x)
     kinds = ("real floating", "complex floating") if complex_ok else "real floating"
     if not xp.isdtype(x.dtype, kinds):
         expected = "a real or complex floating" if complex_ok else "a real floating"
-        raise TypeError(f"{name}: expected {expected} dtype, got {_describe(x)}")
+        raise TypeError(f"{name}: expected {expected} dtype, got {describe(x)}")
     if len(x.shape) != len(shape) or any(
         isinstance(s, int) and d != s for s, d in zip(shape, x.shape)
     ):
-        raise ValueError(f"{name}: expected shape {_fmt(shape)}, got {_describe(x)}")
+        raise ValueError(f"{name}: expected shape {_fmt(shape)}, got {describe(x)}")
     for s, d in zip(shape, x.shape):
         if isinstance(s, str) and d < 1:
-            raise ValueError(f"{name}: expected {s} >= 1, got {_describe(x)}")
+            raise ValueError(f"{name}: expected {s} >= 1, got {describe(x)}")
     return x
 
 

@@ -16,7 +16,7 @@ import math
 
 import jax.numpy as jnp
 from jax import lax
-from liquidssm.spec._common import _describe
+from liquidssm.spec._common import describe
 
 from . import scans
 from .scans import scan_strategy
@@ -36,15 +36,15 @@ def _mv(P, x):
 def _check(A, b, h0):
     for name, x in (("A", A), ("b", b), ("h0", h0)):
         if x is not None and not (hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)):
-            raise TypeError(f"{name}: expected a floating jax array, got {_describe(x)}")
+            raise TypeError(f"{name}: expected a floating jax array, got {describe(x)}")
     if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
-        raise ValueError(f"A: expected shape (*S, N, N), got {_describe(A)}")
+        raise ValueError(f"A: expected shape (*S, N, N), got {describe(A)}")
     S, N = tuple(A.shape[:-2]), A.shape[-1]
     if b.ndim != 3 + len(S) or b.shape[1] < 1 or tuple(b.shape[2:]) != S + (N,):
         raise ValueError(f"b: expected shape (batch, length >= 1, "
-                         f"{', '.join(map(str, S + (N,)))}), got {_describe(b)}")
+                         f"{', '.join(map(str, S + (N,)))}), got {describe(b)}")
     if h0 is not None and tuple(h0.shape) != (b.shape[0],) + S + (N,):
-        raise ValueError(f"h0: expected shape {(b.shape[0],) + S + (N,)}, got {_describe(h0)}")
+        raise ValueError(f"h0: expected shape {(b.shape[0],) + S + (N,)}, got {describe(h0)}")
 
 
 def _sequential(A, b):
