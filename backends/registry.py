@@ -49,6 +49,9 @@ class Implementation:
     Capabilities: dtypes it computes in, complex_a (complex A in its own kernels), liquid_degree
     ("any": every p), deterministic_backward (bitwise repeatable gradients), kernels (the
     primitives it has its own code for; None: all; the rest run its backend's default).
+    module: where its primitives live, under the backend's names (None: the backend's own
+    code). torch's `auto` takes the first record, in registry order, that runs on the input's
+    device and has the primitive's kernel (liquidssm.torch._impl).
     """
 
     backend: str
@@ -71,6 +74,7 @@ class Implementation:
     liquid_degree: str = "any"
     deterministic_backward: bool = True
     kernels: tuple[str, ...] | None = None
+    module: str | None = None
 
     @property
     def key(self) -> str:
@@ -133,7 +137,7 @@ IMPLEMENTATIONS = (
                    bench=("cuda",), bench_cases="scan", conformance="torch-triton",
                    adapter="TorchTritonAdapter", extras="test,triton",
                    interpret_env={"TRITON_INTERPRET": "1"}, tests=("tests/torch/test_triton.py",),
-                   dtypes=("float32", "bfloat16")),
+                   dtypes=("float32", "bfloat16"), module="liquidssm.torch.triton"),
     Implementation("torch", "numba", "numba CPU kernels (liquidssm.cpu)", ("#8c564b", "v"),
                    needs=("numba",), extra="cpu", bench=("cpu",), bench_cases="scan",
                    conformance="torch-numba", adapter="TorchNumbaAdapter",
@@ -141,7 +145,8 @@ IMPLEMENTATIONS = (
                    # its kernels, and the tests that run them on purpose (distributed, quiet)
                    tests=("tests/torch/test_numba.py", "tests/torch/test_data_parallel.py",
                           "tests/torch/test_sequence_parallel.py", "tests/torch/test_quiet.py"),
-                   kernels=("selective_scan", "liquid_selective_scan", "diag_scan", "liquid_scan")),
+                   kernels=("selective_scan", "liquid_selective_scan", "diag_scan", "liquid_scan"),
+                   module="liquidssm.cpu._torch"),
     # its session installs torch and transformers too: tests/jax/test_cross_framework.py,
     # test_readme.py and test_train.py (the cross-framework training equivalence)
     Implementation("jax", "auto", "the platform's strategy (above)",

@@ -92,6 +92,25 @@ def test_a_new_record_reaches_bench_check_and_info(monkeypatch):
     assert registry.styles()["torch:mykernel"] == ("#123456", "H")
 
 
+def test_a_new_torch_record_is_chosen_without_other_edits(monkeypatch):
+    """torch's choice reads the records: a new one with a module of the backend's primitive
+    names is a valid LIQUIDSSM_TORCH_IMPL, and auto picks it for a primitive only it has a
+    kernel for."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("numba")
+    from liquidssm.torch import _impl
+
+    new = dataclasses.replace(registry.get("torch:numba"), name="mykernel", style=("#123456", "H"),
+                              conformance=None, kernels=("selective_state_update",))
+    monkeypatch.setattr(registry, "IMPLEMENTATIONS", (*registry.IMPLEMENTATIONS, new))
+    x = torch.zeros(1, 1, 1)
+    monkeypatch.setenv("LIQUIDSSM_TORCH_IMPL", "mykernel")
+    assert _impl.implementation(x, "diag_scan") == "mykernel"
+    monkeypatch.setenv("LIQUIDSSM_TORCH_IMPL", "auto")
+    assert _impl.implementation(x, "selective_state_update") == "mykernel"
+    assert _impl.implementation(x, "diag_scan") == "numba"  # the earlier record first
+
+
 def test_groups_follow_bench_devices():
     cpu = runner.groups(list(registry.BACKENDS), "cpu")
     cuda = runner.groups(list(registry.BACKENDS), "cuda:0")

@@ -1,11 +1,12 @@
 """Implementation registry: which code runs a primitive
 (LIQUIDSSM_TORCH_IMPL=auto|eager|triton|numba).
 
-auto: the Triton kernels (liquidssm.torch.triton) for CUDA tensors when CUDA, the `triton`
-package and the kernel are available; the numba kernels (liquidssm.cpu) for CPU tensors when
-numba is installed and liquidssm.cpu has a kernel for the primitive; else eager PyTorch.
-An explicit choice that cannot be honoured raises a RuntimeError naming the variable, the
-choices and the reason.
+The choices and their code are liquidssm.registry's torch records (Implementation.module, its
+packages, devices and kernels); nothing here names one. auto: the first record, in registry
+order, whose packages are installed, that runs on the input's device and has a kernel for the
+primitive (today: the Triton kernels for CUDA tensors, the numba kernels for CPU tensors), else
+eager PyTorch. An explicit choice that cannot be honoured raises a RuntimeError naming the
+variable, the choices and the reason.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from .. import registry
 ENV = registry.BACKENDS["torch"].select_env
 #: auto, then the registered implementations
 CHOICES = ("auto", *registry.names("torch"))
-_NUMBA, _TRITON = registry.get("torch:numba"), registry.get("torch:triton")
+
+
+def _choices() -> tuple[str, ...]:
+    """auto and the registered torch implementations, read when a choice is made."""
+    return ("auto", *registry.names("torch"))
+
 
 __all__ = ["ENV", "CHOICES", "requested", "implementation", "primitive"]
 
@@ -30,63 +36,62 @@ __all__ = ["ENV", "CHOICES", "requested", "implementation", "primitive"]
 def requested() -> str:
     """The value of LIQUIDSSM_TORCH_IMPL (default auto), validated."""
     value = os.environ.get(ENV, "auto").strip().lower() or "auto"
-    if value not in CHOICES:
-        raise ValueError(f"{ENV}: expected one of {list(CHOICES)}, got {value!r}")
+    choices = _choices()
+    if value not in choices:
+        raise ValueError(f"{ENV}: expected one of {list(choices)}, got {value!r}")
     return value
 
 
-def _triton_problem(x, name: str, explicit: bool) -> str | None:
-    """Why the Triton `name` cannot run on tensor x, or None if it can."""
-    if importlib.util.find_spec("triton") is None:
-        return f"the package 'triton' is not installed (pip install 'liquidssm[{_TRITON.extra}]')"
-    interpret = explicit and os.environ.get("TRITON_INTERPRET") == "1"
-    if not interpret:
-        if not torch.cuda.is_available():
-            return "CUDA is not available (TRITON_INTERPRET=1 runs the kernels on the CPU)"
-        if not getattr(x, "is_cuda", False):
-            return f"the input is on {getattr(x, 'device', 'no device')}, not on a CUDA device"
-    kernels = importlib.import_module("liquidssm.torch.triton")
-    if not getattr(kernels, "available", lambda: False)():
-        return "liquidssm.torch.triton.available() is False"
-    if not callable(getattr(kernels, name, None)):
-        return f"liquidssm.torch.triton has no {name}"
-    return None
-
-
-def _numba_problem(x) -> str | None:
-    """Why the numba kernels cannot run on tensor x, or None if they can."""
-    if importlib.util.find_spec("numba") is None:
-        return f"the package 'numba' is not installed (pip install 'liquidssm[{_NUMBA.extra}]')"
-    if getattr(getattr(x, "device", None), "type", "cpu") != "cpu":
-        return f"the input is on {x.device}, not on the CPU"
+def _problem(record, x, name: str, explicit: bool) -> str | None:
+    """Why implementation `record` cannot run primitive `name` on tensor x, or None if it can.
+    An explicit choice may run a GPU kernel in its interpreter (record.interpret_env set) and
+    runs the implementation's module for every primitive (which falls back to eager where it
+    has no kernel); auto needs a kernel (record.kernels, or the module's own function)."""
+    for package in record.needs:
+        if importlib.util.find_spec(package) is None:
+            return (f"the package {package!r} is not installed "
+                    f"(pip install 'liquidssm[{record.extra}]')")
+    device = getattr(getattr(x, "device", None), "type", "cpu")
+    interpreted = explicit and record.interpret_env and all(
+        os.environ.get(k) == v for k, v in record.interpret_env.items())
+    if device not in record.devices and not interpreted:
+        where = " or ".join(d.upper() if d != "cpu" else "the CPU" for d in record.devices)
+        hint = "".join(f" ({k}={v} runs the kernels on the CPU)"
+                       for k, v in record.interpret_env.items())
+        if "cuda" in record.devices and not torch.cuda.is_available():
+            return f"CUDA is not available{hint}"
+        return f"the input is on {device}, not on {where}{hint}"
+    if not explicit and record.kernels is not None and name not in record.kernels:
+        return f"{record.module} has no kernel for {name}"
+    module = importlib.import_module(record.module)
+    if not getattr(module, "available", lambda: True)():
+        return f"{record.module}.available() is False"
+    if not callable(getattr(module, name, None)):
+        return f"{record.module} has no {name}"
     return None
 
 
 def implementation(x=None, name: str = "selective_scan") -> str:
-    """'eager', 'triton' or 'numba': the implementation of primitive `name` for input tensor x.
-
-    Explicit numba runs liquidssm.cpu's version of every primitive (which itself runs eager
-    where it has no kernel, e.g. complex A); auto picks it only where it has a kernel."""
+    """The name of the implementation of primitive `name` for input tensor x: an explicit
+    LIQUIDSSM_TORCH_IMPL (a RuntimeError saying why when it cannot run), or auto's choice: the
+    first registered implementation that runs on x's device with a kernel for `name`, else
+    eager."""
     choice = requested()
     if choice == "eager":
         return "eager"
-    if choice == "numba" or (choice == "auto" and not getattr(x, "is_cuda", False)):
-        problem = _numba_problem(x)
-        if choice == "numba" and problem is not None:
-            raise RuntimeError(f"{ENV}='numba': cannot run the numba {name}: {problem} "
-                               f"(choices: {list(CHOICES)}; 'auto' falls back to eager)")
-        if choice == "numba":
-            return "numba"
-        if problem is None and name in registry.get("torch:numba").kernels:
-            return "numba"
-    problem = _triton_problem(x, name, choice == "triton")
-    if problem is None:
-        return "triton"
-    if choice == "triton":
-        raise RuntimeError(
-            f"{ENV}='triton': cannot run the Triton {name}: {problem} "
-            f"(choices: {list(CHOICES)}; 'auto' falls back to eager)"
-        )
+    if choice != "auto":
+        record = registry.get(f"torch:{choice}")
+        problem = _problem(record, x, name, explicit=True)
+        if problem is not None:
+            raise RuntimeError(f"{ENV}={choice!r}: cannot run the {record.summary} {name}: "
+                               f"{problem} (choices: {list(_choices())}; 'auto' falls back to "
+                               f"eager)")
+        return choice
+    for record in registry.implementations("torch"):  # in order; those with code of their own
+        if record.module is None:
+            continue
+        if _problem(record, x, name, explicit=False) is None:
+            return record.name
     return "eager"
 
 
@@ -99,12 +104,13 @@ def primitive(name: str, eager):
     torch.compile traces without a graph break. A first choice inside torch.compile runs
     untraced (torch.compiler.disable): it imports the kernels' modules (numba's own import-time
     functions would otherwise each be compiled: minutes of compile time)."""
-    modules = {"triton": "liquidssm.torch.triton", "numba": "liquidssm.cpu._torch"}
     chosen = {}
 
     def choose(x):
         impl = implementation(x, name)
-        return eager if impl == "eager" else getattr(importlib.import_module(modules[impl]), name)
+        if impl == "eager":
+            return eager
+        return getattr(importlib.import_module(registry.get(f"torch:{impl}").module), name)
 
     @functools.wraps(eager)
     def run(*args, **kwargs):
