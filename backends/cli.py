@@ -35,10 +35,6 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _installed(impl: registry.Implementation) -> bool:
-    return all(importlib.util.find_spec(p) is not None for p in impl.packages)
-
-
 def _devices(backend: str) -> str:
     if backend == "torch":
         import torch
@@ -54,7 +50,7 @@ def _devices(backend: str) -> str:
 
 def _impl_line(impl: registry.Implementation) -> str:
     """One implementation: its name and summary, installed or how to install it, devices."""
-    missing = [p for p in impl.needs if importlib.util.find_spec(p) is None]
+    missing = impl.missing()
     if missing:
         return (f"    {impl.name:16} {impl.summary}: not installed ({', '.join(missing)}; "
                 f"pip install 'liquidssm[{impl.extra}]')")
@@ -100,12 +96,12 @@ def cmd_info(args) -> int:
 def cmd_check(args) -> int:
     """pytest --pyargs liquidssm.conformance --backend B per backend, then the matrix."""
     sessions = registry.conformance()
-    names = args.backend or [n for n, i in sessions.items() if _installed(i)]
+    names = args.backend or [n for n, i in sessions.items() if not i.missing()]
     report_dir = Path(args.report_dir)
     failed = []
     for name in names:
         impl = sessions[name]
-        if not _installed(impl):
+        if impl.missing():
             print(f"== {name}: skipped ({', '.join(impl.packages)} not all installed)")
             continue
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",

@@ -13,6 +13,7 @@ liquidssm is installed.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 
 __all__ = ["Backend", "Implementation", "Peer", "BACKENDS", "IMPLEMENTATIONS", "PEERS",
@@ -91,6 +92,10 @@ class Implementation:
     def packages(self) -> tuple[str, ...]:
         """Every import it needs: its backend's package, then its own."""
         return (BACKENDS[self.backend].package, *self.needs)
+
+    def missing(self) -> list[str]:
+        """The packages it needs that do not import here (empty: installed)."""
+        return [p for p in self.packages if importlib.util.find_spec(p) is None]
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,9 @@ def _packages(backend: str, impl: str) -> tuple[str, ...]:
 
 def installed(backend: str, impl: str | None = None) -> bool:
     """Whether `backend` (and implementation `impl` of it) can be imported here."""
-    impl = impl or BACKENDS[backend][0]
-    return all(importlib.util.find_spec(p) is not None for p in _packages(backend, impl))
+    if backend == "peers":
+        return importlib.util.find_spec("torch") is not None
+    return not registry.get(f"{backend}:{impl or BACKENDS[backend][0]}").missing()
 
 
 def _device_type(device: str) -> str:

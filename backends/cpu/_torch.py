@@ -40,6 +40,11 @@ def _a(x):
     return np.ascontiguousarray(np.from_dlpack(x.detach().resolve_conj().resolve_neg()))
 
 
+def _out(t):
+    """A fresh contiguous tensor the kernels write into, as a NumPy view (DLPack, as _a)."""
+    return np.from_dlpack(t)
+
+
 def _dummy(ndim, dtype):
     return np.zeros((1,) * ndim, dtype=dtype)
 
@@ -63,8 +68,6 @@ def _group_size(X4, var, d):
     return d // X4.shape[1] if var else 0
 
 
-
-
 def _fwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, h0, softplus, phi, p,
                 save):
     """(out (b, d, l), last levels (b, p, d, n), checkpoints (b, d, nchunk, p, n) if save)."""
@@ -79,7 +82,7 @@ def _fwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, h0, so
     K.selective_fwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), _a(L4), var_b, var_c, var_l,
                     _opt(D, 1, npdt), _opt(z, 3, npdt), _opt(bias, 1, npdt), _opt(h0, 4, npdt),
                     D is not None, z is not None, bias is not None, h0 is not None, softplus,
-                    phi, p, CHUNK, save, out.numpy(), last.numpy(), ck.numpy())
+                    phi, p, CHUNK, save, _out(out), _out(last), _out(ck))
     return out, last, ck
 
 
@@ -120,8 +123,9 @@ def _bwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, do
         """(b, S, LX, n) zeros: S = d for a constant X, else d / bd blocks."""
         return np.zeros((b, d if gs == 0 else nblk, X4.shape[2], n), dtype=npdt)
 
-    # the returned gradients are allocated by torch (the kernels write through .numpy() views):
-    # a tensor made by torch.from_numpy has a storage that cannot be resized, which FSDP needs
+    # the returned gradients are allocated by torch and written through DLPack views (_out): a
+    # tensor made by torch.from_numpy, or one .numpy() was called on, has a storage that cannot
+    # be resized
     grad = {"du": (b, d, l), "ddelta": (b, d, l), "dz": (b, d, l) if z is not None else (1, 1, 1),
             "dh0": (b, p, d, n)}
     grad = {k: torch.empty(shape, dtype=dt) for k, shape in grad.items()}
@@ -131,13 +135,13 @@ def _bwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, do
     K.selective_bwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), _a(L4), var_b, var_c, var_l,
                     _opt(D, 1, npdt), _opt(z, 3, npdt), _opt(bias, 1, npdt), _a(ck), _a(dout),
                     _opt(dlast, 4, npdt), D is not None, z is not None, bias is not None,
-                    dlast is not None, softplus, phi, p, CHUNK, bd, grad["du"].numpy(),
-                    grad["ddelta"].numpy(), grad["dz"].numpy(), dA_p, dB_p, dC_p, dL_p, dD_p,
-                    dbias_p, grad["dh0"].numpy())
+                    dlast is not None, softplus, phi, p, CHUNK, bd, _out(grad["du"]),
+                    _out(grad["ddelta"]), _out(grad["dz"]), dA_p, dB_p, dC_p, dL_p, dD_p,
+                    dbias_p, _out(grad["dh0"]))
 
     def lead(P, shape):
         out = torch.empty(shape, dtype=dt)
-        K.sum_leading(P.reshape(P.shape[0], -1), out.numpy().reshape(-1))
+        K.sum_leading(P.reshape(P.shape[0], -1), _out(out).reshape(-1))
         return out
 
     def bc(P, X4, gs):
@@ -145,7 +149,7 @@ def _bwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, do
             return lead(P, X4.shape)
         G = X4.shape[1]
         out = torch.empty(X4.shape, dtype=dt)
-        K.sum_blocks(P.reshape(b, P.shape[1], -1), nblk // G, out.numpy().reshape(b, G, l * n))
+        K.sum_blocks(P.reshape(b, P.shape[1], -1), nblk // G, _out(out).reshape(b, G, l * n))
         return out
 
     empty = lambda: torch.empty(0, dtype=dt)  # noqa: E731  (one per output: no aliasing)
@@ -298,8 +302,8 @@ def _level_fwd_kernel(a, b, c, h0, p, rev, save):
     B, L, M = b.shape
     y, last = torch.empty_like(b), torch.empty((B, p, M), dtype=b.dtype)
     ck = torch.empty((B, -(-L // CHUNK), p, M) if save else (1, 1, 1, 1), dtype=b.dtype)
-    K.level_fwd(_a(a), _a(b), _a(c), _a(h0), p, rev, CHUNK, save, y.numpy(), last.numpy(),
-                ck.numpy())
+    K.level_fwd(_a(a), _a(b), _a(c), _a(h0), p, rev, CHUNK, save, _out(y), _out(last),
+                _out(ck))
     return y, last, ck
 
 
@@ -309,8 +313,8 @@ def _level_bwd_kernel(a, b, c, ck, gy, glast, p, rev):
     da, db = torch.empty_like(b), torch.empty_like(b)
     dc = torch.empty_like(b) if p > 1 else torch.zeros_like(b)  # p = 1: c is not read
     dh0 = torch.empty((B, p, b.shape[2]), dtype=b.dtype)
-    K.level_bwd(_a(a), _a(b), _a(c), _a(ck), _a(gy), _a(glast), p, rev, CHUNK, da.numpy(),
-                db.numpy(), dc.numpy(), dh0.numpy())
+    K.level_bwd(_a(a), _a(b), _a(c), _a(ck), _a(gy), _a(glast), p, rev, CHUNK, _out(da),
+                _out(db), _out(dc), _out(dh0))
     fold = lambda g, ref: g if ref.shape[0] == B else g.sum(0, keepdim=True)  # noqa: E731
     return [fold(da, a), db, fold(dc, c), dh0]
 

@@ -21,13 +21,15 @@ import torch
 from .. import registry
 
 ENV = registry.BACKENDS["torch"].select_env
-#: auto, then the registered implementations
-CHOICES = ("auto", *registry.names("torch"))
 
 
 def _choices() -> tuple[str, ...]:
     """auto and the registered torch implementations, read when a choice is made."""
     return ("auto", *registry.names("torch"))
+
+
+#: auto, then the registered implementations (at import; the choice itself reads _choices())
+CHOICES = _choices()
 
 
 __all__ = ["ENV", "CHOICES", "requested", "implementation", "primitive"]
@@ -47,10 +49,10 @@ def _problem(record, x, name: str, explicit: bool) -> str | None:
     An explicit choice may run a GPU kernel in its interpreter (record.interpret_env set) and
     runs the implementation's module for every primitive (which falls back to eager where it
     has no kernel); auto needs a kernel (record.kernels, or the module's own function)."""
-    for package in record.needs:
-        if importlib.util.find_spec(package) is None:
-            return (f"the package {package!r} is not installed "
-                    f"(pip install 'liquidssm[{record.extra}]')")
+    missing = record.missing()
+    if missing:
+        return (f"the package {missing[0]!r} is not installed "
+                f"(pip install 'liquidssm[{record.extra}]')")
     device = getattr(getattr(x, "device", None), "type", "cpu")
     interpreted = explicit and record.interpret_env and all(
         os.environ.get(k) == v for k, v in record.interpret_env.items())
@@ -96,8 +98,8 @@ def implementation(x=None, name: str = "selective_scan") -> str:
 
 
 def primitive(name: str, eager):
-    """`eager`, or liquidssm.torch.triton.<name> / liquidssm.cpu._torch.<name> where
-    `implementation` chooses Triton / numba.
+    """`eager`, or <name> of the chosen implementation's module (its registry record's
+    `module`: liquidssm.torch.triton, liquidssm.cpu._torch) where `implementation` chooses it.
 
     The choice is made once per (LIQUIDSSM_TORCH_IMPL, TRITON_INTERPRET, device type) and kept
     (a choice that cannot be honoured raises every time): later calls are a dict read that
