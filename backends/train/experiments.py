@@ -4,7 +4,9 @@ another, append one row per finished run to rows.csv, then write table.md and pl
     python -m liquidssm.train.experiments OUT_DIR PLAN   (PLAN: "small", see PLANS)
 
 rows.csv columns: task, model, backend, n_params, d_model, steps, seed, metric, value,
-baseline, wall_s, device, commit (value: the test split's metric after the last step).
+baseline, wall_s, device, commit, split, dtype (value: the metric on `split` after the last
+step; one row per test split: "test", and the longer "test_{k}x" splits of the length
+extrapolation tasks; dtype: the training dtype).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from liquidssm.spec import VARIANTS
 from .common import TrainConfig, run
 
 COLUMNS = ("task", "model", "backend", "n_params", "d_model", "steps", "seed", "metric",
-           "value", "baseline", "wall_s", "device", "commit")
+           "value", "baseline", "wall_s", "device", "commit", "split", "dtype")
 DIGITS_MODELS = ("s4d", "liquid_s4", "mamba", "liquid_mamba", "transformer", "s5", "liquid_s5")
 BYTES_MODELS = ("mamba", "liquid_mamba", "transformer")
 
@@ -84,6 +86,20 @@ def _medium():
     plan += [cfg("gunpoint", m, 200, 15000, seed) for seed in (1, 2) for m in ALL_MODELS]
     plan += [cfg("selective-copy", m, 300, 40000, seed, eval_batches=4) for seed in (1, 2)
              for m in ("s4d", "mamba", "liquid_mamba", "transformer")]
+    # added in the third session of 2026-12-02: induction with its 4x / 16x extrapolation
+    # splits, float64 against float32 (the same digits runs), ListOps at 16-128 tokens, more
+    # seeds of the 1500-step selective copy, and digits-long (length 1024)
+    plan += [cfg("induction", m, 300, 40000, eval_batches=4)
+             for m in ("s4d", "mamba", "liquid_mamba", "transformer")]
+    plan += [cfg("selective-copy", m, 1500, 40000, 1, eval_batches=4)
+             for m in ("mamba", "liquid_mamba")]
+    plan += [cfg("digits", m, 500, 15000, 0, dtype="float64")
+             for m in ("s4d", "liquid_s4", "mamba", "liquid_mamba")]
+    plan += [cfg("listops-short", m, 300, 15000, eval_batches=4) for m in ALL_MODELS]
+    plan += [cfg("selective-copy", m, 1500, 40000, 2, eval_batches=4)
+             for m in ("mamba", "liquid_mamba")]
+    plan += [cfg("digits-long", m, 200, 15000, eval_batches=4)
+             for m in ("s4d", "liquid_s4", "mamba", "liquid_mamba", "transformer")]
     return plan
 
 
@@ -109,29 +125,45 @@ def main(out: str, plan: str = "small") -> None:
     done = set()
     if rows_path.exists():
         with rows_path.open() as f:
-            done = {(r["task"], r["model"], r["backend"], r["seed"], r["steps"])
-                    for r in csv.DictReader(f)}
+            done = {_key(r) for r in csv.DictReader(f)}
     for config in PLANS[plan]():
-        key = (config.task, config.model, config.backend, str(config.seed), str(config.steps))
+        key = _key(vars(config))
         if key in done:
             continue
-        config.out = str(out / "runs" / f"{config.task}-{config.model}-{config.backend}-"
-                         f"s{config.seed}-{config.steps}steps")
+        config.out = str(out / "runs" / run_name(key))
         config.resume = True
         result = run(config)
-        row = dict(task=config.task, model=config.model, backend=config.backend,
-                   n_params=result["n_params"], d_model=result["d_model"], steps=config.steps,
-                   seed=config.seed, metric=result["metric"],
-                   value=result["final"]["test"][1], baseline=result["baseline"],
-                   wall_s=round(result["wall_s"], 1), device=device(), commit=_commit())
+        from .. import tasks
+
+        task = tasks.get(config.task, seed=config.seed, **config.task_options)
         new = not rows_path.exists()
         with rows_path.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS)
             if new:
                 w.writeheader()
-            w.writerow(row)
-        print(row, flush=True)
+            for split in [s for s in task.eval_splits if s.startswith("test")]:
+                row = dict(task=config.task, model=config.model, backend=config.backend,
+                           n_params=result["n_params"], d_model=result["d_model"],
+                           steps=config.steps, seed=config.seed, metric=result["metric"],
+                           value=result["final"][split][1], baseline=task.baseline(split),
+                           wall_s=round(result["wall_s"], 1), device=device(),
+                           commit=_commit(), split=split, dtype=config.dtype)
+                w.writerow(row)
+                print(row, flush=True)
         report(out)
+
+
+def _key(r) -> tuple:
+    """What identifies a run: task, model, backend, seed, steps, dtype (rows or a config)."""
+    return (r["task"], r["model"], r["backend"], str(r["seed"]), str(r["steps"]),
+            r.get("dtype") or "float32")
+
+
+def run_name(key) -> str:
+    """The run's directory under runs/ (float32 runs keep their original names)."""
+    task, model, backend, seed, steps, dtype = key
+    return (f"{task}-{model}-{backend}-s{seed}-{steps}steps"
+            + ("" if dtype == "float32" else f"-{dtype}"))
 
 
 def report(out) -> None:
@@ -141,13 +173,15 @@ def report(out) -> None:
         rows = list(csv.DictReader(f))
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["task"], r["model"], r["backend"], r["steps"]), []).append(r)
-    lines = ["| task | model | backend | params | steps | wall s | metric | mean +- std "
-             "(seeds) | trivial baseline |", "|---|---|---|---|---|---|---|---|---|"]
-    for (task, model, backend, _), rs in groups.items():
+        groups.setdefault((r["task"], r["model"], r["backend"], r["steps"], r["dtype"],
+                           r["split"]), []).append(r)
+    lines = ["| task | split | model | backend | dtype | params | steps | wall s | metric | "
+             "mean +- std (seeds) | trivial baseline |", "|---" * 11 + "|"]
+    for (task, model, backend, _, dtype, split), rs in groups.items():
         v = [float(r["value"]) for r in rs]
         spread = f" +- {statistics.stdev(v):.4f}" if len(v) > 1 else ""
-        lines.append(f"| {task} | {model} | {backend} | {rs[0]['n_params']} | {rs[0]['steps']} "
+        lines.append(f"| {task} | {split} | {model} | {backend} | {dtype} | {rs[0]['n_params']} "
+                     f"| {rs[0]['steps']} "
                      f"| {statistics.mean(float(r['wall_s']) for r in rs):.0f} | "
                      f"{rs[0]['metric']} | {statistics.mean(v):.4f}{spread} ({len(v)}) | "
                      f"{float(rs[0]['baseline']):.4f} |")
@@ -163,7 +197,8 @@ def report(out) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         rs = [(k, g) for k, g in groups.items() if k[0] == task]
-        names = [f"{k[1]} ({k[2]}, {k[3]} steps)" for k, _ in rs]
+        names = [f"{k[1]} ({k[2]}, {k[3]} steps" + ("" if k[4] == "float32" else f", {k[4]}")
+                 + ("" if k[5] == "test" else f", {k[5]}") + ")" for k, _ in rs]
         means = [statistics.mean(float(r["value"]) for r in g) for _, g in rs]
         ax.bar(range(len(rs)), means)
         ax.axhline(float(rs[0][1][0]["baseline"]), color="gray", ls="--",
@@ -173,6 +208,34 @@ def report(out) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "plot.png", dpi=100)
+    plt.close(fig)
+    precision_plot(out, rows, plt)
+
+
+def precision_plot(out, rows, plt) -> None:
+    """precision.png: the test loss curves of each float64 run beside the float32 run of the
+    same task, model, backend, seed and steps (from their runs/*/metrics.csv)."""
+    pairs = []
+    for r in rows:
+        if r["dtype"] != "float64" or r["split"] != "test":
+            continue
+        key = _key(r)
+        dirs = [out / "runs" / run_name(key[:5] + (dtype,)) for dtype in ("float32", "float64")]
+        if all((d / "metrics.csv").exists() for d in dirs):
+            pairs.append((key, dirs))
+    if not pairs:
+        return
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 3.2), squeeze=False)
+    for ax, (key, dirs) in zip(axes[0], pairs):
+        for d, dtype in zip(dirs, ("float32", "float64")):
+            with (d / "metrics.csv").open() as f:
+                curve = [(int(m["step"]), float(m["loss"])) for m in csv.DictReader(f)
+                         if m["split"] == "test"]
+            ax.plot(*zip(*curve), marker="o", label=dtype)
+        ax.set(title=f"{key[0]} {key[1]} seed {key[3]}", xlabel="step", ylabel="test loss")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "precision.png", dpi=100)
     plt.close(fig)
 
 
