@@ -1,6 +1,7 @@
 """Every liquidssm.torch.nn class trains under DDP and FSDP2 (`fully_shard`) on 2 gloo processes
 exactly as one process on the same global batch (float64: losses and parameters after two SGD
-steps)."""
+steps); the Mamba family also through the Triton kernels (in the Triton interpreter, float32) and
+under torch.compile."""
 
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 rank, world = dist.get_rank(), dist.get_world_size()
 STEPS, LR = 2, 0.05
+DTYPE = getattr(torch, os.environ.get("DTYPE", "float64"))
+KEYS = os.environ["KEYS"].split(",") if os.environ.get("KEYS") else list(CASES)
+COMPILE = os.environ.get("COMPILE")  # a torch.compile backend: the wrapped model compiled
 
 
 def loss_of(model, x):
@@ -44,10 +48,10 @@ def full_params(model):
 def train(key, mode):
     """Losses (global mean) of STEPS SGD steps and the parameters after them."""
     cls, config = CASES[key]
-    model = _module(key)
+    model = _module(key).to(DTYPE)
     x = torch.as_tensor(_input(config, seed=5))
     if x.is_floating_point():
-        x = x.double()
+        x = x.to(DTYPE)
     if mode != "one":
         x = x.chunk(world)[rank]  # each rank its part of the global batch
     if mode == "ddp":
@@ -55,10 +59,11 @@ def train(key, mode):
     elif mode == "fsdp":
         fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
     opt = torch.optim.SGD(model.parameters(), lr=LR)
+    run = torch.compile(model, backend=COMPILE, fullgraph=False) if COMPILE else model
     losses = []
     for _ in range(STEPS):
         opt.zero_grad()
-        loss = loss_of(model, x)
+        loss = loss_of(run, x)
         loss.backward()
         opt.step()
         loss = loss.detach().clone()
@@ -71,13 +76,13 @@ def train(key, mode):
 
 
 errors = {}
-for key in CASES:
+for key in KEYS:
     ref_losses, ref_params = train(key, "one")
     for mode in ("ddp", "fsdp"):
         losses, params = train(key, mode)
         err = max(abs(a - b) for a, b in zip(losses, ref_losses))
         err = max([err] + [float((params[k] - v).abs().max()) for k, v in ref_params.items()])
-        moved = max(float((v - _module(key).state_dict()[k]).abs().max())
+        moved = max(float((v - _module(key).to(DTYPE).state_dict()[k]).abs().max())
                     for k, v in ref_params.items())
         errors[f"{key}-{mode}"] = (err, moved)
 if rank == 0:
@@ -101,3 +106,22 @@ def test_ddp_and_fsdp2_train_as_one_process(impl):
     assert not bad, bad
     still = [k for k, (e, moved) in errors.items() if not moved > 1e-6]
     assert not still, f"the parameters did not move: {still}"
+
+
+#: the classes that run the selective scans (the Triton and numba kernels' models)
+MAMBA_FAMILY = ("mamba", "liquid_mamba", "mamba_lm")
+
+
+@pytest.mark.parametrize("impl", ["eager", "numba"])
+def test_ddp_and_fsdp2_under_torch_compile(impl):
+    """torch.compile (the aot_eager backend: dynamo, AOT autograd and the custom ops' fakes
+    without a C++ compiler) of a DDP- or FSDP2-wrapped Mamba / LiquidMamba: the one-process
+    compiled result to 1e-12 (float64; measured <= 1.2e-16)."""
+    if impl == "numba":
+        pytest.importorskip("numba")
+    keys = ("mamba", "liquid_mamba")
+    errors = run_ranks(_RANK, WORLD, TESTS=str(HERE), LIQUIDSSM_TORCH_IMPL=impl,
+                       COMPILE="aot_eager", KEYS=",".join(keys), timeout=600)
+    assert len(errors) == 2 * len(keys)
+    bad = {k: e for k, (e, moved) in errors.items() if not (e <= 1e-12 and moved > 1e-6)}
+    assert not bad, errors
