@@ -100,6 +100,9 @@ def _medium():
              for m in ("mamba", "liquid_mamba")]
     plan += [cfg("digits-long", m, 200, 15000, eval_batches=4)
              for m in ("s4d", "liquid_s4", "mamba", "liquid_mamba", "transformer")]
+    # no model beat the induction baseline in 300 steps: 5x the budget
+    plan += [cfg("induction", m, 1500, 40000, eval_batches=4)
+             for m in ("mamba", "liquid_mamba", "transformer", "s4d")]
     return plan
 
 
