@@ -1,5 +1,7 @@
 """CPU selective scan, side by side in one process: liquidssm.cpu (numba), liquidssm.torch eager,
-mambapy's pscan, liquidssm.jax `auto` and a plain jax.jit(lax.scan) over l.
+mambapy's pscan, liquidssm.jax `auto`, a plain jax.jit(lax.scan) over l, and the roofline
+reference of issue 17: one fused numba loop (prange over b x d, the state in a local array,
+forward only, no checkpoints, no checks, B / C pre-transposed to (b, l, n) outside the timing).
 
 The op: out = (C_t . h_t + D u) silu(z), h_t = exp(Delta_t A) h_{t-1} + Delta_t B_t u_t,
 Delta = softplus(delta + bias), B / C input-dependent (b, n, l); float32. Outputs (and, for
@@ -105,6 +107,53 @@ def jax_plain(u, delta, A, B, C, D, z, bias):
     return y * jax.nn.silu(z)
 
 
+def fused_reference(x_np):
+    """The forward as one plain numba loop: the fastest this op runs here without a new
+    algorithm (issue 17's reference row). Returns (forward runner, None: no backward)."""
+    import math
+
+    import numba as nb
+
+    @nb.njit(parallel=True, fastmath=True, cache=True)
+    def loop(u, delta, A, Bt, Ct, D, z, bias, p, out):
+        b, d, l = u.shape
+        n = A.shape[1]
+        for job in nb.prange(b * d):
+            i, ch = job // d, job % d
+            h = np.zeros((p, n), np.float32)
+            a = np.empty(n, np.float32)
+            for t in range(l):
+                v = delta[i, ch, t] + bias[ch]
+                dt = v if v > 20.0 else np.float32(math.log1p(math.exp(v)))
+                ut = u[i, ch, t]
+                for k in range(n):
+                    a[k] = math.exp(dt * A[ch, k])
+                y = np.float32(0.0)
+                for k in range(n):
+                    xk = dt * ut * Bt[i, t, k]
+                    for m in range(p - 1, 0, -1):  # level m reads level m - 1's old value
+                        h[m, k] = a[k] * h[m, k] + xk * h[m - 1, k]
+                    h[0, k] = a[k] * h[0, k] + xk
+                    tot = h[0, k]
+                    for m in range(1, p):
+                        tot += h[m, k]
+                    y += Ct[i, t, k] * tot
+                zt = z[i, ch, t]
+                out[i, ch, t] = (y + D[ch] * ut) * zt / (np.float32(1.0) + math.exp(-zt))
+
+    Bt = np.ascontiguousarray(x_np["B"].transpose(0, 2, 1))
+    Ct = np.ascontiguousarray(x_np["C"].transpose(0, 2, 1))
+    out = np.empty_like(x_np["u"])
+    args = (x_np["u"], x_np["delta"], x_np["A"], Bt, Ct, x_np["D"], x_np["z"],
+            x_np["delta_bias"], DEGREE, out)
+
+    def fwd():
+        loop(*args)
+        return out
+
+    return fwd, None
+
+
 def torch_runners(fn, x_np, g_np):
     x = {k: torch.from_numpy(v.copy()) for k, v in x_np.items()}
     g = torch.from_numpy(g_np)
@@ -194,9 +243,13 @@ def main():
     except ImportError:
         print("jax not installed: rows left out")
 
+    impls["fused numba loop (reference, forward only)"] = fused_reference(x)
+
     ref_f, ref_b = (r() for r in impls["liquidssm.cpu (numba)"])
     for name, (f, b) in impls.items():  # also the warm-up (jit compiles here)
-        for mode, ref, got in (("forward", ref_f, f()), ("grad u", ref_b, b())):
+        for mode, ref, got in (("forward", ref_f, f()), ("grad u", ref_b, b and b())):
+            if got is None:
+                continue
             err = np.abs(got - ref).max() / np.abs(ref).max()
             assert err < 1e-4, f"{name} {mode}: relative max error {err:.1e} against numba"
     print("outputs and gradients of u agree (relative max error < 1e-4)")
@@ -205,6 +258,8 @@ def main():
     for _ in range(a.reps):
         for m in (0, 1):
             for name, runners in impls.items():
+                if runners[m] is None:
+                    continue
                 t = time.perf_counter()
                 runners[m]()
                 times[(name, m)].append(1e3 * (time.perf_counter() - t))
@@ -216,8 +271,9 @@ def main():
           f"{load1[0]:.1f} {load1[1]:.1f} {load1[2]:.1f}\n")
     print("| implementation | forward ms | forward + backward ms |\n|---|---|---|")
     for name in impls:
-        med = [statistics.median(times[(name, m)]) for m in (0, 1)]
-        print(f"| {name} | {med[0]:.1f} | {med[1]:.1f} |")
+        med = [f"{statistics.median(times[(name, m)]):.1f}" if times[(name, m)] else "-"
+               for m in (0, 1)]
+        print(f"| {name} | {med[0]} | {med[1]} |")
 
 
 if __name__ == "__main__":
