@@ -103,6 +103,16 @@ def _medium():
     # no model beat the induction baseline in 300 steps: 5x the budget
     plan += [cfg("induction", m, 1500, 40000, eval_batches=4)
              for m in ("mamba", "liquid_mamba", "transformer", "s4d")]
+    # every variant on the synthetic tasks and digits-long, then the second and third seeds of
+    # ListOps and of LiquidMamba's ablations
+    rest = ("s4", "liquid_s4", "s5", "liquid_s5")
+    plan += [cfg("selective-copy", m, 300, 40000, eval_batches=4) for m in rest]
+    plan += [cfg("induction", m, 300, 40000, eval_batches=4) for m in rest]
+    plan += [cfg("digits-long", m, 200, 15000, eval_batches=4) for m in ("s4", "s5", "liquid_s5")]
+    plan += [cfg("listops-short", m, 300, 15000, seed, eval_batches=4) for seed in (1, 2)
+             for m in ALL_MODELS]
+    plan += [cfg("bytes", m, 300, 40000, seed, **bytes_opts) for seed in (1, 2)
+             for m in ABLATIONS]
     return plan
 
 
@@ -179,7 +189,7 @@ def report(out) -> None:
         groups.setdefault((r["task"], r["model"], r["backend"], r["steps"], r["dtype"],
                            r["split"]), []).append(r)
     lines = ["| task | split | model | backend | dtype | params | steps | wall s | metric | "
-             "mean +- std (seeds) | trivial baseline |", "|---" * 11 + "|"]
+             "mean +- std (seeds) | trivial baseline | device | commits |", "|---" * 13 + "|"]
     for (task, model, backend, _, dtype, split), rs in groups.items():
         v = [float(r["value"]) for r in rs]
         spread = f" +- {statistics.stdev(v):.4f}" if len(v) > 1 else ""
@@ -187,7 +197,8 @@ def report(out) -> None:
                      f"| {rs[0]['steps']} "
                      f"| {statistics.mean(float(r['wall_s']) for r in rs):.0f} | "
                      f"{rs[0]['metric']} | {statistics.mean(v):.4f}{spread} ({len(v)}) | "
-                     f"{float(rs[0]['baseline']):.4f} |")
+                     f"{float(rs[0]['baseline']):.4f} | {rs[0]['device']} | "
+                     f"{' '.join(dict.fromkeys(r['commit'] for r in rs))} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
