@@ -180,6 +180,8 @@ PEERS = (
     Peer("accelerated-scan", "accelerated_scan", "warp", ("cuda",), ("#637939", "p")),
     Peer("mamba_ssm", "mamba_ssm", "cuda", ("cuda",), ("#000000", "d")),
     Peer("s5-pytorch", "s5", "apply_ssm", ("cpu", "cuda"), ("#e7969c", "8")),
+    # not a library: issue 17's CPU roofline reference (liquidssm.bench.peers.fused_loop)
+    Peer("numba", "numba", "fused-loop", ("cpu",), ("#7b4173", "1")),
 )
 
 

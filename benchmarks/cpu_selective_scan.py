@@ -108,50 +108,11 @@ def jax_plain(u, delta, A, B, C, D, z, bias):
 
 
 def fused_reference(x_np):
-    """The forward as one plain numba loop: the fastest this op runs here without a new
-    algorithm (issue 17's reference row). Returns (forward runner, None: no backward)."""
-    import math
+    """The forward as one plain numba loop (liquidssm.bench.peers.fused_loop, also a row of
+    `liquidssm bench`): (forward runner, None: no backward)."""
+    from liquidssm.bench.peers import fused_loop
 
-    import numba as nb
-
-    @nb.njit(parallel=True, fastmath=True, cache=True)
-    def loop(u, delta, A, Bt, Ct, D, z, bias, p, out):
-        b, d, l = u.shape
-        n = A.shape[1]
-        for job in nb.prange(b * d):
-            i, ch = job // d, job % d
-            h = np.zeros((p, n), np.float32)
-            a = np.empty(n, np.float32)
-            for t in range(l):
-                v = delta[i, ch, t] + bias[ch]
-                dt = v if v > 20.0 else np.float32(math.log1p(math.exp(v)))
-                ut = u[i, ch, t]
-                for k in range(n):
-                    a[k] = math.exp(dt * A[ch, k])
-                y = np.float32(0.0)
-                for k in range(n):
-                    xk = dt * ut * Bt[i, t, k]
-                    for m in range(p - 1, 0, -1):  # level m reads level m - 1's old value
-                        h[m, k] = a[k] * h[m, k] + xk * h[m - 1, k]
-                    h[0, k] = a[k] * h[0, k] + xk
-                    tot = h[0, k]
-                    for m in range(1, p):
-                        tot += h[m, k]
-                    y += Ct[i, t, k] * tot
-                zt = z[i, ch, t]
-                out[i, ch, t] = (y + D[ch] * ut) * zt / (np.float32(1.0) + math.exp(-zt))
-
-    Bt = np.ascontiguousarray(x_np["B"].transpose(0, 2, 1))
-    Ct = np.ascontiguousarray(x_np["C"].transpose(0, 2, 1))
-    out = np.empty_like(x_np["u"])
-    args = (x_np["u"], x_np["delta"], x_np["A"], Bt, Ct, x_np["D"], x_np["z"],
-            x_np["delta_bias"], DEGREE, out)
-
-    def fwd():
-        loop(*args)
-        return out
-
-    return fwd, None
+    return fused_loop(x_np, DEGREE), None
 
 
 def torch_runners(fn, x_np, g_np):

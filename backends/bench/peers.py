@@ -8,6 +8,10 @@
     mamba_ssm         selective_scan (selective_scan_fn, CUDA only)
     s5-pytorch        s5 layer forward: discretize_zoh + apply_ssm per sequence (vmapped); our
                       conj_sym system is passed as its 2 * Ctilde (s5-pytorch has no 2Re fold)
+    numba fused-loop  not a library: selective_scan / liquid_selective_scan (BL tied to B, no
+                      lcontract) forward as one plain numba loop (prange over B x H, the state
+                      in a local array; B, C transposed to (B, L, N) before timing): issue 17's
+                      roofline reference, the speed of this op here without a new algorithm
 
 Before timing, a peer's output is compared with the spec (NumPy float64) on the same inputs:
 max |peer - spec| / max |spec| must be <= AGREE_RTOL, else the row is a mismatch and not timed.
@@ -138,6 +142,62 @@ def _s5_pytorch(torch, device, case, inputs):
     return fn
 
 
+def fused_loop(inputs: dict, degree: int = 1) -> Callable:
+    """fn() -> out (B, H, L) float32 NumPy: the selective scan of degree `degree` on `inputs`
+    (cases.op_inputs' names and layout) as one numba loop, per (batch i, channel c):
+        dt = softplus(delta + bias);  x = dt u B_t;  h0 <- exp(dt A) h0 + x;
+        hm <- exp(dt A) hm + x h(m-1) (old value);  out = (C_t . sum_m hm + D u) silu(z)."""
+    import math
+
+    import numba as nb
+
+    @nb.njit(parallel=True, fastmath=True, cache=True)
+    def loop(u, delta, A, Bt, Ct, D, z, bias, p, out):
+        b, d, l = u.shape
+        n = A.shape[1]
+        for job in nb.prange(b * d):
+            i, ch = job // d, job % d
+            h = np.zeros((p, n), np.float32)
+            a = np.empty(n, np.float32)
+            for t in range(l):
+                v = delta[i, ch, t] + bias[ch]
+                dt = v if v > 20.0 else np.float32(math.log1p(math.exp(v)))
+                ut = u[i, ch, t]
+                for k in range(n):
+                    a[k] = math.exp(dt * A[ch, k])
+                y = np.float32(0.0)
+                for k in range(n):
+                    xk = dt * ut * Bt[i, t, k]
+                    for m in range(p - 1, 0, -1):  # level m reads level m - 1's old value
+                        h[m, k] = a[k] * h[m, k] + xk * h[m - 1, k]
+                    h[0, k] = a[k] * h[0, k] + xk
+                    tot = h[0, k]
+                    for m in range(1, p):
+                        tot += h[m, k]
+                    y += Ct[i, t, k] * tot
+                zt = z[i, ch, t]
+                out[i, ch, t] = (y + D[ch] * ut) * zt / (np.float32(1.0) + math.exp(-zt))
+
+    f = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
+    Bt, Ct = (np.ascontiguousarray(f[k].transpose(0, 2, 1)) for k in ("B", "C"))
+    out = np.empty_like(f["u"])
+    args = (f["u"], f["delta"], f["A"], Bt, Ct, f["D"], f["z"], f["delta_bias"], degree, out)
+
+    def fn():
+        loop(*args)
+        return out
+
+    return fn
+
+
+def _fused_loop(degree):
+    def build(torch, device, case, inputs):
+        fn = fused_loop(inputs, degree)
+        return lambda: torch.from_numpy(fn())
+
+    return build
+
+
 PEERS = (
     Peer("mambapy:pscan", "diag_scan", _mambapy_pscan),
     Peer("accelerated-scan:ref", "diag_scan", _accel("ref")),
@@ -146,6 +206,8 @@ PEERS = (
     Peer("mambapy:pscan", "selective_scan", _mambapy_selective),
     Peer("mamba_ssm:cuda", "selective_scan", _mamba_ssm_selective),
     Peer("s5-pytorch:apply_ssm", "s5", _s5_pytorch),
+    Peer("numba:fused-loop", "selective_scan", _fused_loop(1)),
+    Peer("numba:fused-loop", "liquid_selective_scan", _fused_loop(2)),
 )
 
 
@@ -184,8 +246,14 @@ def reference(case, inputs) -> np.ndarray:
         i = inputs
         return spec.selective_scan(i["u"], i["delta"], i["A"], i["B"], i["C"], i["D"], i["z"],
                                    i["delta_bias"], delta_softplus=True)
+    if case.target == "liquid_selective_scan":
+        i = inputs
+        return spec.liquid_selective_scan(i["u"], i["delta"], i["A"], i["B"], i["C"], i["D"],
+                                          i["z"], i["delta_bias"], delta_softplus=True,
+                                          liquid_degree=2)
     if case.target == "s5":
         cfg = _cases.variant_config(spec.s5, "s5", case)
         return spec.s5.forward(cfg, spec.s5.init(cfg, 0), inputs["u"])
-    raise ValueError(f"case.target: expected one of diag_scan, selective_scan, s5, got "
+    raise ValueError(f"case.target: expected one of diag_scan, selective_scan, "
+                     f"liquid_selective_scan, s5, got "
                      f"{case.target!r}")
