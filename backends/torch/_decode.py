@@ -5,8 +5,9 @@ when everything it would check is already known good, and the spec's checked `st
 
 - the parameters: checked (the spec's check_params), cast to the compute dtype and turned into
   `prepared = spec.step_params(config, params)` once, kept per compute dtype; the cache is keyed
-  by every parameter's and buffer's identity and `_version` (an optimizer step, load_state_dict
-  and Module.to bump it), read each call (~1 us per 10 tensors). Under autograd (grad enabled
+  by every parameter's and buffer's identity, `_version` (in-place writes: an optimizer step,
+  load_state_dict) and data pointer (Module.to, `p.data = ...`), read each call (~2 us per 10
+  tensors). Under autograd (grad enabled
   and a parameter requiring grad) `prepared` is recomputed each call, so gradients reach the
   parameters; the checks still run once.
 - the state: trusted when it is a StepState this module made (initial_state, or a previous
@@ -17,8 +18,8 @@ when everything it would check is already known good, and the spec's checked `st
   dtype and device; token ids: an integer tensor (batch,), ids in range); anything else takes
   the checked step, which raises the spec's error or applies the dtype policy (bfloat16 input).
 - torch.compile and keyword arguments (S5's timesteps) take the checked step.
-Writes that bypass the version counter (`p.data = ...`, `p.data.copy_(...)`) are not seen:
-call `reset_step_cache()` after them.
+In-place writes that bypass the version counter (`p.data.copy_(...)`) are not seen: call
+`reset_step_cache()` after them.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class Decoder:
 
     def _current(self):
         """The parameters' signature now (None entries: a tensor was replaced)."""
-        return tuple([t._version if d.get(k) is t else None for d, k, t in self.entries])
+        return tuple([(t._version, t.data_ptr()) if d.get(k) is t else None
+                      for d, k, t in self.entries])
 
     def params(self, dtype):
         """step_params in `dtype` (None: this module has no fast path), rebuilt when a parameter
