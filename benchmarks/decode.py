@@ -5,8 +5,9 @@ tokens/s.
 
 One Mamba mixer (d_model 256, d_state 16, expand 2, float32), its weights the spec's
 mamba.init(config, 0) loaded into each implementation: liquidssm.torch nn.Mamba.step (the
-decode fast path; also its checked spec step, the state passed as a plain dict, and the fast
-path under LIQUIDSSM_TORCH_IMPL=numba), liquidssm.jax (the nnx module's step, jitted once: the
+decode fast path; also its checked spec step, the state passed as a plain dict; the fast path
+is the same code under every LIQUIDSSM_TORCH_IMPL: no kernel of selective_state_update beat its
+plain torch ops), liquidssm.jax (the nnx module's step, jitted once: the
 state a pytree), mambapy MambaBlock.step and transformers' MambaMixer with its DynamicCache (CPU
 fallback). First every implementation decodes the same 12 tokens after a 4-token prompt from the
 same weights and its outputs are checked against the spec (NumPy float64) to 1e-4 relative;
@@ -164,8 +165,6 @@ def main(argv=None):
     spec, config, params = _spec()
     impls = {
         "liquidssm.torch fast step": lambda: liquidssm_torch(config, params),
-        "liquidssm.torch fast step, IMPL=numba": lambda: liquidssm_torch(config, params,
-                                                                         "numba"),
         "liquidssm.torch checked spec step": lambda: liquidssm_torch(config, params,
                                                                      checked=True),
         "liquidssm.jax jitted step": lambda: liquidssm_jax(config, params),
