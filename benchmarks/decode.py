@@ -11,8 +11,9 @@ plain torch ops), liquidssm.jax (the nnx module's step, jitted once: the
 state a pytree), mambapy MambaBlock.step and transformers' MambaMixer with its DynamicCache (CPU
 fallback). First every implementation decodes the same 12 tokens after a 4-token prompt from the
 same weights and its outputs are checked against the spec (NumPy float64) to 1e-4 relative;
-then per batch (1, 16) the implementations alternate, each timing `--steps` consecutive steps
-per repetition (its own state carried), and the table shows the median microseconds per step.
+then per batch (1, 16) the torch implementations alternate, each timing `--steps` consecutive
+steps per repetition (its own state carried), jax in a pass of its own after them (see main),
+and the table shows the median microseconds per step.
 Last, MambaLM.generate (d_model 256, 4 layers, vocab 256, 32 new tokens after 8) in tokens/s,
 torch and jax. Prints the environment (threads, load average, versions) first.
 """
@@ -156,6 +157,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--no-generate", action="store_true")
+    ap.add_argument("--skip", nargs="*", default=[], help="leave out rows containing these")
     args = ap.parse_args(argv)
     import torch
 
@@ -172,6 +174,7 @@ def main(argv=None):
         "transformers MambaMixer + cache": lambda: transformers_mixer(config, params),
     }
     made = {}
+    impls = {k: v for k, v in impls.items() if not any(w in k for w in args.skip)}
     for name, make in impls.items():
         try:
             made[name] = make()
@@ -199,16 +202,20 @@ def main(argv=None):
                 inputs[name] = [conv(rng.standard_normal((batch, D_MODEL)))
                                 for _ in range(args.steps)]
             times = {name: [] for name in made}
-            names = list(made)
-            for rep in range(args.reps):
-                for name in names[rep % len(names):] + names[:rep % len(names)]:
-                    step, state = made[name][0][1], states[name]
-                    t0 = time.perf_counter()
-                    for u in inputs[name]:
-                        _, state = step(u, state)
-                    times[name].append((time.perf_counter() - t0) / args.steps * 1e6)
-                    states[name] = state
-            for name in names:
+            # the torch implementations alternate; jax is timed in its own pass after them
+            # (XLA's CPU threads spin after a call and slow an alternating torch step ~5x on 2
+            # loaded cores)
+            groups = [[n for n in made if "jax" not in n], [n for n in made if "jax" in n]]
+            for names in groups:
+                for rep in range(args.reps if names else 0):
+                    for name in names[rep % len(names):] + names[:rep % len(names)]:
+                        step, state = made[name][0][1], states[name]
+                        t0 = time.perf_counter()
+                        for u in inputs[name]:
+                            _, state = step(u, state)
+                        times[name].append((time.perf_counter() - t0) / args.steps * 1e6)
+                        states[name] = state
+            for name in made:
                 rows.setdefault(name, {})[batch] = statistics.median(times[name])
     print(f"\nMamba mixer decode step (d_model {D_MODEL}, d_state {D_STATE}, expand {EXPAND}, "
           f"float32), median us per step of {args.reps} alternating reps x {args.steps} steps")
