@@ -18,7 +18,7 @@ from .spec import s5_layer
 from .spec._common import check_config, check_int, check_params, check_seed, shapes_of
 
 __all__ = ["CLASSES", "define_classes", "attach_spec", "load_pretrained", "make_config",
-           "spec_params", "is_statistic", "ssm_leaves", "vocab_size", "generate"]
+           "spec_params", "is_statistic", "ssm_leaves", "vocab_size", "generate", "StepState"]
 
 #: class name -> (spec module, what it adds to the framework's SpecModule: "kernel" (the
 #: convolution kernel method) | "lm" (generate) | "", docstring): the same classes in every
@@ -71,6 +71,39 @@ S5_SSM = frozenset({"Lambda_re", "Lambda_im", "B_re", "B_im", "log_step", "BL_re
 MAMBA_SSM = frozenset({"A_log", "D"})
 _SSM = {"s4d": S4D_SSM, "s4": S4_SSM, "s5": S5_SSM, "liquid_s5": S5_SSM, "mamba": MAMBA_SSM,
         "liquid_mamba": MAMBA_SSM}
+
+
+class StepState(dict):
+    """A decode state that a module's initial_state or step made: the spec's state dict
+    (same keys and arrays), read-only, with `owner` = (the module's fast-path token, batch,
+    real compute dtype, device). The module's next step trusts it without re-checking it
+    (docs/design.md, "The decode fast path"). To change an entry, edit a copy (dict(state)):
+    the next step checks that like any state it did not make. Pickling or copying gives a plain
+    dict."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, state, owner):
+        super().__init__(state)
+        self.owner = owner
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("state: a state made by initial_state / step is read-only (the next "
+                        "step trusts it unchecked); edit a copy, dict(state), which step checks")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    update = pop = popitem = clear = setdefault = _read_only
+
+    def __reduce__(self):
+        return dict, (dict(self),)
+
+    def __copy__(self):
+        return dict(self)
+
+    def __deepcopy__(self, memo):
+        import copy
+
+        return copy.deepcopy(dict(self), memo)
 
 
 def spec_module(name: str):

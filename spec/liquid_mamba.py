@@ -43,10 +43,11 @@ from ._common import (
     namespace,
 )
 from .mamba import _causal_conv, _check_state, _sub, _t
-from .nn import LCONTRACTS, gelu, linear, rms_norm, sigmoid, silu
-from .selective import liquid_selective_scan
+from .nn import LCONTRACTS, gelu, linear, rms_norm, sigmoid, silu, softplus
+from .selective import _liquid_state_update, liquid_selective_scan
 
-__all__ = ["Config", "mamba_config", "param_shapes", "init", "initial_state", "forward", "step"]
+__all__ = ["Config", "mamba_config", "param_shapes", "init", "initial_state", "forward", "step",
+           "step_params"]
 
 
 @dataclass(frozen=True)
@@ -205,9 +206,35 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
 
 def step(config: Config, params, state, u_t):
     """One position: u_t (batch, d_model) -> (y_t, new_state); the block's forward over a length-1
-    sequence continuing from state (the FFN and norms are pointwise in time)."""
+    sequence continuing from state (the FFN and norms are pointwise in time). Checks and casts,
+    then `_step`."""
     _check_config(config)
     check_array("u_t", u_t, ("batch", config.d_model))
+    check_params(params, param_shapes(config), inputs={"u_t": u_t})
     _check_state(state, _state_shapes(config, u_t.shape[0]))
-    y, new = forward(config, params, u_t[:, None, :], state=state, return_state=True)
-    return y[:, 0, :], new
+    params, state = cast_arrays(params, u_t.dtype), cast_arrays(state, u_t.dtype)
+    return _step(config, step_params(config, params), state, u_t, namespace(u_t))
+
+
+def step_params(config: Config, params) -> dict:
+    """What `_step` reads: params plus "mixer" = mamba.step_params of the mixer's (A, the conv
+    weights as (d, K))."""
+    return {**params, "mixer": mamba.step_params(config, _sub(params, "mixer."))}
+
+
+def _step(config: Config, p, state, u_t, xp):
+    """step's computation, unchecked (p = step_params(config, params); state, u_t in its
+    dtype): one position of forward, the scan being one liquid_selective_scan step."""
+    mp, eps = p["mixer"], config.norm_epsilon
+    r, n = config.dt_rank, config.d_state
+    xc, z, window, dbl = mamba._mixer_in(config, mp, state["conv_state"],
+                                         rms_norm(u_t, p["norm.weight"], eps), xp)
+    delta = softplus(linear(dbl[:, :r], mp["dt_proj.weight"]) + mp["dt_proj.bias"])
+    B3, C3 = dbl[:, None, r:r + n], dbl[:, None, r + n:r + 2 * n]
+    L3 = B3 if config.tied else dbl[:, None, r + 2 * n:r + 3 * n]
+    y, levels = _liquid_state_update(xp, state["ssm_state"], xc, delta, mp["A"], B3, C3, L3,
+                                     mp["D"], z, config.liquid_degree, config.lcontract)
+    x = u_t + linear(y, mp["out_proj.weight"], mp.get("out_proj.bias"))
+    if config.ffn != "none":
+        x = x + _ffn(config, p, rms_norm(x, p["norm2.weight"], eps))
+    return x, {"conv_state": window, "ssm_state": levels}

@@ -119,8 +119,32 @@ def forward(config: Config, params, u, *, state=None, return_state=False, timest
 
 
 def step(config: Config, params, state, u_t, *, timesteps=None):
-    """One recurrent step: u_t (batch, H) -> (y_t (batch, H), new levels); unidirectional only."""
+    """One recurrent step: u_t (batch, H) -> (y_t (batch, H), new levels); unidirectional only.
+    (forward over one position; `_step` is the same step without timesteps, unchecked.)"""
     s5._check_config(config, Config)
     if state is None:
         raise TypeError("state: expected a dict from initial_state or forward, got None")
     return s5._step_via_forward(forward, config, params, state, u_t, timesteps)
+
+
+def step_params(config: Config, params):
+    """s5.step_params (BL: the untied input matrix, B when tied)."""
+    return s5.step_params(config, params)
+
+
+def _step(config: Config, p, state, u_t, xp):
+    """step's computation (timesteps None), unchecked: one liquid_scan step of forward's levels,
+    a = Lambdabar, b = gamma B u, c = gamma BL phi(u); state["x"] (batch, p, P') complex."""
+    bu = s5._project_w(xp, u_t, p["B"])
+    if config.tied and config.lcontract == "none":
+        cu = bu
+    else:
+        cu = s5._project_w(xp, nn.lcontract(u_t, config.lcontract), p.get("BL", p["B"]))
+    a, h = p["abar"], state["x"]
+    new = [a * h[:, 0, :] + p["gamma"] * bu]
+    c = p["gamma"] * cu
+    new += [a * h[:, m, :] + c * h[:, m - 1, :] for m in range(1, config.liquid_degree)]
+    total = new[0]
+    for m in range(1, config.liquid_degree):
+        total = total + new[m]
+    return s5._readout_c(config, xp, p["C"], p["D"], total, u_t), {"x": xp.stack(new, axis=1)}

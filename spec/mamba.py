@@ -31,11 +31,11 @@ from ._common import (
     check_seed,
     namespace,
 )
-from .nn import linear, silu
-from .selective import selective_scan, selective_state_update
+from .nn import linear, sigmoid, silu
+from .selective import _state_update, selective_scan, selective_state_update
 
 __all__ = [
-    "Config", "param_shapes", "init", "initial_state", "forward", "step",
+    "Config", "param_shapes", "init", "initial_state", "forward", "step", "step_params",
 ]
 
 
@@ -260,19 +260,67 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
 def step(config: Config, params, state, u_t):
     """One decode step (mamba_simple.Mamba.step): u_t (batch, d_model) -> (y_t, new_state).
     conv_state <- [conv_state[..., 1:], x_t]; x_c = silu(sum_k w[:, k] conv_state[..., k] + b);
-    ssm_state <- exp(dt A) ssm_state + dt B x_c (selective_state_update); y = out_proj(...)."""
+    ssm_state <- exp(dt A) ssm_state + dt B x_c (selective_state_update); y = out_proj(...).
+    The arguments are checked and cast to u_t's dtype here; `_step` computes."""
     _check_config(config)
     check_array("u_t", u_t, ("batch", config.d_model))
     check_params(params, param_shapes(config), inputs={"u_t": u_t})
     b, d = u_t.shape[0], config.d_inner
     _check_state(state, {"conv_state": (b, d, config.d_conv), "ssm_state": (b, d, config.d_state)})
     params, state = cast_arrays(params, u_t.dtype), cast_arrays(state, u_t.dtype)
-    xp = namespace(u_t)
-    xc, z, conv_state = _in_conv(config, params, u_t[:, None, :], state["conv_state"],
-                                 _plain_conv)
-    delta, B, C, _ = _x_proj(config, params, xc)
-    y, h = selective_state_update(
-        state["ssm_state"], xc[..., 0], delta[..., 0], -xp.exp(params["A_log"]), B[..., 0],
-        C[..., 0], params["D"], z=z[..., 0], dt_bias=params["dt_proj.bias"], dt_softplus=True)
-    out = linear(y, params["out_proj.weight"], params.get("out_proj.bias"))
-    return out, {"conv_state": conv_state, "ssm_state": h}
+    return _step(config, step_params(config, params), state, u_t, namespace(u_t),
+                 _checked_update)
+
+
+def step_params(config: _MixerConfig, params) -> dict:
+    """What `_step` reads, from params (checked, in the compute dtype): params themselves
+    plus "A" = -exp(A_log) (d, N) and "conv_w" = conv1d.weight[:, 0, :] (d, K) ("gate_w" the
+    same of conv1d_gate.weight where given). The decode fast paths compute it once per
+    parameter change."""
+    xp = namespace(params["A_log"])
+    out = {**params, "A": -xp.exp(params["A_log"]), "conv_w": params["conv1d.weight"][:, 0, :]}
+    if "conv1d_gate.weight" in params:
+        out["gate_w"] = params["conv1d_gate.weight"][:, 0, :]
+    return out
+
+
+def _checked_update(xp, state, x, dt, A, B3, C3, D, z, dt_bias, dt_softplus):
+    """The step's state update through the dispatching selective_state_update (a backend's
+    kernel where it registers one); B3, C3 (b, 1, n) are its grouped form with g = 1."""
+    return selective_state_update(state, x, dt, A, B3, C3, D, z=z, dt_bias=dt_bias,
+                                  dt_softplus=dt_softplus)
+
+
+def _conv_step(window, w, bias, xp):
+    """_causal_conv at one position: window (b, d, K), w (d, K), bias (d,) or None -> (b, d),
+    sum_k w[:, k] window[..., k] + bias."""
+    y = xp.sum(window * w, axis=-1)
+    return y if bias is None else y + bias
+
+
+def _mixer_in(config, p, conv_state, u_t, xp):
+    """in_proj, the conv-state shift and the projections of one position (unchecked):
+    u_t (b, d_model) -> (x_c (b, d), z (b, d), window = the new conv_state (b, d, K),
+    dbl = x_proj(x_c) (b, r + 2N [+ N])). A gated conv (LiquidMamba) where p has "gate_w"."""
+    d = config.d_inner
+    xz = linear(u_t, p["in_proj.weight"], p.get("in_proj.bias"))
+    window = xp.concat([conv_state[..., 1:], xz[:, :d, None]], axis=-1)
+    a = _conv_step(window, p["conv_w"], p.get("conv1d.bias"), xp)
+    if "gate_w" in p:
+        xc = a * sigmoid(_conv_step(window, p["gate_w"], p.get("conv1d_gate.bias"), xp))
+    else:
+        xc = silu(a)
+    return xc, xz[:, d:], window, linear(xc, p["x_proj.weight"])
+
+
+def _step(config: _MixerConfig, p, state, u_t, xp, update=_state_update):
+    """step's computation, unchecked: p = step_params(config, params), state and u_t in one
+    real floating dtype (p's), shapes as step checks them; xp their namespace; update the
+    state update (_state_update's signature; step passes the dispatching one)."""
+    r, n = config.dt_rank, config.d_state
+    xc, z, window, dbl = _mixer_in(config, p, state["conv_state"], u_t, xp)
+    delta = linear(dbl[:, :r], p["dt_proj.weight"])
+    y, h = update(xp, state["ssm_state"], xc, delta, p["A"], dbl[:, None, r:r + n],
+                  dbl[:, None, r + n:r + 2 * n], p["D"], z, p["dt_proj.bias"], True)
+    out = linear(y, p["out_proj.weight"], p.get("out_proj.bias"))
+    return out, {"conv_state": window, "ssm_state": h}

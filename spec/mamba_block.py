@@ -24,12 +24,13 @@ from ._common import (
     check_int,
     check_params,
     check_seed,
+    namespace,
     strip_prefix,
     with_prefix,
 )
 from .nn import rms_norm
 
-__all__ = ["Config", "param_shapes", "init", "initial_state", "forward", "step"]
+__all__ = ["Config", "param_shapes", "init", "initial_state", "forward", "step", "step_params"]
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,26 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
 
 
 def step(config: Config, params, state, u_t):
-    """One position: u_t (batch, d_model) -> (y_t, new state)."""
+    """One position: u_t (batch, d_model) -> (y_t, new state). Checks and casts, then `_step`."""
     check_config(config, Config)
     check_array("u_t", u_t, ("batch", config.d_model))
     check_params(params, param_shapes(config), inputs={"u_t": u_t})
-    params = cast_arrays(params, u_t.dtype)
-    h = rms_norm(u_t, params["norm.weight"], config.norm_epsilon)
-    y, new = mamba.step(config.mixer, strip_prefix(params, "mixer."), state, h)
+    b, mixer = u_t.shape[0], config.mixer
+    mamba._check_state(state, {"conv_state": (b, mixer.d_inner, mixer.d_conv),
+                               "ssm_state": (b, mixer.d_inner, mixer.d_state)})
+    params, state = cast_arrays(params, u_t.dtype), cast_arrays(state, u_t.dtype)
+    return _step(config, step_params(config, params), state, u_t, namespace(u_t),
+                 mamba._checked_update)
+
+
+def step_params(config: Config, params) -> dict:
+    """What `_step` reads: {"norm.weight", "mixer": mamba.step_params of the mixer's}."""
+    return {"norm.weight": params["norm.weight"],
+            "mixer": mamba.step_params(config.mixer, strip_prefix(params, "mixer."))}
+
+
+def _step(config: Config, p, state, u_t, xp, update=mamba._state_update):
+    """step's computation, unchecked (as mamba._step): u_t + mixer(rms_norm(u_t))."""
+    h = rms_norm(u_t, p["norm.weight"], config.norm_epsilon)
+    y, new = mamba._step(config.mixer, p["mixer"], state, h, xp, update)
     return u_t + y, new

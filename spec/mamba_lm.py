@@ -27,7 +27,7 @@ import numpy as np
 from . import mamba, sequence_model
 from ._common import check_bool, check_float, check_int, check_params, check_seed, with_prefix
 
-__all__ = ["Config", "param_shapes", "init", "initial_state", "forward", "step",
+__all__ = ["Config", "param_shapes", "init", "initial_state", "forward", "step", "step_params",
            "sequence_config", "sequence_names", "published_names", "takes_tokens"]
 
 
@@ -142,3 +142,15 @@ def step(config: Config, params, state, token):
     """token (batch,) integers -> (logits (batch, padded_vocab_size), new state)."""
     check_params(params, param_shapes(config), inputs={"token": token})
     return sequence_model.step(sequence_config(config), sequence_names(params), state, token)
+
+
+def step_params(config: Config, params):
+    """What `_step` reads: the SequenceModel's step_params of the renamed params, and its
+    Config (made once here, not per token)."""
+    seq = sequence_config(config)
+    return {"config": seq, "model": sequence_model.step_params(seq, sequence_names(params))}
+
+
+def _step(config: Config, p, state, token, xp):
+    """step's computation, unchecked: the SequenceModel's `_step`."""
+    return sequence_model._step(p["config"], p["model"], state, token, xp)

@@ -157,3 +157,20 @@ def step(config: Config, params, state, u_t):
     params = cast_arrays(params, u_t.dtype)
     ssm, module = strip_prefix(params, "ssm."), ssm_module(config)
     return _apply(config, params, u_t, lambda x: module.step(config.ssm, ssm, state, x))
+
+
+def step_params(config: Config, params):
+    """What `_step` reads: {"own": the block's own params, "ssm": the SSM module's step_params}
+    (None where the SSM has no `_step`: S4, Liquid-S4)."""
+    module = ssm_module(config)
+    if not hasattr(module, "step_params"):
+        return None
+    ssm = module.step_params(config.ssm, strip_prefix(params, "ssm."))
+    return None if ssm is None else {"own": params, "ssm": ssm}
+
+
+def _step(config: Config, p, state, u_t, xp):
+    """step's computation, unchecked (p = step_params(config, params))."""
+    module = ssm_module(config)
+    return _apply(config, p["own"], u_t, lambda x: module._step(config.ssm, p["ssm"], state, x,
+                                                               xp))

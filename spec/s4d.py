@@ -36,7 +36,7 @@ from .scan import diag_scan
 
 __all__ = [
     "Config", "param_shapes", "init", "forward", "step", "initial_state", "kernel", "discrete",
-    "continuous",
+    "continuous", "step_params",
 ]
 
 INITS = ("lin", "inv", "real", "legs")
@@ -255,13 +255,26 @@ def forward(config: Config, params: dict, u, *, state=None, return_state=False):
 
 
 def step(config: Config, params: dict, state: dict, u_t):
-    """One step: x <- Abar x + Bbar u_t, y_t = 2 Re(C x) + D u_t; u_t (batch, H)."""
+    """One step: x <- Abar x + Bbar u_t, y_t = 2 Re(C x) + D u_t; u_t (batch, H). Checks and
+    casts, then `_step`."""
     H, n = config.d_model, config.d_state // 2
     check_step_input(u_t, H)
     check_params(params, param_shapes(config), inputs={"u_t": u_t})
     xp = namespace(u_t)
-    Abar, Bbar, C, D, _ = discrete(config, params, u_t.dtype)
-    x = get_state(state, "x", (u_t.shape[0], H, n), xp, Abar.dtype)
-    b = (Bbar * xp.astype(u_t, Abar.dtype)[..., None])[:, None, ...]
-    x = diag_scan(Abar[None, None, ...], b, x)[:, 0, ...]
-    return 2 * xp.real(xp.sum(C * x, axis=-1)) + D * u_t, {"x": x}
+    p = step_params(config, {k: xp.astype(v, u_t.dtype) for k, v in params.items()})
+    x = get_state(state, "x", (u_t.shape[0], H, n), xp, p["Abar"].dtype)
+    return _step(config, p, {"x": x}, u_t, xp)
+
+
+def step_params(config: Config, params: dict) -> dict:
+    """What `_step` reads: {"Abar", "Bbar", "C" (H, n) complex, "D" (H,)} (`discrete`) in the
+    parameters' dtype."""
+    Abar, Bbar, C, D, _ = discrete(config, params, None)
+    return {"Abar": Abar, "Bbar": Bbar, "C": C, "D": D}
+
+
+def _step(config: Config, p: dict, state: dict, u_t, xp):
+    """step's computation, unchecked: p = step_params(config, params), state["x"] (batch, H, n)
+    complex and u_t (batch, H) of p's precision. One step of the diag_scan recurrence."""
+    x = p["Abar"] * state["x"] + p["Bbar"] * xp.astype(u_t, p["Abar"].dtype)[..., None]
+    return 2 * xp.real(xp.sum(p["C"] * x, axis=-1)) + p["D"] * u_t, {"x": x}

@@ -244,6 +244,16 @@ def _state_x(state, shape, xp, cdt):
     return xp.astype(check_array("state['x']", state["x"], shape, complex_ok=True), cdt)
 
 
+def _continuous(config, xp, p, cdt):
+    """(Lambda (P',) complex cdt, clipped to Re <= -1e-4 when clip_eigs; dt = step_rescale
+    exp(log_step) (P',) real) from params p in one real dtype."""
+    re = p["Lambda_re"]
+    if config.clip_eigs:
+        re = xp.clip(re, None, -1e-4)
+    Lambda = xp.astype(re, cdt) + 1j * xp.astype(p["Lambda_im"], cdt)
+    return Lambda, config.step_rescale * xp.exp(p["log_step"])
+
+
 def _setup(config, params, u, timesteps):
     """Check u/timesteps; discretise. Returns (xp, p, dirs): p the params cast to u's dtype,
     dirs = [(Lambdabar, gamma)] (+ the reverse pair when bidirectional), each broadcast to
@@ -253,12 +263,9 @@ def _setup(config, params, u, timesteps):
     xp = namespace(u, *params.values())
     p = {k: xp.astype(v, u.dtype) for k, v in params.items()}
     batch, L = u.shape[0], u.shape[1]
-    re = p["Lambda_re"]
-    if config.clip_eigs:
-        re = xp.clip(re, None, -1e-4)
     cdt = complex_dtype(xp, u.dtype)
-    Lambda = xp.astype(re, cdt) + 1j * xp.astype(p["Lambda_im"], cdt)
-    dt0 = xp.reshape(config.step_rescale * xp.exp(p["log_step"]), (1, 1, Pp))
+    Lambda, dt0 = _continuous(config, xp, p, cdt)
+    dt0 = xp.reshape(dt0, (1, 1, Pp))
     taus = [None]
     if timesteps is not None:
         check_array("timesteps", timesteps, (batch, L))
@@ -277,19 +284,31 @@ def _setup(config, params, u, timesteps):
     return xp, p, dirs
 
 
+def _complex(xp, re, im, cdt):
+    return xp.astype(re, cdt) + 1j * xp.astype(im, cdt)
+
+
 def _project(xp, v, re, im):
     """v (batch, L, H) real -> (re + i im) v: (batch, L, P') complex."""
     cdt = complex_dtype(xp, v.dtype)
-    W = xp.astype(re, cdt) + 1j * xp.astype(im, cdt)
-    return xp.matmul(xp.astype(v, cdt), xp.matrix_transpose(W))
+    return _project_w(xp, v, _complex(xp, re, im, cdt))
+
+
+def _project_w(xp, v, W):
+    """v (..., H) real -> v W^T (..., P') for W (P', H) complex."""
+    return xp.matmul(xp.astype(v, W.dtype), xp.matrix_transpose(W))
 
 
 def _readout(config, xp, p, xs, u):
     """xs (batch, L, P' or 2P') -> y = (2 if conj_sym else 1) Re(xs Ctilde^T) + D u."""
     cdt = complex_dtype(xp, u.dtype)
-    C = xp.astype(p["C_re"], cdt) + 1j * xp.astype(p["C_im"], cdt)
+    return _readout_c(config, xp, _complex(xp, p["C_re"], p["C_im"], cdt), p["D"], xs, u)
+
+
+def _readout_c(config, xp, C, D, xs, u):
+    """_readout with Ctilde = C (H, P' or 2P') complex given."""
     y = xp.real(xp.matmul(xs, xp.matrix_transpose(C)))
-    return (2 * y if config.conj_sym else y) + p["D"] * u
+    return (2 * y if config.conj_sym else y) + D * u
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,8 +358,34 @@ def _step_via_forward(module_forward, config, params, state, u_t, timesteps):
 
 def step(config: Config, params, state, u_t, *, timesteps=None):
     """One recurrent step: u_t (batch, H) -> (y_t (batch, H), new state); timesteps tau_t (batch,)
-    scales this step's dt as in forward. Unidirectional only."""
+    scales this step's dt as in forward. Unidirectional only. (forward over one position;
+    `_step` is the same step without timesteps, unchecked.)"""
     _check_config(config, Config)
     if state is None:
         raise TypeError("state: expected a dict from initial_state or forward, got None")
     return _step_via_forward(forward, config, params, state, u_t, timesteps)
+
+
+def step_params(config: Config, params):
+    """What `_step` reads, from params (checked, in the compute dtype): Lambdabar, gamma (P',)
+    (the discretisation of forward at tau = 1), B (P', H), C (H, P') complex, D (and BL for an
+    untied Liquid-S5); None for a bidirectional config (it does not stream)."""
+    if config.bidirectional:
+        return None
+    xp = namespace(params["D"])
+    cdt = complex_dtype(xp, params["D"].dtype)
+    Lambda, dt = _continuous(config, xp, params, cdt)
+    abar, gamma = discretize(Lambda, 1.0, dt, config.discretization)
+    out = {"abar": abar, "gamma": gamma, "D": params["D"],
+           "B": _complex(xp, params["B_re"], params["B_im"], cdt),
+           "C": _complex(xp, params["C_re"], params["C_im"], cdt)}
+    if "BL_re" in params:
+        out["BL"] = _complex(xp, params["BL_re"], params["BL_im"], cdt)
+    return out
+
+
+def _step(config: Config, p, state, u_t, xp):
+    """step's computation (timesteps None), unchecked: p = step_params(config, params), state
+    ["x"] (batch, P') complex, u_t (batch, H) of p's precision. One diag_scan step."""
+    x = p["abar"] * state["x"] + p["gamma"] * _project_w(xp, u_t, p["B"])
+    return _readout_c(config, xp, p["C"], p["D"], x, u_t), {"x": x}

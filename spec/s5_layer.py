@@ -181,3 +181,18 @@ def step(config: Config, params, state, u_t, *, timesteps=None):
     ssm = {k: params[k] for k in module.param_shapes(config.ssm)}
     return _apply(config, params, u_t, lambda x: module.step(config.ssm, ssm, state, x,
                                                              timesteps=timesteps))
+
+
+def step_params(config: Config, params):
+    """What `_step` reads: {"own": params, "ssm": the SSM's step_params} (None for a
+    bidirectional SSM)."""
+    module = ssm_module(config)
+    ssm = module.step_params(config.ssm, {k: params[k] for k in module.param_shapes(config.ssm)})
+    return None if ssm is None else {"own": params, "ssm": ssm}
+
+
+def _step(config: Config, p, state, u_t, xp):
+    """step's computation (timesteps None), unchecked (p = step_params(config, params))."""
+    module = ssm_module(config)
+    return _apply(config, p["own"], u_t, lambda x: module._step(config.ssm, p["ssm"], state, x,
+                                                               xp))

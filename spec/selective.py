@@ -188,6 +188,8 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
     D, dt_bias (d,).  Delta = softplus(dt + dt_bias) if dt_softplus else dt + dt_bias;
     new_state = exp(Delta A) state + Delta B x;  out = (sum_n C new_state + D x) * silu(z).
     Returns (out (b, d) in x's dtype, new_state (b, d, n) in the compute dtype).
+    The arguments are checked, cast to the compute dtype and B, C brought to (b, 1 | d, n);
+    then `_state_update` computes.
     """
     s = selective_state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
     xp = namespace(state, x, dt, A, B, C, D, z, dt_bias)
@@ -201,21 +203,51 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
         g = X.shape[1]
         return xp.reshape(xp.broadcast_to(X[:, :, None, :], (bsz, g, d // g, n)), (bsz, d, n))
 
-    B3, C3 = group(B), group(C)
-    delta = xp.astype(dt, wdt)
-    if dt_bias is not None:
-        delta = delta + xp.astype(dt_bias, wdt)
-    delta = softplus(delta)[..., None] if dt_softplus else delta[..., None]
-    xw = xp.astype(x, wdt)
-    new_state = xp.exp(delta * xp.astype(A, wdt)) * xp.astype(state, wdt) + delta * B3 * xw[
-        ..., None
-    ]
+    cast = lambda v: None if v is None else xp.astype(v, wdt)  # noqa: E731
+    out, new_state = _state_update(xp, cast(state), cast(x), cast(dt), cast(A), group(B),
+                                  group(C), cast(D), cast(z), cast(dt_bias), dt_softplus)
+    return xp.astype(out, x.dtype), new_state
+
+
+def _state_update(xp, state, x, dt, A, B3, C3, D=None, z=None, dt_bias=None, dt_softplus=False):
+    """selective_state_update's computation, unchecked (the decode fast paths call it once the
+    arguments are known good): every array in one real floating dtype of namespace xp; state
+    (b, d, n), x, dt, z (b, d), A (d, n), B3, C3 (b, 1 or d, n), D, dt_bias (d,) or None.
+    Returns (out (b, d), new_state (b, d, n)), both in that dtype."""
+    delta = dt if dt_bias is None else dt + dt_bias
+    delta = (softplus(delta) if dt_softplus else delta)[..., None]
+    new_state = xp.exp(delta * A) * state + delta * B3 * x[..., None]
     out = xp.sum(C3 * new_state, axis=-1)
     if D is not None:
-        out = out + xp.astype(D, wdt) * xw
+        out = out + D * x
     if z is not None:
-        out = out * silu(xp.astype(z, wdt))
-    return xp.astype(out, x.dtype), new_state
+        out = out * silu(z)
+    return out, new_state
+
+
+def _liquid_state_update(xp, levels, x, delta, A, B3, C3, L3, D, z, p, phi):
+    """One step of liquid_selective_scan, unchecked (the liquid decode fast path): levels
+    (b, p, d, n), x, delta (= Delta, after bias and softplus), z (b, d), A (d, n), B3, C3, L3
+    (b, 1 or d, n) (L3 = BL, B3 when tied), D (d,) or None, z None allowed, one real dtype.
+    Abar = exp(Delta A), c = Delta phi(BL x): h0' = Abar h0 + Delta B x,
+    hm' = Abar hm + c h(m-1) (old levels), y = (C . sum_m hm' + D x) silu(z).
+    Returns (y (b, d), new levels (b, p, d, n))."""
+    dt = delta[..., None]
+    Abar = xp.exp(dt * A)
+    xn = x[..., None]
+    new = [Abar * levels[:, 0, ...] + dt * B3 * xn]
+    if p > 1:
+        c = dt * _lcontract(L3 * xn, phi)
+        new += [Abar * levels[:, m, ...] + c * levels[:, m - 1, ...] for m in range(1, p)]
+    total = new[0]
+    for m in range(1, p):
+        total = total + new[m]
+    y = xp.sum(C3 * total, axis=-1)
+    if D is not None:
+        y = y + D * x
+    if z is not None:
+        y = y * silu(z)
+    return y, xp.stack(new, axis=1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ from ._common import (
 from .nn import layer_norm, linear, rms_norm
 
 __all__ = ["Config", "LAYERS", "param_shapes", "init", "initial_state", "forward", "step",
-           "layer_config", "layer_module", "embed", "takes_tokens"]
+           "step_params", "layer_config", "layer_module", "embed", "takes_tokens"]
 
 #: variant -> the spec module of its residual layer
 LAYERS = {"s4d": "s4_block", "s4": "s4_block", "liquid_s4": "s4_block", "s5": "s5_layer",
@@ -290,8 +290,13 @@ def embed(config: Config, params, tokens, name: str, ndim: int):
                              f"and dtype {tokens.dtype}")
     E = params["embedding.weight"]
     check_token_ids(name, tokens, E.shape[0])
+    return _lookup(E, tokens, xp)
+
+
+def _lookup(E, tokens, xp):
+    """E[tokens] (unchecked): tokens (...) integers -> (..., rows of E's width)."""
     flat = xp.take(E, xp.reshape(tokens, (-1,)), axis=0)
-    return xp.reshape(flat, tuple(tokens.shape) + (config.d_model,))
+    return xp.reshape(flat, tuple(tokens.shape) + (E.shape[1],))
 
 
 def _input(config, params, u, name, ndim):
@@ -344,7 +349,8 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
 
 
 def step(config: Config, params, state, u_t):
-    """One position: u_t (batch, d_input) or token (batch,) -> (y_t, new state)."""
+    """One position: u_t (batch, d_input) or token (batch,) -> (y_t, new state). Each layer's
+    step checks its own state; `_step` is the same computation unchecked."""
     _check(config)
     _check_streams(config, "step")
     _check_state(config, state)
@@ -355,4 +361,39 @@ def step(config: Config, params, state, u_t):
         prefix = f"layers.{i}."
         x, s = module.step(lcfg, strip_prefix(params, prefix), strip_prefix(state, prefix), x)
         new.update(with_prefix(s, prefix))
+    return _output(config, params, x, pool=False), new
+
+
+def step_params(config: Config, params):
+    """What `_step` reads, from params (checked, in the compute dtype): {"params": params,
+    "layer_config", "layers": per layer (its module's step_params, ((state key, the model's
+    key), ...))}; None where the layer's module has no `_step` (S4, Liquid-S4: their step is
+    the checked one only)."""
+    module, lcfg = layer_module(config), layer_config(config)
+    if not hasattr(module, "_step") or not hasattr(module, "step_params"):
+        return None
+    keys = tuple(module.initial_state(lcfg, 1))
+    layers = []
+    for i in range(config.n_layers):
+        prefix = f"layers.{i}."
+        one = module.step_params(lcfg, strip_prefix(params, prefix))
+        if one is None:
+            return None
+        layers.append((one, tuple((k, prefix + k) for k in keys)))
+    return {"params": params, "layer_config": lcfg, "layers": layers}
+
+
+def _step(config: Config, p, state, u_t, xp):
+    """step's computation, unchecked: p = step_params(config, params), state (the model's keys)
+    in p's dtype, u_t (batch, d_input) in it or token (batch,) integers in range."""
+    params, lcfg, module = p["params"], p["layer_config"], layer_module(config)
+    if config.tokens:
+        x = _lookup(params["embedding.weight"], u_t, xp)
+    else:
+        x = linear(u_t, params["encoder.weight"], params["encoder.bias"])
+    new = {}
+    for one, keys in p["layers"]:
+        x, s = module._step(lcfg, one, {k: state[full] for k, full in keys}, x, xp)
+        for k, full in keys:
+            new[full] = s[k]
     return _output(config, params, x, pool=False), new

@@ -52,6 +52,13 @@ for _name, _eager in (("diag_scan", _scans.diag_scan), ("liquid_scan", _scans.li
     _dispatch.register("torch", _name, _prim)  # what the variants call
     globals()[_name] = _with_process_group(_prim)
 _dispatch.register("torch", "erf", torch.special.erf)
+# the same functions as spec.nn's (same definitions: softplus is x above its threshold), one
+# fused torch call each instead of several array ops (what the decode step mostly runs)
+_dispatch.register("torch", "sigmoid", torch.sigmoid)
+_dispatch.register("torch", "silu", torch.nn.functional.silu)
+_dispatch.register("torch", "softplus", lambda x, threshold=20.0: torch.nn.functional.softplus(
+    x, beta=1.0, threshold=threshold))
+_dispatch.register("torch", "linear", torch.nn.functional.linear)
 #: no Triton kernel: chunked-doubling eager torch under every LIQUIDSSM_TORCH_IMPL (dense.py)
 _dispatch.register("torch", "dense_scan", dense_scan)
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .. import _modules
-from . import _framework
+from . import _decode, _framework
 from ._framework import FRAMEWORK
 
 __all__ = ["SpecModule", "param_groups", *_modules.CLASSES]
@@ -58,6 +58,7 @@ class SpecModule(nn.Module):
                 owner.register_buffer(leaf, tensor)
             else:
                 owner.register_parameter(leaf, nn.Parameter(tensor))
+        self._fast = _decode.Decoder(self)
 
     def spec_params(self) -> dict:
         """{spec name: tensor}: the parameters and the buffers (the spec's params dict)."""
@@ -99,16 +100,32 @@ class SpecModule(nn.Module):
                                 return_state=return_state, **extra)
 
     def step(self, u_t, state, **extra):
-        """One position: the spec's step -> (y_t, new_state)."""
-        return self._fn.step(self.config, self.spec_params(), state, u_t, **extra)
+        """One position: the spec's step -> (y_t, new_state). new_state is a read-only
+        StepState that the next step trusts; the parameters are checked and prepared once per
+        change (liquidssm.torch._decode: the decode fast path, the spec's unchecked _step)."""
+        if not extra:
+            out = self._fast.step(u_t, state)
+            if out is not None:
+                return out
+        y, new = self._fn.step(self.config, self.spec_params(), state, u_t, **extra)
+        if extra or torch.compiler.is_compiling():
+            return y, new
+        return y, self._fast.trust(new, u_t.shape[0], self._fast.compute_dtype(u_t),
+                                   u_t.device)
+
+    def reset_step_cache(self) -> None:
+        """Forget the prepared parameters of the decode fast path (needed only after writes
+        that bypass autograd's version counter, such as `p.data.copy_(...)`)."""
+        self._fast.reset()
 
     def initial_state(self, batch: int) -> dict:
         """The spec's initial_state (zeros) in the compute dtype of the parameters (float32 for
-        bfloat16 / float16; complex states complex), on their device."""
+        bfloat16 / float16; complex states complex), on their device: a StepState (read-only,
+        trusted by step)."""
         ref = self._reference()
-        return self._fn.initial_state(self.config, batch,
-                                      dtype=FRAMEWORK.compute_dtype(ref.dtype),
-                                      device=ref.device)
+        dtype = FRAMEWORK.compute_dtype(ref.dtype)
+        state = self._fn.initial_state(self.config, batch, dtype=dtype, device=ref.device)
+        return self._fast.trust(state, batch, dtype, ref.device)
 
     def param_groups(self, lr: float, weight_decay: float = 0.0, ssm_lr: float | None = None):
         return param_groups(self, lr, weight_decay, ssm_lr)

@@ -260,3 +260,61 @@ def test_greedy_generate_is_argmax_of_forward():
     a = m.generate(prompt, 30, temperature=1e6, seed=3)  # nearly uniform draws
     np.testing.assert_array_equal(a, m.generate(prompt, 30, temperature=1e6, seed=3))
     assert int(a.max()) < 10  # never a padded id (vocabulary padded to 16)
+
+
+# ------------------------------------------------------------------ the jitted step
+
+
+JIT_STEP = ["s4d", "s5", "liquid_s5", "mamba", "liquid_mamba", "mamba_block", "s5_layer",
+            "seq_lm", "mamba_lm"]
+
+
+@pytest.mark.parametrize("name", JIT_STEP)
+def test_step_is_jitted_once_and_equals_the_spec(name):
+    """step outside a trace: the spec's step jitted once per config and shapes (a second module
+    of the same config reuses the compilation), token by token equal to the spec on NumPy
+    and to forward."""
+    from liquidssm.jax.nnx import _decoder
+
+    _, cfg = CASES[name]
+    m = _perturbed(name)
+    u_np = _input(cfg, 3)
+    u = jnp.asarray(u_np)
+    jitted = _decoder(m._fn, cfg)[1]
+    before = jitted._cache_size()
+    s, ys = m.initial_state(B), []
+    for t in range(L):
+        y_t, s = m.step(u[:, t], s)
+        ys.append(y_t)
+    _perturbed(name, seed=2).step(u[:, 0], m.initial_state(B))
+    assert jitted._cache_size() - before <= 1
+    spec, params = m._spec, m.to_params()
+    ref, r = [], spec.initial_state(cfg, B)
+    for t in range(L):
+        y_t, r = spec.step(cfg, params, r, u_np[:, t])
+        ref.append(y_t)
+    close(jnp.stack(ys, axis=1), np.stack(ref, 1), 1e-12)
+    close(jnp.stack(ys, axis=1), m(u), 1e-10)
+    for k in r:
+        close(s[k], r[k], 1e-12)
+
+
+def test_jitted_step_keeps_the_spec_errors_and_sees_new_parameters():
+    m = _perturbed("mamba")
+    u_t = jnp.asarray(_input(m.config))[:, 0]
+    s = m.initial_state(B)
+    with pytest.raises(ValueError, match=r"state\['ssm_state'\]: expected shape"):
+        m.step(u_t, {**s, "ssm_state": jnp.zeros((B, 3, 3))})
+    with pytest.raises(TypeError, match="u_t: expected a jax.Array"):
+        m.step(np.asarray(u_t), s)  # not jitted: the spec's type check
+    y0, _ = m.step(u_t, m.step(u_t, s)[1])
+    m.params["A_log"][...] = m.params["A_log"][...] + 0.5
+    s1 = m.step(u_t, s)[1]
+    y1, _ = m.step(u_t, s1)
+    want, _ = mamba.step(m.config, m.to_params(), {k: np.asarray(v) for k, v in s1.items()},
+                         np.asarray(u_t))
+    assert not np.allclose(np.asarray(y0), np.asarray(y1))
+    close(y1, want, 1e-12)
+    lm = _perturbed("mamba_lm")
+    with pytest.raises(ValueError, match=r"token: expected token ids in \[0, 16\)"):
+        lm.step(jnp.asarray([1, 16]), lm.initial_state(B))

@@ -4,6 +4,7 @@ import liquidssm.torch as lt
 import numpy as np
 import pytest
 import torch
+from liquidssm._modules import StepState
 from liquidssm.spec import (
     liquid_mamba,
     liquid_s4,
@@ -360,3 +361,205 @@ def test_torch_compile_matches_eager():
     (g,) = torch.autograd.grad(y.square().sum(), m.log_dt)
     (ge,) = torch.autograd.grad(m(u).square().sum(), m.log_dt)
     np.testing.assert_allclose(_np(g), _np(ge), rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------ the decode fast path
+# (liquidssm.torch._decode): the unchecked _step equals the spec's checked step and forward for
+# every streaming class, runs without the checked step once the parameters and the state are
+# known, still refuses a bad foreign state with the spec's error; a parameter change
+# invalidates the prepared parameters.
+#: streaming cases whose every layer has a spec _step (S4 / Liquid-S4 have the checked step only)
+FAST = [k for k in STREAMING if k not in ("s4", "liquid_s4", "s4_block")]
+
+
+def _bound(m):
+    return getattr(lt, m._spec.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture
+def checked_calls(monkeypatch):
+    """Counts calls of the checked (bound spec) step, per spec module name."""
+    calls = {}
+
+    def spy(m):
+        bound = _bound(m)
+        original = bound.step
+
+        def step(*args, **kwargs):
+            calls[m] = calls.get(m, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(bound, "step", step)
+        return lambda: calls.get(m, 0)
+
+    return spy
+
+
+def _steps(m, u, state):
+    ys = []
+    for t in range(u.shape[1]):
+        y, state = m.step(u[:, t], state)
+        ys.append(y)
+    return torch.stack(ys, 1), state
+
+
+@pytest.mark.parametrize("key", FAST)
+def test_fast_step_equals_spec_step_and_forward(key, checked_calls):
+    m = _module(key)
+    spec, config = m._spec, m.config
+    u_np = _input(config, seed=3)
+    u = torch.tensor(u_np)
+    count = checked_calls(m)
+    with torch.no_grad():
+        ys, state = _steps(m, u, m.initial_state(B))
+        y, last = m(u, return_state=True)
+    assert count() == 0, "the fast path fell back to the checked step"
+    assert type(state) is StepState
+    # the spec on NumPy float64, step by step
+    params, s, ref = m.to_params(), spec.initial_state(config, B), []
+    for t in range(L):
+        y_t, s = spec.step(config, params, s, u_np[:, t])
+        ref.append(y_t)
+    np.testing.assert_allclose(_np(ys), np.stack(ref, 1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_np(ys), _np(y), rtol=1e-10, atol=1e-12)
+    for k in last:
+        np.testing.assert_allclose(_np(state[k]), _np(last[k]), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(_np(state[k]), s[k], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("key", ["s4", "s4_block"])
+def test_no_fast_path_runs_the_checked_step(key, checked_calls):
+    m = _module(key)
+    count = checked_calls(m)
+    u = torch.tensor(_input(m.config, seed=3))
+    _steps(m, u, m.initial_state(B))
+    assert count() == L
+
+
+def test_foreign_state_is_checked_once_then_trusted(checked_calls):
+    m = _module("mamba")
+    count = checked_calls(m)
+    u = torch.tensor(_input(m.config, seed=4))
+    with torch.no_grad():
+        _, prompt_state = m(u[:, :2], return_state=True)  # a plain dict: foreign
+        assert type(prompt_state) is dict
+        _, state = _steps(m, u[:, 2:], prompt_state)
+    assert count() == 1 and type(state) is StepState
+    other = _module("mamba")  # another module's StepState is foreign to m
+    m.step(u[:, 0], other.initial_state(B))
+    assert count() == 2
+
+
+def test_bad_foreign_state_gets_the_spec_error():
+    m = _module("mamba")
+    u_t = torch.tensor(_input(m.config))[:, 0]
+    good = m.initial_state(B)
+    with pytest.raises(ValueError, match=r"state\['ssm_state'\]: expected shape"):
+        m.step(u_t, {**good, "ssm_state": torch.zeros(B, 3, 3, dtype=F64)})
+    with pytest.raises(TypeError, match=r"state\['conv_state'\]: expected a real floating"):
+        m.step(u_t, {**good, "conv_state": torch.zeros(good["conv_state"].shape,
+                                                       dtype=torch.int64)})
+    with pytest.raises(ValueError, match=r"state: expected a key 'ssm_state'"):
+        m.step(u_t, {"conv_state": good["conv_state"]})
+    # a state of another batch is foreign for this input: the spec names the mismatch
+    with pytest.raises(ValueError, match=r"state\['conv_state'\]: expected shape"):
+        m.step(u_t, m.initial_state(B + 1))
+    with pytest.raises(TypeError, match="read-only"):
+        good["ssm_state"] = good["ssm_state"]
+    assert type(dict(good)) is dict
+
+
+def test_bad_inputs_take_the_checked_step():
+    m = _module("mamba")
+    state = m.initial_state(B)
+    with pytest.raises(ValueError, match="u_t: expected shape"):
+        m.step(torch.zeros(B, m.config.d_model + 1, dtype=F64), state)
+    with pytest.raises(TypeError, match="u_t: expected a torch.Tensor"):
+        m.step(np.zeros((B, m.config.d_model)), state)
+    y, s = m.step(torch.zeros(B, m.config.d_model, dtype=torch.bfloat16), state)
+    assert y.dtype == torch.bfloat16  # the dtype policy (the checked step)
+    lm = _module("mamba_lm")
+    s = lm.initial_state(B)
+    lm.step(torch.tensor([1, 2]), s)
+    with pytest.raises(ValueError, match=r"token: expected token ids in \[0, 16\)"):
+        lm.step(torch.tensor([1, 16]), s)
+
+
+def _reference_step(m, u_t, state):
+    """The checked step on the module's current parameters (a plain dict state)."""
+    return _bound(m).step(m.config, m.spec_params(), dict(state), u_t)
+
+
+@pytest.mark.parametrize("change", ["optimizer", "load_state_dict", "to"])
+def test_parameter_changes_invalidate_the_prepared_parameters(change):
+    m = _module("mamba_block")
+    u = torch.tensor(_input(m.config, seed=5))
+    with torch.no_grad():
+        _, state = _steps(m, u[:, :3], m.initial_state(B))  # a nonzero state: A counts
+        before, _ = m.step(u[:, 0], state)  # prepares the parameters
+    if change == "optimizer":
+        m(u).square().sum().backward()
+        torch.optim.SGD(m.parameters(), lr=0.5).step()
+    elif change == "load_state_dict":
+        m.load_state_dict({k: v + 0.1 for k, v in m.state_dict().items()})
+    else:
+        m.to(torch.float32).to(F64)  # rounds every value to float32 (and back)
+    with torch.no_grad():
+        after, _ = m.step(u[:, 0], state)
+        want, _ = _reference_step(m, u[:, 0], state)
+    assert not torch.equal(after, before)
+    np.testing.assert_allclose(_np(after), _np(want), rtol=1e-12, atol=1e-12)
+
+
+@torch.no_grad()
+def test_replaced_parameter_and_reset():
+    m = _module("mamba")
+    u_t = torch.tensor(_input(m.config))[:, 0]
+    state = m.initial_state(B)
+    m.step(u_t, state)
+    m.D = torch.nn.Parameter(m.D.detach() + 1.0)  # a new tensor object
+    np.testing.assert_allclose(_np(m.step(u_t, state)[0]),
+                               _np(_reference_step(m, u_t, state)[0]), rtol=1e-12, atol=1e-12)
+    m.D.data.copy_(m.D + 1.0)  # bypasses the version counter: not seen until reset
+    m.reset_step_cache()
+    np.testing.assert_allclose(_np(m.step(u_t, state)[0]),
+                               _np(_reference_step(m, u_t, state)[0]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("key", ["mamba", "liquid_mamba", "s5"])
+def test_fast_step_gradients_equal_the_checked_step(key):
+    m = _module(key)
+    u_t = torch.tensor(_input(m.config, seed=6))[:, 0]
+    state = m.initial_state(B)
+    y, new = m.step(u_t, state)
+    y, new = m.step(u_t, new)  # the second step reads a state made with autograd
+    grads = torch.autograd.grad(y.square().sum(), list(m.parameters()), allow_unused=True)
+    y0, s0 = _reference_step(m, u_t, state)
+    y0, _ = _reference_step(m, u_t, s0)
+    ref = torch.autograd.grad(y0.square().sum(), list(m.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    for g, r in zip(grads, ref):
+        assert (g is None) == (r is None)
+        if g is not None:
+            np.testing.assert_allclose(_np(g), _np(r), rtol=1e-10, atol=1e-12)
+
+
+def test_generate_uses_the_fast_path(checked_calls):
+    m = _module("mamba_lm")
+    count = checked_calls(m)
+    prompt = torch.tensor(_input(m.config, length=3))
+    out = m.generate(prompt, 5)
+    assert out.shape == (B, 8) and count() == 1  # the prompt's state, once
+    # equal to greedy decoding by the checked step
+    logits, state = m(prompt, return_state=True)
+    ids = [logits[:, -1, :10].argmax(-1)]
+    for _ in range(4):
+        logits, state = _bound(m).step(m.config, m.spec_params(), dict(state), ids[-1])
+        ids.append(logits[:, :10].argmax(-1))
+    assert torch.equal(out[:, 3:], torch.stack(ids, 1))
+
+
+def test_cases_cover_every_streaming_class():
+    classes = {CASES[k][0] for k in FAST}
+    assert {M.S4D, M.S5, M.LiquidS5, M.Mamba, M.LiquidMamba, M.MambaBlock, M.S4Block,
+            M.S5Layer, M.SequenceModel, M.MambaLM} <= classes
