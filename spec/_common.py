@@ -35,6 +35,8 @@ __all__ = [
     "check_token_ids",
     "register_int_reader",
     "shapes_of",
+    "check_shards",
+    "scan_options",
 ]
 
 
@@ -251,6 +253,38 @@ def check_token_ids(name: str, tokens, vocab: int):
 def shapes_of(module, config) -> dict:
     """{name: shape} of module's parameters for config (every spec module has param_shapes)."""
     return dict(module.param_shapes(config))
+
+
+#: what a `shards=` object must have (the protocol: liquidssm.spec.parallel)
+SHARDS_PROTOCOL = ("scan_options", "previous_tail", "last", "total")
+
+
+def check_shards(shards, *, u=None, halo: int = 0, unsupported: str | None = None):
+    """shards= of a forward: None (one device), or an object with the protocol of
+    liquidssm.spec.parallel (a TypeError naming what it lacks otherwise). `unsupported`: why this
+    forward has no sharded form (a ValueError naming shards when one is given). `halo`: the
+    entries each slice reads from the one before it (a causal convolution's K - 1); u's slice
+    (batch, L_slice, ...) must be at least that long (a ValueError naming u otherwise: the halo
+    would span two slices). Returns shards."""
+    if shards is None:
+        return None
+    if unsupported is not None:
+        raise ValueError(f"shards: {unsupported}; expected shards=None")
+    lacking = [a for a in SHARDS_PROTOCOL if not hasattr(shards, a)]
+    if lacking or not isinstance(shards.scan_options, dict):
+        raise TypeError(f"shards: expected None or an object with {list(SHARDS_PROTOCOL)} "
+                        f"(liquidssm.spec.parallel; scan_options a dict), got "
+                        f"{type(shards).__name__} lacking {lacking or ['a dict scan_options']}")
+    if u is not None and u.shape[1] < halo:
+        raise ValueError(f"u: expected each slice of the sequence to have length >= {halo} "
+                         f"(the causal convolution reads the previous slice's last {halo} "
+                         f"entries), got {describe(u)}")
+    return shards
+
+
+def scan_options(shards) -> dict:
+    """The keyword arguments of the scan primitives for `shards` ({} for None)."""
+    return {} if shards is None else shards.scan_options
 
 
 def complex_dtype(xp, real_dtype):

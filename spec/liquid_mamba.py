@@ -40,7 +40,9 @@ from ._common import (
     check_float,
     check_int,
     check_params,
+    check_shards,
     namespace,
+    scan_options,
 )
 from .mamba import _causal_conv, _check_state, _sub, _t
 from .nn import LCONTRACTS, gelu, linear, rms_norm, sigmoid, silu, softplus
@@ -177,27 +179,33 @@ def _ffn(config, params, h):
     return linear(a, params["mlp.fc2.weight"], params.get("mlp.fc2.bias"))
 
 
-def forward(config: Config, params, u, *, state=None, return_state=False):
+def forward(config: Config, params, u, *, state=None, return_state=False, shards=None):
     """The whole block (module docstring): u (batch, L, d_model) -> (batch, L, d_model), and the
-    cache {"conv_state", "ssm_state"} after the last position if return_state."""
+    cache {"conv_state", "ssm_state"} after the last position if return_state. shards: u is
+    this rank's slice of the sequence, as mamba.forward's."""
     _check_config(config)
     check_bool("return_state", return_state)
     check_array("u", u, ("batch", "length", config.d_model))
     check_params(params, param_shapes(config), inputs={"u": u})
+    check_shards(shards, u=u, halo=config.d_conv - 1)
     if state is not None:
         _check_state(state, _state_shapes(config, u.shape[0]))
     params, state = cast_arrays(params, u.dtype), cast_arrays(state, u.dtype)
     xp, eps, mp = namespace(u), config.norm_epsilon, _sub(params, "mixer.")
     conv = _gated_conv if config.conv == "gated" else mamba._plain_conv
     xc, z, conv_state = mamba._in_conv(config, mp, rms_norm(u, params["norm.weight"], eps),
-                                       None if state is None else state["conv_state"], conv)
+                                       None if state is None else state["conv_state"], conv,
+                                       shards)
     delta, B, C, rest = mamba._x_proj(config, mp, xc)
     res = liquid_selective_scan(
         xc, delta, -xp.exp(mp["A_log"]), B, C, mp["D"], z=z, delta_bias=mp["dt_proj.bias"],
         delta_softplus=True, initial_state=None if state is None else state["ssm_state"],
         return_last_state=return_state, liquid_degree=config.liquid_degree,
-        BL=None if config.tied else _t(rest), lcontract=config.lcontract)
+        BL=None if config.tied else _t(rest), lcontract=config.lcontract,
+        **scan_options(shards))
     y, h = res if return_state else (res, None)
+    if return_state and shards is not None:
+        conv_state = shards.last(conv_state)
     x = u + linear(_t(y), mp["out_proj.weight"], mp.get("out_proj.bias"))
     if config.ffn != "none":
         x = x + _ffn(config, params, rms_norm(x, params["norm2.weight"], eps))

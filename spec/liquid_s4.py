@@ -42,9 +42,11 @@ from ._common import (
     check_choice,
     check_int,
     check_params,
+    check_shards,
     complex_dtype,
     discretize,
     namespace,
+    scan_options,
 )
 from .nn import LCONTRACTS
 from .nn import lcontract as _lcontract
@@ -209,12 +211,17 @@ def initial_state(config: Config, batch: int) -> dict:
     return {"x": np.zeros(shape, dtype=np.complex128)}
 
 
-def forward(config: Config, params: dict, u, *, state=None, return_state=False):
-    """u (batch, L, H) -> y (batch, L, H) [, state] (see the module docstring)."""
+def forward(config: Config, params: dict, u, *, state=None, return_state=False, shards=None):
+    """u (batch, L, H) -> y (batch, L, H) [, state] (see the module docstring). shards
+    (liquidssm.spec.parallel.Shards, liquid_kernel "scan" only): u is this rank's slice of the
+    sequence, y its slice; the state returned is the global last levels."""
     check_bool("return_state", return_state)
     H, n, p = config.d_model, config.d_state // 2, config.liquid_degree
     check_input(u, H)
     check_params(params, param_shapes(config), inputs={"u": u})
+    check_shards(shards, unsupported=None if config.liquid_kernel == "scan" else
+                 f"liquid_kernel={config.liquid_kernel!r} (a whole-sequence kernel) has no "
+                 "sharded form; liquid_kernel='scan' has")
     xp = namespace(u)
     if config.liquid_kernel == "scan":
         Abar, Bbar, BbarL, C = _liquid_coefficients(config, params, u.dtype)
@@ -224,7 +231,7 @@ def forward(config: Config, params: dict, u, *, state=None, return_state=False):
         uc = xp.astype(u, C.dtype)[..., None]
         phi = xp.astype(_lcontract(u, config.lcontract), C.dtype)[..., None]
         a = xp.broadcast_to(Abar[None, None, ...], (1, L, H, n))
-        xs, last = liquid_scan(a, Bbar * uc, BbarL * phi, x0, degree=p)
+        xs, last = liquid_scan(a, Bbar * uc, BbarL * phi, x0, degree=p, **scan_options(shards))
         y = 2 * xp.real(xp.sum(C * xs, axis=-1)) + D * u
         return (y, {"x": last}) if return_state else y
     if state is not None:

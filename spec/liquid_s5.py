@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import nn, s5
-from ._common import check_choice, check_int, check_params, check_seed
+from ._common import check_choice, check_int, check_params, check_seed, scan_options
 from .scan import liquid_scan
 
 __all__ = [
@@ -88,15 +88,18 @@ def initial_state(config: Config, batch: int) -> dict[str, np.ndarray]:
     return {"x": np.zeros(shape, dtype=np.complex128)}
 
 
-def forward(config: Config, params, u, *, state=None, return_state=False, timesteps=None):
+def forward(config: Config, params, u, *, state=None, return_state=False, timesteps=None,
+            shards=None):
     """u (batch, L, H) -> y (batch, L, H) [, {"x": levels after the last step (batch, p, P')}].
 
     Levels as in the module doc, through liquid_scan (degree p); timesteps as in s5.forward,
-    applied to Lambdabar, Bbar and BbarL alike.
+    applied to Lambdabar, Bbar and BbarL alike; shards as in s5.forward.
     """
     s5._check_config(config, Config)
     check_params(params, param_shapes(config), inputs={"u": u, "timesteps": timesteps})
     s5._check_stream(config, state, return_state)
+    s5._check_shards(config, shards, timesteps)
+    options = scan_options(shards)
     xp, p, dirs = s5._setup(config, params, u, timesteps)
     deg = config.liquid_degree
     bu = s5._project(xp, u, p["B_re"], p["B_im"])
@@ -109,10 +112,10 @@ def forward(config: Config, params, u, *, state=None, return_state=False, timest
     if state is not None:
         h0 = s5._state_x(state, (u.shape[0], deg, config.n_modes), xp, bu.dtype)
     a, gamma = dirs[0]
-    xs, h_last = liquid_scan(a, gamma * bu, gamma * cu, h0, degree=deg)
+    xs, h_last = liquid_scan(a, gamma * bu, gamma * cu, h0, degree=deg, **options)
     if config.bidirectional:
         a, gamma = dirs[1]
-        xr, _ = liquid_scan(a, gamma * bu, gamma * cu, degree=deg, reverse=True)
+        xr, _ = liquid_scan(a, gamma * bu, gamma * cu, degree=deg, reverse=True, **options)
         xs = xp.concat([xs, xr], axis=-1)
     y = s5._readout(config, xp, p, xs, u)
     return (y, {"x": h_last}) if return_state else y

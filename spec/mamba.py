@@ -29,7 +29,9 @@ from ._common import (
     check_int,
     check_params,
     check_seed,
+    check_shards,
     namespace,
+    scan_options,
 )
 from .nn import linear, sigmoid, silu
 from .selective import _state_update, selective_scan, selective_state_update
@@ -201,13 +203,21 @@ def _causal_conv(window, weight, bias):
     return y if bias is None else y + bias[:, None]
 
 
-def _in_conv(config, p, u, conv_state, conv_fn):
+def _in_conv(config, p, u, conv_state, conv_fn, shards=None):
     """in_proj and the short convolution. u (b, L, d_model) -> x_c, z (b, d, L), new conv_state
-    (the last K entries of [conv_state, x]). conv_fn(window, p) is the conv + activation."""
+    (the last K entries of [conv_state, x]). conv_fn(window, p) is the conv + activation.
+    With shards (a slice of the sequence): the window starts with the previous slice's last
+    K - 1 entries of x (conv_state's on the first slice), and the conv_state returned is this
+    slice's last K window entries (the caller takes the last slice's)."""
     xp = namespace(u)
     d, K = config.d_inner, config.d_conv
     xz = _t(linear(u, p["in_proj.weight"], p.get("in_proj.bias")))
     x, z = xz[:, :d, :], xz[:, d:, :]
+    if shards is not None:
+        halo = shards.previous_tail(x, K - 1, None if conv_state is None else
+                                    conv_state[..., 1:])
+        window = xp.concat([halo, x], axis=-1)
+        return conv_fn(window, p), z, window[..., window.shape[-1] - K:]
     if conv_state is None:
         # zeros (b, d, K) of x's dtype and device
         conv_state = xp.zeros_like(xp.broadcast_to(x[..., :1], (x.shape[0], d, K)))
@@ -227,32 +237,38 @@ def _x_proj(config, p, xc):
     return delta, _t(dbl[..., r:r + n]), _t(dbl[..., r + n:r + 2 * n]), dbl[..., r + 2 * n:]
 
 
-def _prepare(config, params, u, state):
+def _prepare(config, params, u, state, shards=None):
     _check_config(config)
     check_array("u", u, ("batch", "length", config.d_model))
     check_params(params, param_shapes(config), inputs={"u": u})
+    check_shards(shards, u=u, halo=config.d_conv - 1)
     if state is not None:
         b, d = u.shape[0], config.d_inner
         _check_state(state, {"conv_state": (b, d, config.d_conv),
                              "ssm_state": (b, d, config.d_state)})
 
 
-def forward(config: Config, params, u, *, state=None, return_state=False):
+def forward(config: Config, params, u, *, state=None, return_state=False, shards=None):
     """The bare mixer (module docstring). u (batch, L, d_model) -> y (batch, L, d_model),
-    and the cache {"conv_state", "ssm_state"} after the last position if return_state."""
+    and the cache {"conv_state", "ssm_state"} after the last position if return_state.
+    shards (liquidssm.spec.parallel.Shards): u is this rank's slice of the sequence (length
+    >= d_conv - 1), y its slice of the output, the cache the global one (state: the cache
+    before the whole sequence)."""
     check_bool("return_state", return_state)
-    _prepare(config, params, u, state)
+    _prepare(config, params, u, state, shards)
     params, state = cast_arrays(params, u.dtype), cast_arrays(state, u.dtype)
     xp = namespace(u)
     xc, z, conv_state = _in_conv(config, params, u, None if state is None else
-                                 state["conv_state"], _plain_conv)
+                                 state["conv_state"], _plain_conv, shards)
     delta, B, C, _ = _x_proj(config, params, xc)
     res = selective_scan(
         xc, delta, -xp.exp(params["A_log"]), B, C, params["D"], z=z,
         delta_bias=params["dt_proj.bias"], delta_softplus=True,
         initial_state=None if state is None else state["ssm_state"],
-        return_last_state=return_state)
+        return_last_state=return_state, **scan_options(shards))
     y, h = res if return_state else (res, None)
+    if return_state and shards is not None:
+        conv_state = shards.last(conv_state)
     out = linear(_t(y), params["out_proj.weight"], params.get("out_proj.bias"))
     return (out, {"conv_state": conv_state, "ssm_state": h}) if return_state else out
 

@@ -66,8 +66,8 @@ def initial_state(config: Config, batch: int) -> dict[str, np.ndarray]:
     return mamba.initial_state(config.mixer, check_int("batch", batch))
 
 
-def forward(config: Config, params, u, *, state=None, return_state=False):
-    """u (batch, L, d_model) -> y [, the mixer's new state]."""
+def forward(config: Config, params, u, *, state=None, return_state=False, shards=None):
+    """u (batch, L, d_model) -> y [, the mixer's new state]; shards as mamba.forward's."""
     check_config(config, Config)
     check_bool("return_state", return_state)
     check_array("u", u, ("batch", "length", config.d_model))
@@ -75,7 +75,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     params = cast_arrays(params, u.dtype)  # the dtype policy: compute in u's dtype
     h = rms_norm(u, params["norm.weight"], config.norm_epsilon)
     out = mamba.forward(config.mixer, strip_prefix(params, "mixer."), h, state=state,
-                        return_state=return_state)
+                        return_state=return_state, shards=shards)
     return (u + out[0], out[1]) if return_state else u + out
 
 

@@ -130,12 +130,12 @@ def initial_state(config: Config, batch: int) -> dict[str, np.ndarray]:
     return sequence_model.initial_state(sequence_config(config), batch)
 
 
-def forward(config: Config, params, tokens, *, state=None, return_state=False):
+def forward(config: Config, params, tokens, *, state=None, return_state=False, shards=None):
     """tokens (batch, L) integers in [0, padded_vocab_size) -> logits (batch, L,
-    padded_vocab_size) [, new state]."""
+    padded_vocab_size) [, new state]; shards as sequence_model.forward's."""
     check_params(params, param_shapes(config), inputs={"tokens": tokens})  # published names
     return sequence_model.forward(sequence_config(config), sequence_names(params), tokens,
-                                  state=state, return_state=return_state)
+                                  state=state, return_state=return_state, shards=shards)
 
 
 def step(config: Config, params, state, token):

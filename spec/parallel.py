@@ -24,13 +24,48 @@ slices before it onto the caller's initial levels (`entries_and_final`): its tru
 and the fold over all slices gives the global last levels; (4) each slice reruns its scan from
 its initial levels: exactly the one-device scan, started where it would be at that step.
 Gradients: autodiff through these steps (the all-gather's transpose sums the cotangents).
+
+Whole models (the forwards' `shards=`): a model's other operations are pointwise in time except
+the causal depthwise convolution of the Mamba mixers (width K = d_conv: output t reads inputs
+t - K + 1 .. t, so a slice needs the previous slice's last K - 1 pre-conv inputs, its halo), a
+returned conv / S5 state (the last slice's), and the pool head's mean over time (a sum over
+slices). A backend passes these as one object, the `Shards` protocol below (liquidssm.torch's
+process_group=, liquidssm.jax's axis_name=); the spec's forwards call it and nothing else
+crosses slices. With shards=None every forward is the one-device one.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from ._common import namespace
 
-__all__ = ["level_product", "compose", "apply", "unit_levels", "entries_and_final"]
+__all__ = ["Shards", "level_product", "compose", "apply", "unit_levels", "entries_and_final"]
+
+
+class Shards(Protocol):
+    """The sequence split into contiguous slices, one per rank / shard in time order; each
+    slice's forward runs with the same object. Every method is a collective (every slice calls
+    it, in the same order) and differentiable (gradients flow back to the slices they came
+    from).
+
+    scan_options: the keyword arguments that make the scan primitives (diag_scan, liquid_scan,
+        selective_scan, liquid_selective_scan) run their sharded form, e.g. {"process_group": g}
+        or {"axis_name": "seq"}.
+    previous_tail(x, width, first=None): x (b, c, L_slice) with L_slice >= width -> the previous
+        slice's x[..., L_slice - width:] (b, c, width); on the first slice `first` (b, c, width),
+        zeros when None.
+    last(x): the last slice's x (any shape, the same on every slice), on every slice.
+    total(x): the sum of x over the slices (the same shape on every slice), on every slice.
+    """
+
+    scan_options: dict
+
+    def previous_tail(self, x, width: int, first=None): ...
+
+    def last(self, x): ...
+
+    def total(self, x): ...
 
 
 def level_product(x, y):

@@ -41,6 +41,7 @@ from ._common import (
     check_int,
     check_params,
     check_seed,
+    check_shards,
     complex_dtype,
     namespace,
 )
@@ -251,10 +252,13 @@ def _recurrent(config, params, u, state, *, need_state=False):
     return y, last
 
 
-def forward(config: Config, params: dict, u, *, state=None, return_state=False):
+def forward(config: Config, params: dict, u, *, state=None, return_state=False, shards=None):
     """u (batch, L, H) -> y (batch, L, H) [, {"x": x_L}]. mode="conv" without a state: FFT
-    convolution with `kernel`; otherwise the dense recurrence (module docstring)."""
+    convolution with `kernel`; otherwise the dense recurrence (module docstring). No sharded
+    form (shards must be None)."""
     check_bool("return_state", return_state)
+    check_shards(shards, unsupported="S4 (an FFT convolution or a dense recurrence) has no "
+                 "sharded form")
     H = config.d_model
     check_input(u, H)
     check_params(params, param_shapes(config), inputs={"u": u})

@@ -137,8 +137,9 @@ def _apply(config, params, u, mixer):
     return residual(params, u, sublayer, prenorm=config.prenorm)
 
 
-def forward(config: Config, params, u, *, state=None, return_state=False):
-    """u (batch, L, H) -> y (batch, L, H) [, the SSM's new state]."""
+def forward(config: Config, params, u, *, state=None, return_state=False, shards=None):
+    """u (batch, L, H) -> y (batch, L, H) [, the SSM's new state]; shards as the SSM's forward
+    (the block's other operations are pointwise in time)."""
     check_config(config, Config)
     check_bool("return_state", return_state)
     check_array("u", u, ("batch", "length", config.d_model))
@@ -146,7 +147,7 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
     params = cast_arrays(params, u.dtype)  # the dtype policy: compute in u's dtype
     ssm, module = strip_prefix(params, "ssm."), ssm_module(config)
     return _apply(config, params, u, lambda x: module.forward(
-        config.ssm, ssm, x, state=state, return_state=return_state))
+        config.ssm, ssm, x, state=state, return_state=return_state, shards=shards))
 
 
 def step(config: Config, params, state, u_t):

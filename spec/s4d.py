@@ -28,9 +28,11 @@ from ._common import (
     check_int,
     check_params,
     check_seed,
+    check_shards,
     complex_dtype,
     discretize,
     namespace,
+    scan_options,
 )
 from .scan import diag_scan
 
@@ -220,12 +222,17 @@ def initial_state(config: Config, batch: int) -> dict:
     return {"x": np.zeros((batch, config.d_model, config.d_state // 2), dtype=np.complex128)}
 
 
-def forward(config: Config, params: dict, u, *, state=None, return_state=False):
-    """u (batch, L, H) -> y (batch, L, H) [, {"x": x_L}] (see the module docstring)."""
+def forward(config: Config, params: dict, u, *, state=None, return_state=False, shards=None):
+    """u (batch, L, H) -> y (batch, L, H) [, {"x": x_L}] (see the module docstring).
+    shards (liquidssm.spec.parallel.Shards, mode "recurrent" only): u is this rank's slice of
+    the sequence, y its slice; the state returned is the global last one."""
     check_bool("return_state", return_state)
     H, n = config.d_model, config.d_state // 2
     check_input(u, H)
     check_params(params, param_shapes(config), inputs={"u": u})
+    check_shards(shards, unsupported=None if config.mode == "recurrent" else
+                 f"S4D mode={config.mode!r} (an FFT convolution over the whole sequence) has no "
+                 "sharded form; mode='recurrent' has")
     xp = namespace(u)
     Abar, Bbar, C, D, log_Abar = discrete(config, params, u.dtype)
     cdt = Abar.dtype
@@ -234,9 +241,11 @@ def forward(config: Config, params: dict, u, *, state=None, return_state=False):
     if config.mode == "recurrent":
         uc = xp.astype(u, cdt)[..., None]
         a = xp.broadcast_to(Abar[None, None, ...], (1, L, H, n))
-        xs = diag_scan(a, Bbar * uc, x0)
+        xs = diag_scan(a, Bbar * uc, x0, **scan_options(shards))
         y = 2 * xp.real(xp.sum(C * xs, axis=-1)) + D * u
-        return (y, {"x": xs[:, -1, ...]}) if return_state else y
+        if not return_state:
+            return y
+        return y, {"x": xs[:, -1, ...] if shards is None else shards.last(xs[:, -1, ...])}
     uT = xp.permute_dims(u, (0, 2, 1))  # (batch, H, L)
     K = 2 * xp.real(xp.sum((C * Bbar)[..., None] * powers(log_Abar, 0, L), axis=1))
     yT = causal_fft_conv(uT, K) + D[:, None] * uT

@@ -38,9 +38,11 @@ from ._common import (
     check_int,
     check_params,
     check_seed,
+    check_shards,
     complex_dtype,
     discretize,
     namespace,
+    scan_options,
 )
 from .hippo import legs
 from .scan import diag_scan
@@ -315,28 +317,43 @@ def _readout_c(config, xp, C, D, xs, u):
 # forward / step
 
 
-def forward(config: Config, params, u, *, state=None, return_state=False, timesteps=None):
+def _check_shards(config, shards, timesteps):
+    """shards (liquidssm.spec.parallel.Shards) for an S5 / Liquid-S5 forward: refused for a
+    bidirectional layer with timesteps (its reverse steps read the next slice's tau)."""
+    return check_shards(shards, unsupported=(
+        "a bidirectional layer with timesteps has no sharded form (the reverse step at a "
+        "slice's end spans the next slice's first interval)")
+        if config.bidirectional and timesteps is not None else None)
+
+
+def forward(config: Config, params, u, *, state=None, return_state=False, timesteps=None,
+            shards=None):
     """u (batch, L, H) -> y (batch, L, H) [, {"x": x_{L-1} (batch, P')}].
 
     x_k = Lambdabar_k x_{k-1} + gamma_k (Btilde u_k), x_{-1} = state["x"] (zeros if None);
     y_k = 2 Re(Ctilde x_k) + D u_k. timesteps tau (batch, L): dt_k = dt * tau_k (module doc).
+    shards (liquidssm.spec.parallel.Shards): u (and timesteps) are this rank's slice of the
+    sequence, y its slice; the state returned is the global last one.
     """
     _check_config(config, Config)
     check_params(params, param_shapes(config), inputs={"u": u, "timesteps": timesteps})
     _check_stream(config, state, return_state)
+    _check_shards(config, shards, timesteps)
     xp, p, dirs = _setup(config, params, u, timesteps)
-    Pp = config.n_modes
+    Pp, options = config.n_modes, scan_options(shards)
     bu = _project(xp, u, p["B_re"], p["B_im"])
     h0 = None
     if state is not None:
         h0 = _state_x(state, (u.shape[0], Pp), xp, bu.dtype)
     a, gamma = dirs[0]
-    xs = diag_scan(a, gamma * bu, h0)
+    xs = diag_scan(a, gamma * bu, h0, **options)
     if config.bidirectional:
         a, gamma = dirs[1]
-        xs = xp.concat([xs, diag_scan(a, gamma * bu, reverse=True)], axis=-1)
+        xs = xp.concat([xs, diag_scan(a, gamma * bu, reverse=True, **options)], axis=-1)
     y = _readout(config, xp, p, xs, u)
-    return (y, {"x": xs[:, -1, :]}) if return_state else y
+    if not return_state:
+        return y
+    return y, {"x": xs[:, -1, :] if shards is None else shards.last(xs[:, -1, :])}
 
 
 def _step_via_forward(module_forward, config, params, state, u_t, timesteps):

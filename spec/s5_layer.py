@@ -158,8 +158,10 @@ def _apply(config, params, u, ssm):
     return (x, *rest) if rest else x
 
 
-def forward(config: Config, params, u, *, state=None, return_state=False, timesteps=None):
-    """u (batch, L, H) -> y (batch, L, H) [, the SSM's new state]; timesteps (batch, L)."""
+def forward(config: Config, params, u, *, state=None, return_state=False, timesteps=None,
+            shards=None):
+    """u (batch, L, H) -> y (batch, L, H) [, the SSM's new state]; timesteps (batch, L);
+    shards as the SSM's forward (the norms and activations are pointwise in time)."""
     check_config(config, Config)
     check_bool("return_state", return_state)
     check_array("u", u, ("batch", "length", config.d_model))
@@ -168,7 +170,8 @@ def forward(config: Config, params, u, *, state=None, return_state=False, timest
     module = ssm_module(config)
     ssm = {k: params[k] for k in module.param_shapes(config.ssm)}
     return _apply(config, params, u, lambda x: module.forward(
-        config.ssm, ssm, x, state=state, return_state=return_state, timesteps=timesteps))
+        config.ssm, ssm, x, state=state, return_state=return_state, timesteps=timesteps,
+        shards=shards))
 
 
 def step(config: Config, params, state, u_t, *, timesteps=None):

@@ -48,6 +48,7 @@ from ._common import (
     check_int,
     check_params,
     check_seed,
+    check_shards,
     check_token_ids,
     child_seed,
     namespace,
@@ -311,7 +312,7 @@ def _input(config, params, u, name, ndim):
     return linear(u, params["encoder.weight"], params["encoder.bias"]), params
 
 
-def _output(config, params, x, *, pool):
+def _output(config, params, x, *, pool, shards=None):
     if config.norm_f == "layer":
         x = layer_norm(x, params["norm_f.weight"], params["norm_f.bias"], config.norm_epsilon)
     elif config.norm_f == "rms":
@@ -319,15 +320,24 @@ def _output(config, params, x, *, pool):
     if config.head == "lm":
         W = params["embedding.weight" if config.tie_embeddings else "lm_head.weight"]
         return linear(x, W)
-    if pool:
+    if pool and shards is None:
         x = namespace(x).mean(x, axis=1)
+    elif pool:  # the mean over every slice: the sums over time and the lengths summed
+        xp = namespace(x)
+        length = shards.total(xp.sum(xp.ones_like(x[:1, :, :1]), axis=1))
+        x = shards.total(xp.sum(x, axis=1)) / length
     return linear(x, params["decoder.weight"], params["decoder.bias"])
 
 
-def forward(config: Config, params, u, *, state=None, return_state=False):
-    """u (batch, L, d_input) or tokens (batch, L) -> y (module docstring) [, new state]."""
+def forward(config: Config, params, u, *, state=None, return_state=False, shards=None):
+    """u (batch, L, d_input) or tokens (batch, L) -> y (module docstring) [, new state].
+    shards (liquidssm.spec.parallel.Shards): u is this rank's slice of the sequence; every
+    layer runs sharded (the layer's forward refuses shards where it has no sharded form); a
+    sequence / lm head gives this slice's outputs, the pool head the mean over the whole
+    sequence (on every slice), a returned state the global one."""
     _check(config)
     check_bool("return_state", return_state)
+    check_shards(shards)
     if state is not None or return_state:
         _check_streams(config, "state" if state is not None else "return_state")
     if state is not None:
@@ -339,12 +349,12 @@ def forward(config: Config, params, u, *, state=None, return_state=False):
         prefix = f"layers.{i}."
         out = module.forward(lcfg, strip_prefix(params, prefix), x,
                              state=None if state is None else strip_prefix(state, prefix),
-                             return_state=return_state)
+                             return_state=return_state, shards=shards)
         if return_state:
             out, s = out
             new.update(with_prefix(s, prefix))
         x = out
-    y = _output(config, params, x, pool=config.head == "pool")
+    y = _output(config, params, x, pool=config.head == "pool", shards=shards)
     return (y, new) if return_state else y
 
 

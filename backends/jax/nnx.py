@@ -91,14 +91,21 @@ class SpecModule(nnx.Module):
                 return v.dtype
         raise ValueError(f"{type(self).__name__}: has no floating parameter")
 
-    def __call__(self, u, state=None, return_state=False, **extra):
-        """The spec's forward(config, params, u, state=, return_state=, **extra)."""
+    def __call__(self, u, state=None, return_state=False, axis_name=None, **extra):
+        """The spec's forward(config, params, u, state=, return_state=, **extra).
+        axis_name (inside jax.shard_map, u's sequence axis split over that mesh axis): u is
+        this shard's contiguous slice, the output its slice (liquidssm.jax.parallel.Shards;
+        docs/parallel.md)."""
+        if axis_name is not None:
+            from .parallel import Shards
+
+            extra["shards"] = Shards(axis_name)
         return self._fn.forward(self.config, self.spec_params(), u, state=state,
                                 return_state=return_state, **extra)
 
-    def forward(self, u, state=None, return_state=False, **extra):
+    def forward(self, u, state=None, return_state=False, axis_name=None, **extra):
         """The same as calling the module."""
-        return self(u, state=state, return_state=return_state, **extra)
+        return self(u, state=state, return_state=return_state, axis_name=axis_name, **extra)
 
     def step(self, u_t, state, **extra):
         """One position: the spec's step -> (y_t, new_state). Outside a trace, with jax arrays

@@ -18,8 +18,34 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 from liquidssm.spec import parallel as levels
 
-__all__ = ["entry_and_final", "sequence_parallel", "shard_sequence", "param_specs",
+__all__ = ["Shards", "entry_and_final", "sequence_parallel", "shard_sequence", "param_specs",
            "shard_params"]
+
+
+class Shards:
+    """liquidssm.spec.parallel.Shards over a mesh axis, inside jax.shard_map with the sequence
+    split over `axis_name` (shard lax.axis_index holds slice that of the sequence): the nnx
+    classes' `axis_name=`, or `shards=Shards(axis_name)` of the bound forwards.
+    previous_tail is one lax.ppermute of the (b, c, width) tails to the next shard; last an
+    all_gather; total a psum."""
+
+    def __init__(self, axis_name):
+        self.axis_name = axis_name
+        self.scan_options = {"axis_name": axis_name}
+
+    def previous_tail(self, x, width, first=None):
+        n = lax.psum(1, self.axis_name)  # the shard count (a Python int)
+        tail = lax.ppermute(x[..., x.shape[-1] - width:], self.axis_name,
+                            [(i, i + 1) for i in range(n - 1)])  # zeros on shard 0
+        if first is None:
+            return tail
+        return jnp.where(lax.axis_index(self.axis_name) == 0, first.astype(tail.dtype), tail)
+
+    def last(self, x):
+        return lax.all_gather(x, self.axis_name)[-1]
+
+    def total(self, x):
+        return lax.psum(x, self.axis_name)
 
 
 def entry_and_final(G, h, H0, axis_name, reverse=False):

@@ -48,9 +48,8 @@ _dispatch.register("torch", "selective_state_update", selective_state_update)
 for _name, _eager in (("diag_scan", _scans.diag_scan), ("liquid_scan", _scans.liquid_scan),
                       ("selective_scan", _selective.selective_scan),
                       ("liquid_selective_scan", _selective.liquid_selective_scan)):
-    _prim = primitive(_name, _eager)
-    _dispatch.register("torch", _name, _prim)  # what the variants call
-    globals()[_name] = _with_process_group(_prim)
+    globals()[_name] = _with_process_group(primitive(_name, _eager))
+    _dispatch.register("torch", _name, globals()[_name])  # what the variants call
 _dispatch.register("torch", "erf", torch.special.erf)
 # the same functions as spec.nn's (same definitions: softplus is x above its threshold), one
 # fused torch call each instead of several array ops (what the decode step mostly runs)

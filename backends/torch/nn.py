@@ -94,8 +94,15 @@ class SpecModule(nn.Module):
                 return t
         raise ValueError(f"{type(self).__name__}: has no floating parameter")
 
-    def forward(self, u, state=None, return_state=False, **extra):
-        """The spec's forward(config, params, u, state=, return_state=, **extra)."""
+    def forward(self, u, state=None, return_state=False, process_group=None, **extra):
+        """The spec's forward(config, params, u, state=, return_state=, **extra).
+        process_group (a torch.distributed group): u is this rank's contiguous slice of the
+        sequence (ranks in order), the output its slice (liquidssm.torch.parallel.Shards;
+        docs/parallel.md)."""
+        if process_group is not None:
+            from .parallel import Shards
+
+            extra["shards"] = Shards(process_group)
         return self._fn.forward(self.config, self.spec_params(), u, state=state,
                                 return_state=return_state, **extra)
 

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from liquidssm.spec import parallel as levels
 
-__all__ = ["sequence_parallel", "diag_scan", "liquid_scan", "selective_scan",
+__all__ = ["Shards", "sequence_parallel", "diag_scan", "liquid_scan", "selective_scan",
            "liquid_selective_scan"]
 
 
@@ -42,6 +42,47 @@ class _AllGather(torch.autograd.Function):
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, group=ctx.group)
         return grad[dist.get_rank(ctx.group)], None
+
+
+class _AllReduce(torch.autograd.Function):
+    """x -> the sum of x over the ranks; backward: the sum over ranks of the cotangents (every
+    rank's output depends on every rank's x)."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        x = x.contiguous().clone()
+        dist.all_reduce(x, group=group)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+class Shards:
+    """liquidssm.spec.parallel.Shards over a torch.distributed process group: the models'
+    `process_group=` (liquidssm.torch.nn), or `shards=Shards(group)` of the bound forwards. Rank
+    r of the group holds slice r of the sequence. previous_tail and last are one all_gather
+    (autograd-aware) of the (b, c, width) tails / of x; total an all_reduce."""
+
+    def __init__(self, group):
+        self.group = group
+        self.scan_options = {"process_group": group}
+
+    def previous_tail(self, x, width, first=None):
+        tails = _AllGather.apply(x[..., x.shape[-1] - width:], self.group)
+        first = torch.zeros_like(tails[0]) if first is None else first.to(tails.dtype)
+        # every rank's result depends on the gather (its backward is a collective)
+        return torch.cat([first[None], tails[:-1]])[dist.get_rank(self.group)]
+
+    def last(self, x):
+        return _AllGather.apply(x, self.group)[-1]
+
+    def total(self, x):
+        return _AllReduce.apply(x, self.group)
 
 
 def sequence_parallel(scan, G, H0, group, reverse=False):

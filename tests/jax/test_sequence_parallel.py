@@ -18,7 +18,7 @@ pytest.importorskip("jax")
 DEVICES = 4
 TOL = 1e-10
 CASES = ("diag_scan", "liquid_scan", "selective_scan", "liquid_selective_scan", "data_parallel",
-         "fsdp")
+         "fsdp", "models")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -291,6 +291,164 @@ def check_fsdp(mesh, rng):
         worst = max(worst, err)
     print(f"fsdp: {sharded_leaves} parameters sharded, max error {worst:.2e}")
     assert worst < TOL and sharded_leaves > len(CASES)
+
+
+def _model_cases(rng):
+    """name -> (nnx model (float64, parameters moved off their init), {input: (array, time axis
+    or None)}, forward keywords); Mamba-family slices of 5 (> d_conv - 1 = 3) and of exactly 3."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from liquidssm.jax import nnx as lnn
+
+    b, m, f64 = 2, 4, jnp.float64
+
+    def perturbed(model):
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        params = jax.tree.map(lambda p: p + 0.1 * rng.standard_normal(p.shape), params)
+        return nnx.merge(graphdef, params, rest)
+
+    def u(L, width=m):
+        return {"u": (_randn(rng, (b, L, width)), 1)}
+
+    def mamba_state(d, K, n, p=None):
+        ssm = (b, d, n) if p is None else (b, p, d, n)
+        return {"state": {"conv_state": (_randn(rng, (b, d, K)), None),
+                          "ssm_state": (_randn(rng, ssm), None)}}
+
+    L = 3 * DEVICES  # slices of exactly the halo (the cases with states: of 5)
+    out = {"Mamba L_slice=3": (perturbed(lnn.Mamba(d_model=m, d_state=3, dtype=f64)), u(L), {}),
+           "LiquidMamba gated p=2 untied L_slice=3": (
+               perturbed(lnn.LiquidMamba(d_model=m, d_state=3, liquid_degree=2, conv="gated",
+                                         tied=False, lcontract="tanh", dtype=f64)), u(L), {})}
+    L = 5 * DEVICES
+    out["Mamba state in and out"] = (
+        perturbed(lnn.Mamba(d_model=m, d_state=3, dtype=f64)),
+        {**u(L), **mamba_state(2 * m, 4, 3)}, {"return_state": True})
+    out["LiquidMamba state in and out"] = (
+        perturbed(lnn.LiquidMamba(d_model=m, d_state=3, d_conv=3, dtype=f64)),
+        {**u(L), **mamba_state(2 * m, 3, 3, 2)}, {"return_state": True})
+    s5 = dict(d_model=m, d_state=8, blocks=2, dtype=f64)
+    out["S5 state in and out, timesteps"] = (
+        perturbed(lnn.S5(**s5)),
+        {**u(L), "timesteps": (jnp.asarray(rng.uniform(0.5, 1.5, (b, L))), 1),
+         "state": {"x": (_randn(rng, (b, 4), True), None)}}, {"return_state": True})
+    out["S5 bidirectional"] = (perturbed(lnn.S5(**s5, bidirectional=True)), u(L), {})
+    out["LiquidS5 state in and out"] = (
+        perturbed(lnn.LiquidS5(**s5, lcontract="tanh")),
+        {**u(L), "state": {"x": (_randn(rng, (b, 2, 4), True), None)}}, {"return_state": True})
+    out["LiquidS5 bidirectional untied"] = (
+        perturbed(lnn.LiquidS5(**s5, tied=False, bidirectional=True)), u(L), {})
+    out["MambaLM 2 layers untied, state out"] = (
+        perturbed(lnn.MambaLM(d_model=m, n_layer=2, vocab_size=11, tie_embeddings=False,
+                              ssm_cfg={"d_state": 3}, dtype=f64)),
+        {"tokens": (jnp.asarray(rng.integers(0, 11, (b, L))), 1)}, {"return_state": True})
+    out["SequenceModel s5 layer_norm 2 layers pool"] = (
+        perturbed(lnn.SequenceModel(d_model=m, n_layers=2, layer="s5",
+                                    ssm={"d_state": 8, "blocks": 2}, block={"norm": "layer"},
+                                    d_input=3, d_output=2, head="pool", dtype=f64)),
+        u(L, 3), {})
+    return out
+
+
+def _check_model(mesh, rng, name, model, inputs, kw):
+    """One case of check_models: the max error of the sharded call's outputs and vjp."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from jax.sharding import PartitionSpec as P
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    arrays = jax.tree.map(lambda v: v[0], inputs, is_leaf=lambda v: isinstance(v, tuple))
+    specs = jax.tree.map(lambda v: P() if v[1] is None else _spec_at(v[0].ndim, v[1]),
+                         inputs, is_leaf=lambda v: isinstance(v, tuple))
+    floating = {k: v for k, v in arrays.items() if k != "tokens"}
+    ints = {k: v for k, v in arrays.items() if k == "tokens"}
+
+    def call(params, floating, ints, axis_name=None):
+        x = {**floating, **ints}
+        first = x.pop("u", None)
+        first = x.pop("tokens") if first is None else first
+        out = nnx.merge(graphdef, params, rest)(first, **x, **kw, axis_name=axis_name)
+        return tuple(jax.tree.leaves(out))
+
+    outs = jax.eval_shape(lambda p, f: call(p, f, ints), params, floating)
+    # y is split along time unless it is the pool head's (batch, d_output); states replicated
+    out_specs = tuple(_spec_at(o.ndim, 1) if i == 0 and o.ndim == 3 else P()
+                      for i, o in enumerate(outs))
+    pspecs = jax.tree.map(lambda _: P(), params)
+    sharded = jax.shard_map(
+        lambda p, f, i: call(p, f, i, "seq"), mesh=mesh,
+        in_specs=(pspecs, {k: specs[k] for k in floating}, {k: specs[k] for k in ints}),
+        out_specs=out_specs, check_vma=False)
+    cot = tuple(jnp.asarray(rng.standard_normal(o.shape) + (
+        1j * rng.standard_normal(o.shape) if jnp.iscomplexobj(o) else 0)).astype(o.dtype)
+        for o in outs)
+
+    def out_and_grads(f):
+        y, vjp = jax.vjp(lambda p, fl: f(p, fl, ints), params, floating)
+        return y, vjp(cot)
+
+    one, many = jax.jit(lambda: (out_and_grads(call), out_and_grads(sharded)))()
+    err = _err(many, one)
+    assert len(jax.tree.leaves(one[1][0])) > 1
+    print(f"models {name}: max error {err:.2e} (outputs, grads of the parameters and "
+          f"{sorted(floating)})")
+    assert err < TOL, name
+    return err
+
+
+def check_models(mesh, rng):
+    """Every nnx model of _model_cases, called with axis_name='seq' inside jax.shard_map (the
+    inputs' time axis sharded, parameters and states replicated): outputs (sliced y, global
+    states, the pool head's mean) and the vjp wrt every parameter and floating input of a fixed
+    random cotangent equal the one-device call's (gradients taken outside the shard_map: the
+    full ones); inside the body, the parameter gradients are per-shard partial sums whose psum
+    is the one-device gradient; a slice shorter than the conv halo is a ValueError naming u."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from jax.sharding import PartitionSpec as P
+
+    worst = 0.0
+    for name, (model, inputs, kw) in _model_cases(rng).items():
+        worst = max(worst, _check_model(mesh, rng, name, model, inputs, kw))
+
+    # partial sums inside the body: a Mamba's parameter gradients psum'd over the shards
+    model, inputs, _ = _model_cases(rng)["Mamba L_slice=3"]
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    u, w = inputs["u"][0], jnp.asarray(rng.standard_normal(inputs["u"][0].shape))
+
+    def loss(params, u, w, axis_name=None):
+        return jnp.sum(nnx.merge(graphdef, params, rest)(u, axis_name=axis_name) * w)
+
+    def body(params, u, w):
+        return jax.tree.map(lambda g: jax.lax.psum(g, "seq"),
+                            jax.grad(loss)(params, u, w, "seq"))
+
+    pspecs = jax.tree.map(lambda _: P(), params)
+    inside = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(pspecs, _spec_at(3, 1),
+                                                              _spec_at(3, 1)),
+                                   out_specs=pspecs, check_vma=False))(params, u, w)
+    err = _err(inside, jax.grad(loss)(params, u, w))
+    print(f"models Mamba grads inside shard_map, psum'd: max error {err:.2e}")
+    assert err < TOL
+
+    try:  # slices of 2 < d_conv - 1 = 3
+        jax.shard_map(lambda p, u: nnx.merge(graphdef, p, rest)(u, axis_name="seq"),
+                      mesh=mesh, in_specs=(pspecs, _spec_at(3, 1)), out_specs=_spec_at(3, 1),
+                      check_vma=False)(params, u[:, :2 * DEVICES])
+    except ValueError as e:
+        assert str(e).startswith("u: expected each slice") and "length >= 3" in str(e), e
+    else:
+        raise AssertionError("no ValueError for a slice shorter than the halo")
+    print(f"models: max error {worst:.2e}")
+
+
+def _spec_at(ndim, axis):
+    from liquidssm.jax.parallel import _spec
+
+    return _spec(ndim, axis, "seq")
 
 
 def main(case):
