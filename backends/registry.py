@@ -146,7 +146,7 @@ IMPLEMENTATIONS = (
     Implementation("torch", "numba", "numba CPU kernels (liquidssm.cpu)", ("#8c564b", "v"),
                    needs=("numba",), extra="cpu", bench=("cpu",), bench_cases="scan",
                    conformance="torch-numba", adapter="TorchNumbaAdapter",
-                   extras="test,torch,cpu", complex_a=False,
+                   extras="test,torch,cpu",
                    # its kernels, and the tests that run them on purpose (distributed, quiet)
                    tests=("tests/torch/test_numba.py", "tests/torch/test_data_parallel.py",
                           "tests/torch/test_sequence_parallel.py", "tests/torch/test_quiet.py"),
