@@ -300,18 +300,29 @@ def sum_blocks(P, per, out):
                 out[bi, gi, j] += P[bi, gi * per + i, j]
 
 
-#: state elements per thread of the level scans (contiguous along the flattened state)
-LEVEL_BLOCK = 32
+#: the most state elements per thread of the level scans (contiguous along the flattened state)
+LEVEL_BLOCK = 128
+
+
+def level_width(batch, M, threads=None):
+    """State elements per thread, W: the widest of 128, 64, 32 that still gives every one of
+    numba's threads two work items (batch x ceil(M / W)), else 32. Wider rows make each time
+    step's loads and stores longer contiguous runs (fewer pages and prefetch streams touched per
+    step); the results do not depend on W (each element is its own sequential loop)."""
+    threads = nb.get_num_threads() if threads is None else threads
+    for w in (LEVEL_BLOCK, 64):
+        if batch * (-(-M // w)) >= 2 * threads:
+            return w
+    return 32
 
 
 @nb.njit(inline="always", **_OPTS)
-def _level_job(job, nblk, M, batch_a, batch_c):
-    """A thread's work item: (batch entry, first state element, width, the batch entries of a
-    and c read: 0 for a broadcast one)."""
+def _level_job(job, nblk, M, W, batch_a, batch_c):
+    """A thread's work item: (batch entry, first state element, width (<= W), the batch
+    entries of a and c read: 0 for a broadcast one)."""
     bi = job // nblk
-    m0 = (job % nblk) * LEVEL_BLOCK
-    return bi, m0, min(M, m0 + LEVEL_BLOCK) - m0, bi if batch_a > 1 else 0, \
-        bi if batch_c > 1 else 0
+    m0 = (job % nblk) * W
+    return bi, m0, min(M, m0 + W) - m0, bi if batch_a > 1 else 0, bi if batch_c > 1 else 0
 
 
 @nb.njit(inline="always", **_OPTS)
@@ -326,16 +337,17 @@ def _level_step(at, bt, ct, H, p, w):
 
 
 @nb.njit(parallel=True, **_OPTS)
-def level_fwd(a, b, c, h0, p, rev, T, save, y, last, ck):
+def level_fwd(a, b, c, h0, p, rev, T, W, save, y, last, ck):
     """The liquid scan (p levels; p = 1 with c unused: the diag scan) over flattened states.
 
-    a, c (1 or B, L, M); b, y (B, L, M); h0, last (B, p, M); ck (B, nchunk, p, M): the levels
-    before each chunk of T steps in scan order (s = t, or L - 1 - t if rev), filled if save.
+    a, c (1 or B, L, M) (p = 1: c a (1, 1, M) placeholder); b, y (B, L, M); h0, last (B, p, M);
+    ck (B, nchunk, p, M): the levels before each chunk of T steps in scan order (s = t, or
+    L - 1 - t if rev), filled if save. A thread runs W (<= LEVEL_BLOCK) state elements.
     h0_t = a_t h0_{t-1} + b_t, hm_t = a_t hm_{t-1} + c_t h(m-1)_{t-1}, y_t = sum_m hm_t."""
     B, L, M = b.shape
-    nblk = (M + LEVEL_BLOCK - 1) // LEVEL_BLOCK
+    nblk = (M + W - 1) // W
     for job in nb.prange(B * nblk):
-        bi, m0, w, ai, ci = _level_job(job, nblk, M, a.shape[0], c.shape[0])
+        bi, m0, w, ai, ci = _level_job(job, nblk, M, W, a.shape[0], c.shape[0])
         H = np.empty((p, LEVEL_BLOCK), dtype=y.dtype)
         for k in range(p):
             for j in range(w):
@@ -346,7 +358,8 @@ def level_fwd(a, b, c, h0, p, rev, T, save, y, last, ck):
                 for k in range(p):
                     for j in range(w):
                         ck[bi, s // T, k, m0 + j] = H[k, j]
-            _level_step(a[ai, t, m0:m0 + w], b[bi, t, m0:m0 + w], c[ci, t, m0:m0 + w], H, p, w)
+            tc = t if p > 1 else 0
+            _level_step(a[ai, t, m0:m0 + w], b[bi, t, m0:m0 + w], c[ci, tc, m0:m0 + w], H, p, w)
             yt = y[bi, t, m0:m0 + w]
             for j in range(w):
                 yt[j] = H[0, j]
@@ -359,7 +372,7 @@ def level_fwd(a, b, c, h0, p, rev, T, save, y, last, ck):
 
 
 @nb.njit(parallel=True, **_OPTS)
-def level_bwd(a, b, c, ck, gy, glast, p, rev, T, da, db, dc, dh0):
+def level_bwd(a, b, c, ck, gy, glast, p, rev, T, W, da, db, dc, dh0):
     """The adjoint of level_fwd, chunk by chunk in reverse scan order, each chunk's levels
     recomputed from its checkpoint ck (memory O(T p) per state element of a thread).
 
@@ -368,12 +381,13 @@ def level_bwd(a, b, c, ck, gy, glast, p, rev, T, da, db, dc, dh0):
         lam_k = gy_t + K_k,   then   K_k <- conj(a_t) lam_k + conj(c_t) lam_{k+1};
     db_t = lam_0, da_t = sum_k lam_k conj(h_k(t-1)), dc_t = sum_{k>=1} lam_k conj(h_{k-1}(t-1))
     (torch's convention for complex gradients), dh0 = K after the first step. da, dc (B, L, M)
-    per batch entry (the caller sums a broadcast a or c over the batch, in order)."""
+    per batch entry (the caller sums a broadcast a or c over the batch, in order); p = 1: c and
+    dc (1, 1, M) placeholders, neither read nor written."""
     B, L, M = b.shape
-    nblk = (M + LEVEL_BLOCK - 1) // LEVEL_BLOCK
+    nblk = (M + W - 1) // W
     nchunk = ck.shape[1]
     for job in nb.prange(B * nblk):
-        bi, m0, w, ai, ci = _level_job(job, nblk, M, a.shape[0], c.shape[0])
+        bi, m0, w, ai, ci = _level_job(job, nblk, M, W, a.shape[0], c.shape[0])
         K = np.empty((p, LEVEL_BLOCK), dtype=db.dtype)
         lam = np.empty((p + 1, LEVEL_BLOCK), dtype=db.dtype)
         prev = np.empty((T, p, LEVEL_BLOCK), dtype=db.dtype)  # levels before each step
@@ -394,13 +408,15 @@ def level_bwd(a, b, c, ck, gy, glast, p, rev, T, da, db, dc, dh0):
                 for k in range(p):
                     for j in range(w):
                         prev[s - s0, k, j] = H[k, j]
-                _level_step(a[ai, t, m0:m0 + w], b[bi, t, m0:m0 + w], c[ci, t, m0:m0 + w], H,
+                tc = t if p > 1 else 0
+                _level_step(a[ai, t, m0:m0 + w], b[bi, t, m0:m0 + w], c[ci, tc, m0:m0 + w], H,
                             p, w)
             for s in range(s1 - 1, s0 - 1, -1):  # the adjoint, backwards
                 t = L - 1 - s if rev else s
-                at, ct = a[ai, t, m0:m0 + w], c[ci, t, m0:m0 + w]
+                tc, bc = (t, bi) if p > 1 else (0, 0)
+                at, ct = a[ai, t, m0:m0 + w], c[ci, tc, m0:m0 + w]
                 gt, pv = gy[bi, t, m0:m0 + w], prev[s - s0]
-                dat, dbt, dct = da[bi, t, m0:m0 + w], db[bi, t, m0:m0 + w], dc[bi, t, m0:m0 + w]
+                dat, dbt, dct = da[bi, t, m0:m0 + w], db[bi, t, m0:m0 + w], dc[bc, tc, m0:m0 + w]
                 for k in range(p):
                     for j in range(w):
                         lam[k, j] = gt[j] + K[k, j]

@@ -112,11 +112,12 @@ def _levels(a, b, c, h0, p, reverse):
     wdt = np.promote_types(dtype, np.float32)
     flat = lambda x: _c(x, wdt).reshape(x.shape[0], L, -1)  # noqa: E731
     aw, bw = flat(a), flat(b)
-    cw = aw if c is None else flat(c)  # p = 1: a placeholder, not read
     M = bw.shape[2]
+    cw = np.zeros((1, 1, M), wdt) if c is None else flat(c)  # p = 1: a placeholder, not read
     h = np.zeros((B, p, M), wdt) if h0 is None else _c(h0, wdt).reshape(B, p, M)
     y, last = np.empty_like(bw), np.empty((B, p, M), wdt)
-    K.level_fwd(aw, bw, cw, h, p, reverse, 1, False, y, last, np.empty((1,) * 4, wdt))
+    K.level_fwd(aw, bw, cw, h, p, reverse, 1, K.level_width(B, M), False, y, last,
+                np.empty((1,) * 4, wdt))
     return (y.reshape(B, L, *S).astype(dtype, copy=False),
             last.reshape(B, p, *S).astype(dtype, copy=False))
 

@@ -320,19 +320,19 @@ def _level_fwd_kernel(a, b, c, h0, p, rev, save):
     B, L, M = b.shape
     y, last = torch.empty_like(b), torch.empty((B, p, M), dtype=b.dtype)
     ck = torch.empty((B, -(-L // CHUNK), p, M) if save else (1, 1, 1, 1), dtype=b.dtype)
-    K.level_fwd(_a(a), _a(b), _a(c), _a(h0), p, rev, CHUNK, save, _out(y), _out(last),
-                _out(ck))
+    K.level_fwd(_a(a), _a(b), _a(c), _a(h0), p, rev, CHUNK, K.level_width(B, M), save, _out(y),
+                _out(last), _out(ck))
     return y, last, ck
 
 
 def _level_bwd_kernel(a, b, c, ck, gy, glast, p, rev):
     """[da, db, dc, dh0]: _kernels.level_bwd, a broadcast a / c summed over the batch."""
-    B = b.shape[0]
+    B, M = b.shape[0], b.shape[2]
     da, db = torch.empty_like(b), torch.empty_like(b)
-    dc = torch.empty_like(b) if p > 1 else torch.zeros_like(b)  # p = 1: c is not read
-    dh0 = torch.empty((B, p, b.shape[2]), dtype=b.dtype)
-    K.level_bwd(_a(a), _a(b), _a(c), _a(ck), _a(gy), _a(glast), p, rev, CHUNK, _out(da),
-                _out(db), _out(dc), _out(dh0))
+    dc = torch.empty_like(b) if p > 1 else torch.zeros_like(c)  # p = 1: c a placeholder
+    dh0 = torch.empty((B, p, M), dtype=b.dtype)
+    K.level_bwd(_a(a), _a(b), _a(c), _a(ck), _a(gy), _a(glast), p, rev, CHUNK,
+                K.level_width(B, M), _out(da), _out(db), _out(dc), _out(dh0))
     fold = lambda g, ref: g if ref.shape[0] == B else g.sum(0, keepdim=True)  # noqa: E731
     return [fold(da, a), db, fold(dc, c), dh0]
 
@@ -401,7 +401,8 @@ def _levels(a, b, c, h0, p, reverse):
     wdt = torch.float32 if wdt in (torch.bfloat16, torch.float16) else wdt
     flat = lambda x, lead: x.to(wdt).reshape(lead, L, -1).contiguous()  # noqa: E731
     aw, bw = flat(a, a.shape[0]), flat(b, B)
-    cw = aw.detach() if c is None else flat(c, c.shape[0])  # p = 1: a placeholder, not read
+    # p = 1: c a (1, 1, M) placeholder, not read (its gradient a (1, 1, M) zero)
+    cw = torch.zeros((1, 1, aw.shape[2]), dtype=wdt) if c is None else flat(c, c.shape[0])
     h = (torch.zeros((B, p, bw.shape[2]), dtype=wdt) if h0 is None
          else h0.to(wdt).reshape(B, p, -1).contiguous())
     save = torch.is_grad_enabled() and any(

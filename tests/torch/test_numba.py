@@ -413,3 +413,22 @@ def test_level_scan_under_torch_compile_keeps_the_custom_op():
     N.liquid_scan(*ref, degree=2)[0].sum().backward()
     for a, b in zip(leaves, ref):
         assert torch.equal(a.grad, b.grad)
+
+
+def test_level_width_changes_no_result():
+    from liquidssm.cpu import _kernels as K
+
+    assert K.level_width(2, 512, threads=2) == 128 and K.level_width(2, 512, threads=8) == 64
+    assert K.level_width(1, 40, threads=2) == 32
+    x = {k: v.numpy() for k, v in _level_inputs(3, True, True, (150,), b=2).items()}
+    B, L, M = x["b"].shape
+    outs = []
+    for w in (32, 64, 128):
+        y, last, ck = (np.empty_like(x["b"]), np.empty((B, 3, M), x["b"].dtype),
+                       np.empty((B, -(-L // 8), 3, M), x["b"].dtype))
+        K.level_fwd(x["a"], x["b"], x["c"], x["h0"], 3, False, 8, w, True, y, last, ck)
+        grads = [np.empty_like(x["b"]) for _ in range(3)] + [np.empty_like(last)]
+        K.level_bwd(x["a"], x["b"], x["c"], ck, x["b"], last, 3, False, 8, w, *grads)
+        outs.append([y, last, *grads])
+    for other in outs[1:]:
+        assert all(np.array_equal(p, q) for p, q in zip(outs[0], other))
