@@ -16,7 +16,9 @@ diag_scan and liquid_scan at every degree, real and complex, forward and reverse
 per batch entry or broadcast, by a second pair (level_fwd / level_bwd; p = 1 is the diag scan).
 Not implemented here, run by the eager implementation (same results, eager speed):
 selective_state_update.
-The NumPy backend keeps the spec's loops: they are the reference the kernels are checked against.
+The NumPy backend keeps the spec's loops by default (the reference the kernels are checked
+against); LIQUIDSSM_NUMPY_IMPL=numba runs its scan primitives on the forward kernels
+(liquidssm.cpu._numpy, NumPy arrays in directly).
 """
 
 from __future__ import annotations
