@@ -115,7 +115,8 @@ class Peer:
 
 
 BACKENDS = {b.name: b for b in (
-    Backend("numpy", "liquidssm.numpy", "numpy", None, None),
+    Backend("numpy", "liquidssm.numpy", "numpy", None, "LIQUIDSSM_NUMPY_IMPL",
+            "spec (the reference); numba only when chosen"),
     Backend("torch", "liquidssm.torch", "torch", "torch", "LIQUIDSSM_TORCH_IMPL",
             "triton for CUDA tensors, numba for CPU tensors, where installed and they have the "
             "primitive's kernel; else eager"),
@@ -133,6 +134,12 @@ IMPLEMENTATIONS = (
     Implementation("numpy", "array_api_strict", "the spec on array_api_strict arrays",
                    ("#c49c94", "s"), needs=("array_api_strict",), extra="test",
                    conformance="array_api_strict", adapter="ArrayApiStrictAdapter"),
+    Implementation("numpy", "numba", "numba CPU forward kernels (liquidssm.cpu) on NumPy arrays",
+                   ("#c7a59f", "v"), needs=("numba",), extra="cpu",
+                   conformance="numpy-numba", adapter="NumpyNumbaAdapter", extras="test,cpu",
+                   tests=("tests/test_numpy_numba.py",),
+                   kernels=("selective_scan", "liquid_selective_scan", "diag_scan", "liquid_scan"),
+                   module="liquidssm.cpu._numpy"),
     Implementation("torch", "eager", "PyTorch operations", ("#d62728", "o"),
                    devices=("cpu", "cuda"), bench=("cpu", "cuda"), conformance="torch",
                    adapter="TorchAdapter", extras="test,torch,hf,train", tests=("tests/torch",),
@@ -147,7 +154,7 @@ IMPLEMENTATIONS = (
     Implementation("torch", "numba", "numba CPU kernels (liquidssm.cpu)", ("#8c564b", "v"),
                    needs=("numba",), extra="cpu", bench=("cpu",), bench_cases="scan",
                    conformance="torch-numba", adapter="TorchNumbaAdapter",
-                   extras="test,torch,cpu", complex_a=False,
+                   extras="test,torch,cpu",
                    # its kernels, and the tests that run them on purpose (distributed, quiet)
                    tests=("tests/torch/test_numba.py", "tests/torch/test_data_parallel.py",
                           "tests/torch/test_sequence_parallel.py", "tests/torch/test_quiet.py"),

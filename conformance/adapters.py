@@ -5,10 +5,11 @@ and model modules and primitives, and (where the backend has autodiff) computes 
 (CuPy, MLX, a custom kernel) runs the suite by writing one adapter class and passing
 `--backend package.module:ClassName`.
 
-Built in: one per conformance session of liquidssm.registry (numpy, array_api_strict, torch,
-torch-triton, torch-numba, jax, jax-pallas): each adapter sets its implementation's selecting
-environment (LIQUIDSSM_TORCH_IMPL / LIQUIDSSM_JAX_SCAN) and, on a CPU, its interpreter (Triton's,
-Pallas's: float32 / small cases only).
+Built in: one per conformance session of liquidssm.registry (numpy, array_api_strict,
+numpy-numba, torch, torch-triton, torch-numba, jax, jax-pallas): each adapter sets its
+implementation's selecting environment (LIQUIDSSM_NUMPY_IMPL / LIQUIDSSM_TORCH_IMPL /
+LIQUIDSSM_JAX_SCAN) and, on a CPU, its interpreter (Triton's, Pallas's: float32 / small cases
+only).
 
 Gradient convention (all adapters): for a real loss L, the gradient of a complex x = p + i q is
 dL/dp + i dL/dq (torch's convention; jax's is its conjugate and the jax adapter conjugates).
@@ -178,6 +179,30 @@ class ArrayApiStrictAdapter(NumpyAdapter):
         raise Unsupported(
             "array_api_strict has no autodiff (the spec's vjp is checked by the numpy session)"
         )
+
+
+class NumpyNumbaAdapter(NumpyAdapter):
+    """liquidssm.numpy with LIQUIDSSM_NUMPY_IMPL=numba: liquidssm.cpu's forward kernels run the
+    scan primitives on NumPy arrays. Only the primitives with a kernel run here: the variants,
+    blocks and models call the spec's primitives, and the gradients are the spec's vjp, so the
+    numpy session checks those."""
+
+    name = "numpy-numba"
+
+    def __init__(self, device="cpu"):
+        self.record = registry.get("numpy:numba")
+        os.environ.update(self.record.select)
+        super().__init__(device)
+
+    def skip_reason(self, case, dtype):
+        if case.target not in self.record.kernels:
+            return (f"{self.name}: {case.target} runs the spec here (the numpy session checks "
+                    "it)")
+        return super().skip_reason(case, dtype)
+
+    def vjp(self, fn, arrays, cotangents, *, case):
+        raise Unsupported(f"{self.name}: forward kernels only (the gradients are the spec's vjp, "
+                          "checked by the numpy session)")
 
 
 class TorchAdapter(Adapter):

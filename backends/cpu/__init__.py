@@ -7,15 +7,18 @@ Each kernel is compiled on first use (reported apart by benchmarks/cpu_selective
 cached on disk (numba cache=True), so later processes load it.
 
 Implemented, forward and backward (deterministic: per-thread partial sums reduced in a fixed
-order): selective_scan with real A (B / C constant, input-dependent or grouped; D, z,
-delta_bias, softplus, initial_state, return_last_state), float32 and float64 (bfloat16 / float16
-inputs are computed in float32), and liquid_selective_scan at every liquid_degree p (p levels,
-BL tied or its own, every lcontract), by one kernel pair (p = 1 is the selective scan);
+order): selective_scan with real or complex A (B / C constant, input-dependent or grouped; D,
+z, delta_bias, softplus, initial_state, return_last_state), float32 and float64 (bfloat16 /
+float16 inputs are computed in float32; complex A in complex64 / complex128), and
+liquid_selective_scan at every liquid_degree p (p levels, BL tied or its own, every lcontract),
+by one kernel pair (p = 1 is the selective scan);
 diag_scan and liquid_scan at every degree, real and complex, forward and reverse, a / c given
 per batch entry or broadcast, by a second pair (level_fwd / level_bwd; p = 1 is the diag scan).
-Not implemented here, run by the eager implementation (same results, eager speed): complex A in
-the selective scans, selective_state_update.
-The NumPy backend keeps the spec's loops: they are the reference the kernels are checked against.
+Not implemented here, run by the eager implementation (same results, eager speed):
+selective_state_update.
+The NumPy backend keeps the spec's loops by default (the reference the kernels are checked
+against); LIQUIDSSM_NUMPY_IMPL=numba runs its scan primitives on the forward kernels
+(liquidssm.cpu._numpy, NumPy arrays in directly).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""numba kernels of the (liquid) selective scan (real A) and of the level (diag / liquid) scans,
-with their adjoints, on NumPy arrays (the level scans: level_fwd / level_bwd at the end).
+"""numba kernels of the (liquid) selective scan and of the level (diag / liquid) scans, with
+their adjoints, on NumPy arrays (the level scans: level_fwd / level_bwd at the end).
 
-Layouts (all C-contiguous, in the compute dtype: float32, or float64 for float64 inputs):
+Layouts (all C-contiguous, in the compute dtype: float32, or float64 for float64 inputs; with
+complex A (the selective scan, p = 1) A, B / C, h0 and the states in complex64 / complex128):
 u, delta, z, out (b, d, l); A (d, n); D, bias (d,); h0, last (b, p, d, n) (p liquid levels);
 B / C / BL as X4 (bX, G, LX, n) with a flag vb / vc (input-dependent): bX = 1 and LX = 1 for a
 constant (d, n) (then G = d, one "group" per channel), bX = b and LX = l for input-dependent
@@ -13,7 +14,8 @@ Forward, per (batch, channel), t = 0..l-1 (the spec's recurrence, spec/selective
     Delta = softplus(delta + bias) (threshold 20) or delta + bias
     h_t = exp(Delta A) h_{t-1} + Delta u_t B_t;  y_t = C_t . h_t;  out = (y + D u) silu(z)
 and with p liquid levels (spec.selective.liquid_selective_scan) hm_t = exp(Delta A) hm_{t-1}
-+ Delta phi(BL_t u_t) h(m-1)_{t-1}, y_t = C_t . sum_m hm_t (p = 1: the selective scan).
++ Delta phi(BL_t u_t) h(m-1)_{t-1}, y_t = C_t . sum_m hm_t (p = 1: the selective scan);
+complex A: y_t = 2 Re(C_t . h_t), one code path (conj and Re are the identity on reals).
 Backward: the adjoint of spec.selective.liquid_selective_scan_vjp, chunk by chunk in reverse, each
 chunk's states recomputed from its checkpoint (memory O(T n) per thread). Deterministic: a
 thread owns one (batch, block of channels); gradients shared across threads (A, D, bias and
@@ -73,10 +75,11 @@ def _dphi(x, kind):
 
 @nb.njit(parallel=True, **_OPTS)
 def selective_fwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, h0, has_d, has_z, has_bias,
-                  has_h0, softplus, phi, p, T, save, out, last, ck):
+                  has_h0, softplus, phi, p, cplx, T, save, out, last, ck):
     """Fills out (b, d, l), last (b, p, d, n) and, if save, ck (b, d, nchunk, p, n).
     p levels: h0_t = Abar h0 + Delta u B; hm_t = Abar hm + c_t h(m-1)_{t-1} with
-    c_t = Delta phi(BL_t u_t) (BL as L4); y = C . sum_m hm (p = 1: the selective scan)."""
+    c_t = Delta phi(BL_t u_t) (BL as L4); y = C . sum_m hm (p = 1: the selective scan).
+    cplx (complex A, B4, C4, h0 and states; p = 1): y = 2 Re(C . h)."""
     b, d, l = u.shape
     n = A.shape[1]
     gsb = d // B4.shape[1]
@@ -85,8 +88,8 @@ def selective_fwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, h0, has_d, ha
     for job in nb.prange(b * d):
         bi = job // d
         c = job % d
-        h = np.empty((p, n), dtype=u.dtype)
-        a = np.empty(n, dtype=u.dtype)
+        h = np.empty((p, n), dtype=A.dtype)
+        a = np.empty(n, dtype=A.dtype)
         cc = np.empty(n, dtype=u.dtype)
         for m in range(p):
             for k in range(n):
@@ -109,19 +112,20 @@ def selective_fwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, h0, has_d, ha
             Bt = Bv[t if vb else 0]
             Ct = Cv[t if vc else 0]
             for k in range(n):
-                a[k] = math.exp(dt * Ac[k])
+                a[k] = np.exp(dt * Ac[k])
             if p > 1:
                 Lt = Lv[t if vl else 0]
                 for k in range(n):
                     cc[k] = dt * _phi(Lt[k] * ut, phi)
-            y = 0.0
+            yc = 0.0
             for k in range(n):
                 total = 0.0
                 for m in range(p - 1, 0, -1):  # top down: level m reads the old level m - 1
                     h[m, k] = a[k] * h[m, k] + cc[k] * h[m - 1, k]
                     total += h[m, k]
                 h[0, k] = a[k] * h[0, k] + x * Bt[k]
-                y += Ct[k] * (total + h[0, k])
+                yc += Ct[k] * (total + h[0, k])
+            y = 2.0 * yc.real if cplx else yc.real
             if has_d:
                 y += D[c] * ut
             if has_z:
@@ -135,15 +139,20 @@ def selective_fwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, h0, has_d, ha
 
 @nb.njit(parallel=True, **_OPTS)
 def selective_bwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, ck, dout, dlast, has_d,
-                  has_z, has_bias, has_dlast, softplus, phi, p, T, BD, du, ddelta, dz, dA_p,
-                  dB_p, dC_p, dL_p, dD_p, dbias_p, dh0):
+                  has_z, has_bias, has_dlast, softplus, phi, p, cplx, T, BD, du, ddelta, dz,
+                  dA_p, dB_p, dC_p, dL_p, dD_p, dbias_p, dh0):
     """The adjoint (spec.selective.liquid_selective_scan_vjp). Per (batch, channel) outputs:
     du, ddelta, dz (b, d, l), dh0 (b, p, d, n). Partial sums (zeroed by the caller), reduced
     afterwards over the leading axes: dA_p (b, d, n), dD_p, dbias_p (b, d); dB_p / dC_p / dL_p
     (b, S, LX, n) with S = d slots for a constant B / C / BL (summed over b afterwards) or
     S = d / BD blocks of BD channels (each block lies in one group; summed over the blocks of a
     group afterwards). lambda^m_t = C_t g_t + Abar_{t+1} lambda^m_{t+1} + c_{t+1}
-    lambda^(m+1)_{t+1} (lambda^p = 0), carried in lam."""
+    lambda^(m+1)_{t+1} (lambda^p = 0), carried in lam.
+    cplx (p = 1; spec.selective.selective_scan_vjp's convention, torch's): g -> 2 g and each
+    complex coefficient conjugated, lambda_t = 2 conj(C_t) g_t + conj(Abar_{t+1}) lambda_{t+1},
+    dA += lambda Delta conj(Abar h_{t-1}), dC += 2 g conj(h), dB += lambda Delta u,
+    dDelta += Re(lambda conj(A Abar h_{t-1} + B u)), du += Re(lambda Delta conj(B)); the
+    conjugates are the identity for real A."""
     b, d, l = u.shape
     n = A.shape[1]
     nchunk = ck.shape[2]
@@ -154,13 +163,13 @@ def selective_bwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, ck, dout, dla
     for job in nb.prange(b * nblk):
         bi = job // nblk
         blk = job % nblk
-        H = np.empty((T + 1, p, n), dtype=u.dtype)
-        Ab = np.empty((T, n), dtype=u.dtype)
+        H = np.empty((T + 1, p, n), dtype=A.dtype)
+        Ab = np.empty((T, n), dtype=A.dtype)
         CC = np.empty((T, n), dtype=u.dtype)
         dts = np.empty(T, dtype=u.dtype)
         raws = np.empty(T, dtype=u.dtype)
-        lam = np.empty((p, n), dtype=u.dtype)
-        lk = np.empty(p + 1, dtype=u.dtype)
+        lam = np.empty((p, n), dtype=A.dtype)
+        lk = np.empty(p + 1, dtype=A.dtype)
         for c in range(blk * BD, (blk + 1) * BD):
             Bv = B4[bi if vb else 0, c // gsb]
             Cv = C4[bi if vc else 0, c // gsc]
@@ -193,7 +202,7 @@ def selective_bwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, ck, dout, dla
                     Bt = Bv[t if vb else 0]
                     Lt = Lv[t if vl else 0]
                     for k in range(n):
-                        Ab[j, k] = math.exp(dt * Ac[k])
+                        Ab[j, k] = np.exp(dt * Ac[k])
                         CC[j, k] = dt * _phi(Lt[k] * ut, phi) if p > 1 else 0.0
                         H[j + 1, 0, k] = Ab[j, k] * H[j, 0, k] + x * Bt[k]
                         for m in range(1, p):
@@ -207,10 +216,11 @@ def selective_bwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, ck, dout, dla
                     Ct = Cv[t if vc else 0]
                     Lt = Lv[t if vl else 0]
                     if has_z:
-                        y = 0.0
+                        yc = 0.0
                         for k in range(n):
                             for m in range(p):
-                                y += Ct[k] * H[j + 1, m, k]
+                                yc += Ct[k] * H[j + 1, m, k]
+                        y = 2.0 * yc.real if cplx else yc.real
                         if has_d:
                             y += D[c] * ut
                         zt = z[bi, c, t]
@@ -221,6 +231,7 @@ def selective_bwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, ck, dout, dla
                     if has_d:
                         gD += g * ut
                         gu = D[c] * g
+                    gy = 2.0 * g if cplx else g  # y = 2 Re(C . h) for complex A
                     gdt = 0.0
                     x = dt * ut
                     tb = t if vb else 0
@@ -233,25 +244,25 @@ def selective_bwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, ck, dout, dla
                         hsum = 0.0
                         lk[p] = 0.0
                         for m in range(p):
-                            lk[m] = Ct[k] * g + lam[m, k]
-                            dAbar += lk[m] * H[j, m, k]
+                            lk[m] = np.conj(Ct[k]) * gy + lam[m, k]
+                            dAbar += lk[m] * np.conj(H[j, m, k])
                             if m >= 1:
                                 dc += lk[m] * H[j, m - 1, k]
                             hsum += H[j + 1, m, k]
-                        w = dAbar * ak
+                        w = dAbar * np.conj(ak)
                         dA_p[bi, c, k] += w * dt
-                        gdt += w * Ac[k] + lk[0] * Bt[k] * ut
-                        gu += lk[0] * dt * Bt[k]
+                        gdt += (w * np.conj(Ac[k])).real + (lk[0] * np.conj(Bt[k])).real * ut
+                        gu += (lk[0] * dt * np.conj(Bt[k])).real
                         dB_p[bi, sb, tb, k] += lk[0] * x
-                        dC_p[bi, sc, tc, k] += g * hsum
-                        if p > 1:
+                        dC_p[bi, sc, tc, k] += gy * np.conj(hsum)
+                        if p > 1:  # real A
                             v = Lt[k] * ut
-                            gdt += dc * _phi(v, phi)
-                            q = dc * dt * _dphi(v, phi)
+                            gdt += dc.real * _phi(v, phi)
+                            q = dc.real * dt * _dphi(v, phi)
                             gu += q * Lt[k]
                             dL_p[bi, sl, tl, k] += q * ut
                         for m in range(p):
-                            lam[m, k] = ak * lk[m] + CC[j, k] * lk[m + 1]
+                            lam[m, k] = np.conj(ak) * lk[m] + CC[j, k] * lk[m + 1]
                     if softplus and raws[j] <= 20.0:
                         gdt *= _sigmoid(raws[j])
                     gbias += gdt
@@ -289,18 +300,29 @@ def sum_blocks(P, per, out):
                 out[bi, gi, j] += P[bi, gi * per + i, j]
 
 
-#: state elements per thread of the level scans (contiguous along the flattened state)
-LEVEL_BLOCK = 32
+#: the most state elements per thread of the level scans (contiguous along the flattened state)
+LEVEL_BLOCK = 128
+
+
+def level_width(batch, M, threads=None):
+    """State elements per thread, W: the widest of 128, 64, 32 that still gives every one of
+    numba's threads two work items (batch x ceil(M / W)), else 32. Wider rows make each time
+    step's loads and stores longer contiguous runs (fewer pages and prefetch streams touched per
+    step); the results do not depend on W (each element is its own sequential loop)."""
+    threads = nb.get_num_threads() if threads is None else threads
+    for w in (LEVEL_BLOCK, 64):
+        if batch * (-(-M // w)) >= 2 * threads:
+            return w
+    return 32
 
 
 @nb.njit(inline="always", **_OPTS)
-def _level_job(job, nblk, M, batch_a, batch_c):
-    """A thread's work item: (batch entry, first state element, width, the batch entries of a
-    and c read: 0 for a broadcast one)."""
+def _level_job(job, nblk, M, W, batch_a, batch_c):
+    """A thread's work item: (batch entry, first state element, width (<= W), the batch
+    entries of a and c read: 0 for a broadcast one)."""
     bi = job // nblk
-    m0 = (job % nblk) * LEVEL_BLOCK
-    return bi, m0, min(M, m0 + LEVEL_BLOCK) - m0, bi if batch_a > 1 else 0, \
-        bi if batch_c > 1 else 0
+    m0 = (job % nblk) * W
+    return bi, m0, min(M, m0 + W) - m0, bi if batch_a > 1 else 0, bi if batch_c > 1 else 0
 
 
 @nb.njit(inline="always", **_OPTS)
@@ -315,16 +337,17 @@ def _level_step(at, bt, ct, H, p, w):
 
 
 @nb.njit(parallel=True, **_OPTS)
-def level_fwd(a, b, c, h0, p, rev, T, save, y, last, ck):
+def level_fwd(a, b, c, h0, p, rev, T, W, save, y, last, ck):
     """The liquid scan (p levels; p = 1 with c unused: the diag scan) over flattened states.
 
-    a, c (1 or B, L, M); b, y (B, L, M); h0, last (B, p, M); ck (B, nchunk, p, M): the levels
-    before each chunk of T steps in scan order (s = t, or L - 1 - t if rev), filled if save.
+    a, c (1 or B, L, M) (p = 1: c a (1, 1, M) placeholder); b, y (B, L, M); h0, last (B, p, M);
+    ck (B, nchunk, p, M): the levels before each chunk of T steps in scan order (s = t, or
+    L - 1 - t if rev), filled if save. A thread runs W (<= LEVEL_BLOCK) state elements.
     h0_t = a_t h0_{t-1} + b_t, hm_t = a_t hm_{t-1} + c_t h(m-1)_{t-1}, y_t = sum_m hm_t."""
     B, L, M = b.shape
-    nblk = (M + LEVEL_BLOCK - 1) // LEVEL_BLOCK
+    nblk = (M + W - 1) // W
     for job in nb.prange(B * nblk):
-        bi, m0, w, ai, ci = _level_job(job, nblk, M, a.shape[0], c.shape[0])
+        bi, m0, w, ai, ci = _level_job(job, nblk, M, W, a.shape[0], c.shape[0])
         H = np.empty((p, LEVEL_BLOCK), dtype=y.dtype)
         for k in range(p):
             for j in range(w):
@@ -335,7 +358,8 @@ def level_fwd(a, b, c, h0, p, rev, T, save, y, last, ck):
                 for k in range(p):
                     for j in range(w):
                         ck[bi, s // T, k, m0 + j] = H[k, j]
-            _level_step(a[ai, t, m0:m0 + w], b[bi, t, m0:m0 + w], c[ci, t, m0:m0 + w], H, p, w)
+            tc = t if p > 1 else 0
+            _level_step(a[ai, t, m0:m0 + w], b[bi, t, m0:m0 + w], c[ci, tc, m0:m0 + w], H, p, w)
             yt = y[bi, t, m0:m0 + w]
             for j in range(w):
                 yt[j] = H[0, j]
@@ -348,7 +372,7 @@ def level_fwd(a, b, c, h0, p, rev, T, save, y, last, ck):
 
 
 @nb.njit(parallel=True, **_OPTS)
-def level_bwd(a, b, c, ck, gy, glast, p, rev, T, da, db, dc, dh0):
+def level_bwd(a, b, c, ck, gy, glast, p, rev, T, W, da, db, dc, dh0):
     """The adjoint of level_fwd, chunk by chunk in reverse scan order, each chunk's levels
     recomputed from its checkpoint ck (memory O(T p) per state element of a thread).
 
@@ -357,12 +381,13 @@ def level_bwd(a, b, c, ck, gy, glast, p, rev, T, da, db, dc, dh0):
         lam_k = gy_t + K_k,   then   K_k <- conj(a_t) lam_k + conj(c_t) lam_{k+1};
     db_t = lam_0, da_t = sum_k lam_k conj(h_k(t-1)), dc_t = sum_{k>=1} lam_k conj(h_{k-1}(t-1))
     (torch's convention for complex gradients), dh0 = K after the first step. da, dc (B, L, M)
-    per batch entry (the caller sums a broadcast a or c over the batch, in order)."""
+    per batch entry (the caller sums a broadcast a or c over the batch, in order); p = 1: c and
+    dc (1, 1, M) placeholders, neither read nor written."""
     B, L, M = b.shape
-    nblk = (M + LEVEL_BLOCK - 1) // LEVEL_BLOCK
+    nblk = (M + W - 1) // W
     nchunk = ck.shape[1]
     for job in nb.prange(B * nblk):
-        bi, m0, w, ai, ci = _level_job(job, nblk, M, a.shape[0], c.shape[0])
+        bi, m0, w, ai, ci = _level_job(job, nblk, M, W, a.shape[0], c.shape[0])
         K = np.empty((p, LEVEL_BLOCK), dtype=db.dtype)
         lam = np.empty((p + 1, LEVEL_BLOCK), dtype=db.dtype)
         prev = np.empty((T, p, LEVEL_BLOCK), dtype=db.dtype)  # levels before each step
@@ -383,13 +408,15 @@ def level_bwd(a, b, c, ck, gy, glast, p, rev, T, da, db, dc, dh0):
                 for k in range(p):
                     for j in range(w):
                         prev[s - s0, k, j] = H[k, j]
-                _level_step(a[ai, t, m0:m0 + w], b[bi, t, m0:m0 + w], c[ci, t, m0:m0 + w], H,
+                tc = t if p > 1 else 0
+                _level_step(a[ai, t, m0:m0 + w], b[bi, t, m0:m0 + w], c[ci, tc, m0:m0 + w], H,
                             p, w)
             for s in range(s1 - 1, s0 - 1, -1):  # the adjoint, backwards
                 t = L - 1 - s if rev else s
-                at, ct = a[ai, t, m0:m0 + w], c[ci, t, m0:m0 + w]
+                tc, bc = (t, bi) if p > 1 else (0, 0)
+                at, ct = a[ai, t, m0:m0 + w], c[ci, tc, m0:m0 + w]
                 gt, pv = gy[bi, t, m0:m0 + w], prev[s - s0]
-                dat, dbt, dct = da[bi, t, m0:m0 + w], db[bi, t, m0:m0 + w], dc[bi, t, m0:m0 + w]
+                dat, dbt, dct = da[bi, t, m0:m0 + w], db[bi, t, m0:m0 + w], dc[bc, tc, m0:m0 + w]
                 for k in range(p):
                     for j in range(w):
                         lam[k, j] = gt[j] + K[k, j]

@@ -5,10 +5,9 @@ calls run the same forward and backward through a torch.autograd.Function (no di
 Same signatures and semantics as liquidssm.torch's primitives (the spec's). The arguments are
 checked by the spec's checks (liquidssm.spec._checks, as the eager implementation does), so
 errors are the spec's. Where no kernel exists the call runs the eager implementation
-(liquidssm.torch.selective / scans): complex A, diag_scan / liquid_scan, the decode step,
-non-CPU tensors, zero-size inputs. The dtype conversions and the B / C layout change
-(time-major, (b, G, l, n)) are plain torch ops outside the custom ops, so autograd maps the
-gradients back.
+(liquidssm.torch.selective / scans): the decode step, non-CPU tensors, zero-size inputs. The
+dtype conversions and the B / C layout change (time-major, (b, G, l, n); complex for complex A)
+are plain torch ops outside the custom ops, so autograd maps the gradients back.
 """
 
 from __future__ import annotations
@@ -45,6 +44,11 @@ def _out(t):
     return np.from_dlpack(t)
 
 
+def _np_dtype(x):
+    """x's dtype as NumPy's (a compute dtype: float32 / float64 / complex64 / complex128)."""
+    return np.dtype(str(x.dtype).removeprefix("torch."))
+
+
 def _dummy(ndim, dtype):
     return np.zeros((1,) * ndim, dtype=dtype)
 
@@ -70,19 +74,19 @@ def _group_size(X4, var, d):
 
 def _fwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, h0, softplus, phi, p,
                 save):
-    """(out (b, d, l), last levels (b, p, d, n), checkpoints (b, d, nchunk, p, n) if save)."""
+    """(out (b, d, l), last levels (b, p, d, n), checkpoints (b, d, nchunk, p, n) if save); the
+    states in A's dtype (complex A: complex)."""
     b, d, l = u.shape
     n = A.shape[1]
-    dt = u.dtype
-    npdt = np.float64 if dt == torch.float64 else np.float32
+    npdt, sdt = _np_dtype(u), _np_dtype(A)
     nchunk = -(-l // CHUNK)
-    out = torch.empty((b, d, l), dtype=dt)
-    last = torch.empty((b, p, d, n), dtype=dt)
-    ck = torch.empty((b, d, nchunk, p, n) if save else (1, 1, 1, 1, 1), dtype=dt)
+    out = torch.empty((b, d, l), dtype=u.dtype)
+    last = torch.empty((b, p, d, n), dtype=A.dtype)
+    ck = torch.empty((b, d, nchunk, p, n) if save else (1, 1, 1, 1, 1), dtype=A.dtype)
     K.selective_fwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), _a(L4), var_b, var_c, var_l,
-                    _opt(D, 1, npdt), _opt(z, 3, npdt), _opt(bias, 1, npdt), _opt(h0, 4, npdt),
+                    _opt(D, 1, npdt), _opt(z, 3, npdt), _opt(bias, 1, npdt), _opt(h0, 4, sdt),
                     D is not None, z is not None, bias is not None, h0 is not None, softplus,
-                    phi, p, CHUNK, save, _out(out), _out(last), _out(ck))
+                    phi, p, A.is_complex(), CHUNK, save, _out(out), _out(last), _out(ck))
     return out, last, ck
 
 
@@ -102,8 +106,8 @@ def _(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, h0, softplus, ph
     b, d, l = u.shape
     n = A.shape[1]
     nchunk = -(-l // CHUNK)
-    return (u.new_empty((b, d, l)), u.new_empty((b, p, d, n)),
-            u.new_empty((b, d, nchunk, p, n) if save else (1, 1, 1, 1, 1)))
+    return (u.new_empty((b, d, l)), A.new_empty((b, p, d, n)),
+            A.new_empty((b, d, nchunk, p, n) if save else (1, 1, 1, 1, 1)))
 
 
 def _bwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, dout, dlast,
@@ -113,47 +117,48 @@ def _bwd_kernel(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, do
     b, d, l = u.shape
     n = A.shape[1]
     dt = u.dtype
-    npdt = np.float64 if dt == torch.float64 else np.float32
+    npdt, sdt = _np_dtype(u), _np_dtype(A)
     gsb, gsc = _group_size(B4, var_b, d), _group_size(C4, var_c, d)
     gsl = _group_size(L4, var_l, d)
     bd = block_channels(d, gsb, gsc, gsl)
     nblk = d // bd
 
     def partial(X4, gs):
-        """(b, S, LX, n) zeros: S = d for a constant X, else d / bd blocks."""
-        return np.zeros((b, d if gs == 0 else nblk, X4.shape[2], n), dtype=npdt)
+        """(b, S, LX, n) zeros in X4's dtype: S = d for a constant X, else d / bd blocks."""
+        return np.zeros((b, d if gs == 0 else nblk, X4.shape[2], n), dtype=_np_dtype(X4))
 
     # the returned gradients are allocated by torch and written through DLPack views (_out): a
     # tensor made by torch.from_numpy, or one .numpy() was called on, has a storage that cannot
     # be resized
     grad = {"du": (b, d, l), "ddelta": (b, d, l), "dz": (b, d, l) if z is not None else (1, 1, 1),
             "dh0": (b, p, d, n)}
-    grad = {k: torch.empty(shape, dtype=dt) for k, shape in grad.items()}
-    dA_p = np.zeros((b, d, n), npdt)
+    grad = {k: torch.empty(shape, dtype=A.dtype if k == "dh0" else dt)
+            for k, shape in grad.items()}
+    dA_p = np.zeros((b, d, n), sdt)
     dB_p, dC_p, dL_p = partial(B4, gsb), partial(C4, gsc), partial(L4, gsl)
     dD_p, dbias_p = np.zeros((b, d), npdt), np.zeros((b, d), npdt)
     K.selective_bwd(_a(u), _a(delta), _a(A), _a(B4), _a(C4), _a(L4), var_b, var_c, var_l,
                     _opt(D, 1, npdt), _opt(z, 3, npdt), _opt(bias, 1, npdt), _a(ck), _a(dout),
-                    _opt(dlast, 4, npdt), D is not None, z is not None, bias is not None,
-                    dlast is not None, softplus, phi, p, CHUNK, bd, _out(grad["du"]),
-                    _out(grad["ddelta"]), _out(grad["dz"]), dA_p, dB_p, dC_p, dL_p, dD_p,
-                    dbias_p, _out(grad["dh0"]))
+                    _opt(dlast, 4, sdt), D is not None, z is not None, bias is not None,
+                    dlast is not None, softplus, phi, p, A.is_complex(), CHUNK, bd,
+                    _out(grad["du"]), _out(grad["ddelta"]), _out(grad["dz"]), dA_p, dB_p, dC_p,
+                    dL_p, dD_p, dbias_p, _out(grad["dh0"]))
 
-    def lead(P, shape):
-        out = torch.empty(shape, dtype=dt)
+    def lead(P, shape, dtype=dt):
+        out = torch.empty(shape, dtype=dtype)
         K.sum_leading(P.reshape(P.shape[0], -1), _out(out).reshape(-1))
         return out
 
     def bc(P, X4, gs):
         if gs == 0:  # constant: sum over the batch, (1, d, 1, n)
-            return lead(P, X4.shape)
+            return lead(P, X4.shape, X4.dtype)
         G = X4.shape[1]
-        out = torch.empty(X4.shape, dtype=dt)
+        out = torch.empty(X4.shape, dtype=X4.dtype)
         K.sum_blocks(P.reshape(b, P.shape[1], -1), nblk // G, _out(out).reshape(b, G, l * n))
         return out
 
     empty = lambda: torch.empty(0, dtype=dt)  # noqa: E731  (one per output: no aliasing)
-    return [grad["du"], grad["ddelta"], lead(dA_p, (d, n)), bc(dB_p, B4, gsb),
+    return [grad["du"], grad["ddelta"], lead(dA_p, (d, n), A.dtype), bc(dB_p, B4, gsb),
             bc(dC_p, C4, gsc), bc(dL_p, L4, gsl), lead(dD_p, (d,)) if D is not None else empty(),
             grad["dz"] if z is not None else empty(),
             lead(dbias_p, (d,)) if bias is not None else empty(), grad["dh0"]]
@@ -175,10 +180,11 @@ def _(u, delta, A, B4, C4, L4, var_b, var_c, var_l, D, z, bias, ck, dout, dlast,
       p):
     b, d, l = u.shape
     new = u.new_empty
-    return [new((b, d, l)), new((b, d, l)), new(A.shape), new(B4.shape), new(C4.shape),
-            new(L4.shape), new((d,)) if D is not None else new((0,)),
+    return [new((b, d, l)), new((b, d, l)), A.new_empty(A.shape), B4.new_empty(B4.shape),
+            C4.new_empty(C4.shape), L4.new_empty(L4.shape),
+            new((d,)) if D is not None else new((0,)),
             new((b, d, l)) if z is not None else new((0,)),
-            new((d,)) if bias is not None else new((0,)), new((b, p, d, A.shape[1]))]
+            new((d,)) if bias is not None else new((0,)), A.new_empty((b, p, d, A.shape[1]))]
 
 
 def _setup(ctx, inputs, output):
@@ -229,12 +235,16 @@ def _eager_function(name, kernel, setup, backward):
 _Eager = _eager_function("_Eager", _fwd_kernel, _setup, _backward)
 
 
-def _bc4(X, d, n, wdt):
-    """B / C -> (bX, G, LX, n) time-major in the compute dtype (see _kernels)."""
+def _bc4(X, d, n, wdt, cdt=None):
+    """B / C -> (bX, G, LX, n) time-major in the compute dtype (see _kernels); complex A (cdt
+    its complex dtype): complex, an input-dependent X's last axis (2 l) read as interleaved
+    (Re, Im) pairs, as the spec reads it."""
     if X.dim() == 2:
-        return X.to(wdt).reshape(1, d, 1, n)
-    X4 = X if X.dim() == 4 else X[:, None]
-    return X4.to(wdt).transpose(-1, -2).contiguous()
+        return X.to(cdt or wdt).reshape(1, d, 1, n)
+    X4 = (X if X.dim() == 4 else X[:, None]).to(wdt)
+    if cdt is not None:
+        X4 = torch.complex(X4[..., 0::2], X4[..., 1::2])
+    return X4.transpose(-1, -2).contiguous()
 
 
 def _runs_here(*xs) -> bool:
@@ -243,17 +253,19 @@ def _runs_here(*xs) -> bool:
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    initial_state=None, return_last_state=False):
-    """spec.selective.selective_scan on the numba kernels (real A; complex A runs eager).
+    """spec.selective.selective_scan on the numba kernels, real or complex A.
 
     u, delta, z (b, d, l); A (d, n); B, C (d, n) | (b, n, l) | (b, g, n, l); D, delta_bias (d,);
     initial_state (b, d, n). Delta = softplus(delta + delta_bias) if delta_softplus;
     h_t = exp(Delta_t A) h_{t-1} + Delta_t B_t u_t; out = (C_t . h_t + D u) silu(z) in u's
-    dtype; last_state h_{l-1} in the compute dtype (float64 for float64 u, else float32).
+    dtype; last_state h_{l-1} in the compute dtype (float64 for float64 u, else float32;
+    complex A: y = 2 Re(C_t . h_t), B / C complex (d, n) or real with (Re, Im) interleaved
+    along 2 l, states complex128 / complex64).
     """
     args = (u, delta, A, B, C, D, z, delta_bias)
     checked = _checks.selective_scan_args(*args, delta_softplus, initial_state,
                                           return_last_state, kind=_eager._TORCH)
-    if checked.empty or A.is_complex() or not _runs_here(*args, initial_state):
+    if checked.empty or not _runs_here(*args, initial_state):
         return _eager.selective_scan(*args, delta_softplus, initial_state, return_last_state)
     h0 = None if initial_state is None else initial_state[:, None]
     out, last = _run(args, delta_softplus, h0, 1, None, "none")
@@ -284,10 +296,16 @@ def _run(args, softplus, h0, p, BL, lcontract):
     u, delta, A, B, C, D, z, bias = args
     d, n = A.shape
     wdt = torch.float64 if u.dtype == torch.float64 else torch.float32
-    uw, dw, Aw, Dw, zw, bw, hw = [None if x is None else x.to(wdt).contiguous()
-                                  for x in (u, delta, A, D, z, bias, h0)]
-    B4, C4 = _bc4(B, d, n, wdt), _bc4(C, d, n, wdt)
+    cdt = None
+    if A.is_complex():  # (liquid_degree 1: the checks take real A only for the liquid scan)
+        cdt = torch.complex128 if wdt == torch.float64 else torch.complex64
+    uw, dw, Dw, zw, bw = [None if x is None else x.to(wdt).contiguous()
+                          for x in (u, delta, D, z, bias)]
+    Aw, hw = [None if x is None else x.to(cdt or wdt).contiguous() for x in (A, h0)]
+    B4, C4 = _bc4(B, d, n, wdt, cdt), _bc4(C, d, n, wdt, cdt)
     L4, var_l = (B4, B.dim() > 2) if BL is None else (_bc4(BL, d, n, wdt), BL.dim() > 2)
+    if cdt is not None:  # p = 1 reads no BL: a real placeholder (the kernels type it real)
+        L4, var_l = torch.zeros((1, d, 1, n), dtype=wdt), False
     save = torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in (*args, h0, BL))
     fwd = _fwd if torch.compiler.is_compiling() else _Eager.apply
@@ -302,19 +320,19 @@ def _level_fwd_kernel(a, b, c, h0, p, rev, save):
     B, L, M = b.shape
     y, last = torch.empty_like(b), torch.empty((B, p, M), dtype=b.dtype)
     ck = torch.empty((B, -(-L // CHUNK), p, M) if save else (1, 1, 1, 1), dtype=b.dtype)
-    K.level_fwd(_a(a), _a(b), _a(c), _a(h0), p, rev, CHUNK, save, _out(y), _out(last),
-                _out(ck))
+    K.level_fwd(_a(a), _a(b), _a(c), _a(h0), p, rev, CHUNK, K.level_width(B, M), save, _out(y),
+                _out(last), _out(ck))
     return y, last, ck
 
 
 def _level_bwd_kernel(a, b, c, ck, gy, glast, p, rev):
     """[da, db, dc, dh0]: _kernels.level_bwd, a broadcast a / c summed over the batch."""
-    B = b.shape[0]
+    B, M = b.shape[0], b.shape[2]
     da, db = torch.empty_like(b), torch.empty_like(b)
-    dc = torch.empty_like(b) if p > 1 else torch.zeros_like(b)  # p = 1: c is not read
-    dh0 = torch.empty((B, p, b.shape[2]), dtype=b.dtype)
-    K.level_bwd(_a(a), _a(b), _a(c), _a(ck), _a(gy), _a(glast), p, rev, CHUNK, _out(da),
-                _out(db), _out(dc), _out(dh0))
+    dc = torch.empty_like(b) if p > 1 else torch.zeros_like(c)  # p = 1: c a placeholder
+    dh0 = torch.empty((B, p, M), dtype=b.dtype)
+    K.level_bwd(_a(a), _a(b), _a(c), _a(ck), _a(gy), _a(glast), p, rev, CHUNK,
+                K.level_width(B, M), _out(da), _out(db), _out(dc), _out(dh0))
     fold = lambda g, ref: g if ref.shape[0] == B else g.sum(0, keepdim=True)  # noqa: E731
     return [fold(da, a), db, fold(dc, c), dh0]
 
@@ -383,7 +401,8 @@ def _levels(a, b, c, h0, p, reverse):
     wdt = torch.float32 if wdt in (torch.bfloat16, torch.float16) else wdt
     flat = lambda x, lead: x.to(wdt).reshape(lead, L, -1).contiguous()  # noqa: E731
     aw, bw = flat(a, a.shape[0]), flat(b, B)
-    cw = aw.detach() if c is None else flat(c, c.shape[0])  # p = 1: a placeholder, not read
+    # p = 1: c a (1, 1, M) placeholder, not read (its gradient a (1, 1, M) zero)
+    cw = torch.zeros((1, 1, aw.shape[2]), dtype=wdt) if c is None else flat(c, c.shape[0])
     h = (torch.zeros((B, p, bw.shape[2]), dtype=wdt) if h0 is None
          else h0.to(wdt).reshape(B, p, -1).contiguous())
     save = torch.is_grad_enabled() and any(

@@ -1,4 +1,5 @@
-"""liquidssm.cpu (numba kernels as torch custom ops): the spec's outputs, gradcheck in float64,
+"""liquidssm.cpu (numba kernels as torch custom ops): the spec's outputs (real and complex A),
+gradcheck in float64,
 a bitwise-repeatable backward (also across thread counts), the dtype policy, the eager fallback,
 torch.compile and the registry. Small shapes; CHUNK is lowered so that l spans several chunks."""
 
@@ -124,16 +125,90 @@ def test_low_precision_inputs_compute_in_float32():
 
 
 def test_fallbacks_are_the_eager_results():
-    x = _inputs("const")
-    x["A"] = torch.complex(x["A"], torch.randn(x["A"].shape, dtype=torch.float64))
-    x["initial_state"] = x["initial_state"].to(torch.complex128)
-    assert torch.equal(N.selective_scan(**x), eager.selective_scan(**x))
+    x = _inputs("var", l=0)  # zero length: the spec's own loop, as eager
+    out, last = N.selective_scan(**x, return_last_state=True)
+    ref, ref_last = eager.selective_scan(**x, return_last_state=True)
+    assert out.shape == (2, 4, 0) and torch.equal(out, ref) and torch.equal(last, ref_last)
     # liquid_degree = 1 runs the kernel: the selective scan with (b, 1, d, n) states
     y = _inputs("var")
     h0 = torch.randn(2, 1, 4, 3, dtype=torch.float64)
     out, last = N.liquid_selective_scan(**{**y, "initial_state": h0}, return_last_state=True)
     ref, ref_last = N.selective_scan(**{**y, "initial_state": h0[:, 0]}, return_last_state=True)
     assert torch.equal(out, ref) and torch.equal(last[:, 0], ref_last)
+
+
+# ---------------------------------------------------------------------------------------------
+# complex A (the selective scan; the liquid scan takes real A): y = 2 Re(C . h)
+
+#: B / C forms with complex A: "cconst" a complex (d, n), the others real ((Re, Im) interleaved
+#: along 2 l when input-dependent)
+CFORMS = ("const", "cconst", "var", "group")
+
+
+def _complex_inputs(form, dtype=torch.float64, b=2, d=4, n=3, l=20, seed=0):
+    x = _inputs("const", dtype, b, d, n, l, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
+    r = lambda *s, dt=dtype: torch.randn(*s, generator=g, dtype=dt)  # noqa: E731
+    bc = {"const": lambda G: r(d, n), "cconst": lambda G: r(d, n, dt=cdt),
+          "var": lambda G: r(b, n, 2 * l), "group": lambda G: r(b, G, n, 2 * l)}[form]
+    x.update(A=torch.complex(x["A"], r(d, n)), B=bc(2), C=bc(4),
+             initial_state=r(b, d, n, dt=cdt))
+    return x
+
+
+@pytest.mark.parametrize("form", CFORMS)
+def test_complex_a_matches_the_spec_and_eager_gradients(form):
+    x = _complex_inputs(form)
+    kw = dict(delta_softplus=True, return_last_state=True)
+    out, last = N.selective_scan(**x, **kw)
+    ref, ref_last = spec_sel.selective_scan(**{k: v.numpy() for k, v in x.items()}, **kw)
+    assert last.dtype == torch.complex128
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(last.numpy(), ref_last, rtol=1e-11, atol=1e-11)
+
+    g = torch.Generator().manual_seed(5)
+    dout = torch.randn(out.shape, generator=g, dtype=out.dtype)
+    dlast = torch.randn(last.shape, generator=g, dtype=last.dtype)
+
+    def grads(mod):
+        leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+        outs = mod.selective_scan(**leaves, **kw)
+        return torch.autograd.grad(outs, list(leaves.values()), (dout, dlast))
+
+    vjp = spec_sel.selective_scan_vjp(**{k: v.numpy() for k, v in x.items()},
+                                      delta_softplus=True, dout=dout.numpy(),
+                                      dlast_state=dlast.numpy())
+    for k, got, want in zip(x, grads(N), grads(eager)):
+        assert got.dtype == x[k].dtype, k
+        np.testing.assert_allclose(got.numpy(), vjp[k], rtol=1e-10, atol=1e-10, err_msg=k)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=k)
+
+
+@pytest.mark.parametrize("form", ["cconst", "var"])
+def test_complex_a_gradcheck_float64(form):
+    x = _complex_inputs(form, b=1, d=2, n=2, l=12)
+    names = list(x)
+
+    def f(*args):
+        return N.selective_scan(**dict(zip(names, args)), delta_softplus=True,
+                                return_last_state=True)
+
+    args = [v.clone().requires_grad_() for v in x.values()]
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7, rtol=1e-6, fast_mode=True)
+
+
+def test_complex_a_float32_backward_is_bitwise_repeatable():
+    x = _complex_inputs("group", dtype=torch.float32, b=3, d=32, n=4, l=130)
+
+    def grads():
+        leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+        out, last = N.selective_scan(**leaves, delta_softplus=True, return_last_state=True)
+        assert last.dtype == torch.complex64
+        (out.sum() + last.abs().square().sum()).backward()
+        return [out.detach(), last.detach(), *(v.grad for v in leaves.values())]
+
+    _assert_repeatable(grads)
 
 
 #: liquid cases: (B / C form, BL form or None (tied), degree, lcontract)
@@ -338,3 +413,22 @@ def test_level_scan_under_torch_compile_keeps_the_custom_op():
     N.liquid_scan(*ref, degree=2)[0].sum().backward()
     for a, b in zip(leaves, ref):
         assert torch.equal(a.grad, b.grad)
+
+
+def test_level_width_changes_no_result():
+    from liquidssm.cpu import _kernels as K
+
+    assert K.level_width(2, 512, threads=2) == 128 and K.level_width(2, 512, threads=8) == 64
+    assert K.level_width(1, 40, threads=2) == 32
+    x = {k: v.numpy() for k, v in _level_inputs(3, True, True, (150,), b=2).items()}
+    B, L, M = x["b"].shape
+    outs = []
+    for w in (32, 64, 128):
+        y, last, ck = (np.empty_like(x["b"]), np.empty((B, 3, M), x["b"].dtype),
+                       np.empty((B, -(-L // 8), 3, M), x["b"].dtype))
+        K.level_fwd(x["a"], x["b"], x["c"], x["h0"], 3, False, 8, w, True, y, last, ck)
+        grads = [np.empty_like(x["b"]) for _ in range(3)] + [np.empty_like(last)]
+        K.level_bwd(x["a"], x["b"], x["c"], ck, x["b"], last, 3, False, 8, w, *grads)
+        outs.append([y, last, *grads])
+    for other in outs[1:]:
+        assert all(np.array_equal(p, q) for p, q in zip(outs[0], other))
