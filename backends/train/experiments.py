@@ -86,29 +86,27 @@ def _medium():
     plan += [cfg("gunpoint", m, 200, 15000, seed) for seed in (1, 2) for m in ALL_MODELS]
     plan += [cfg("selective-copy", m, 300, 40000, seed, eval_batches=4) for seed in (1, 2)
              for m in ("s4d", "mamba", "liquid_mamba", "transformer")]
-    # added in the third session of 2026-12-02: induction with its 4x / 16x extrapolation
-    # splits, float64 against float32 (the same digits runs), ListOps at 16-128 tokens, more
-    # seeds of the 1500-step selective copy, and digits-long (length 1024)
+    # added in the third session of 2026-12-02 (reordered in the fourth: every variant on every
+    # task first, then more seeds and budgets): induction with its 4x / 16x extrapolation
+    # splits, ListOps at 16-128 tokens, digits-long (length 1024), selective copy and induction
+    # for the remaining variants, more seeds of the 1500-step selective copy, float64 against
+    # float32 (the same digits runs), induction at 5x the budget (no model beat its baseline in
+    # 300 steps), the second and third seeds of ListOps and of LiquidMamba's ablations
+    rest = ("s4", "liquid_s4", "s5", "liquid_s5")
     plan += [cfg("induction", m, 300, 40000, eval_batches=4)
              for m in ("s4d", "mamba", "liquid_mamba", "transformer")]
-    plan += [cfg("selective-copy", m, 1500, 40000, 1, eval_batches=4)
+    plan += [cfg("listops-short", m, 300, 15000, eval_batches=4) for m in ALL_MODELS]
+    plan += [cfg("digits-long", m, 200, 15000, eval_batches=4)
+             for m in ("s4d", "liquid_s4", "mamba", "liquid_mamba", "transformer",
+                       "s4", "s5", "liquid_s5")]
+    plan += [cfg("selective-copy", m, 300, 40000, eval_batches=4) for m in rest]
+    plan += [cfg("induction", m, 300, 40000, eval_batches=4) for m in rest]
+    plan += [cfg("selective-copy", m, 1500, 40000, seed, eval_batches=4) for seed in (1, 2)
              for m in ("mamba", "liquid_mamba")]
     plan += [cfg("digits", m, 500, 15000, 0, dtype="float64")
              for m in ("s4d", "liquid_s4", "mamba", "liquid_mamba")]
-    plan += [cfg("listops-short", m, 300, 15000, eval_batches=4) for m in ALL_MODELS]
-    plan += [cfg("selective-copy", m, 1500, 40000, 2, eval_batches=4)
-             for m in ("mamba", "liquid_mamba")]
-    plan += [cfg("digits-long", m, 200, 15000, eval_batches=4)
-             for m in ("s4d", "liquid_s4", "mamba", "liquid_mamba", "transformer")]
-    # no model beat the induction baseline in 300 steps: 5x the budget
     plan += [cfg("induction", m, 1500, 40000, eval_batches=4)
              for m in ("mamba", "liquid_mamba", "transformer", "s4d")]
-    # every variant on the synthetic tasks and digits-long, then the second and third seeds of
-    # ListOps and of LiquidMamba's ablations
-    rest = ("s4", "liquid_s4", "s5", "liquid_s5")
-    plan += [cfg("selective-copy", m, 300, 40000, eval_batches=4) for m in rest]
-    plan += [cfg("induction", m, 300, 40000, eval_batches=4) for m in rest]
-    plan += [cfg("digits-long", m, 200, 15000, eval_batches=4) for m in ("s4", "s5", "liquid_s5")]
     plan += [cfg("listops-short", m, 300, 15000, seed, eval_batches=4) for seed in (1, 2)
              for m in ALL_MODELS]
     plan += [cfg("bytes", m, 300, 40000, seed, **bytes_opts) for seed in (1, 2)
