@@ -177,7 +177,8 @@ IMPLEMENTATIONS = (
                    devices=("cuda", "tpu"), bench=("cuda", "tpu"), bench_cases="scan",
                    quick=False, conformance="jax-pallas", adapter="JaxPallasAdapter",
                    extras="test,jax", interpret_env={"LIQUIDSSM_PALLAS_INTERPRET": "1"},
-                   tests=("tests/jax/test_pallas.py",), dtypes=("float32", "bfloat16")),
+                   tests=("tests/jax/test_pallas.py", "tests/jax/test_pallas_lowering.py"),
+                   dtypes=("float32", "bfloat16")),
 )
 
 PEERS = (

@@ -55,15 +55,17 @@ def _fwd_kernel(cfg, *refs):
     @pl.when(pl.program_id(2) == 0)
     def _():
         for r0, r in zip(h0_ref, last_ref):
-            r[...] = r0[...]
+            for m in range(p):  # per level: Triton arrays must have power-of-two sizes
+                r[m] = r0[m]
 
     row = lambda refs, t: tuple(r[t, :].astype(f) for r in refs)  # noqa: E731
 
     def chunk(ci, H):
         H = [tuple(H[m * P:(m + 1) * P]) for m in range(p)]
         if save:
-            for q in range(P):
-                bnd_ref[q][ci] = jnp.stack([h[q] for h in H])
+            for q in range(P):  # per level and plane: Triton has no general stack
+                for m in range(p):
+                    bnd_ref[q][ci, m] = H[m][q]
         for k in range(K):
             t = ci * K + k
             H = _step(H, row(a_ref, t), row(b_ref, t), row(c_ref, t) if p > 1 else None)
@@ -75,7 +77,8 @@ def _fwd_kernel(cfg, *refs):
     H0 = tuple(last_ref[q][m] for m in range(p) for q in range(P))
     H = lax.fori_loop(0, nck, chunk, H0)
     for q in range(P):
-        last_ref[q][...] = jnp.stack([H[m * P + q] for m in range(p)])
+        for m in range(p):
+            last_ref[q][m] = H[m * P + q]
 
 
 def _bwd_kernel(cfg, *refs):
@@ -93,7 +96,8 @@ def _bwd_kernel(cfg, *refs):
     @pl.when(pl.program_id(2) == 0)
     def _():
         for r0, r in zip(gl_ref, gh0_ref):
-            r[...] = r0[...]
+            for m in range(p):
+                r[m] = r0[m]
 
     row = lambda refs, t: tuple(r[t, :].astype(f) for r in refs)  # noqa: E731
 
@@ -128,7 +132,8 @@ def _bwd_kernel(cfg, *refs):
     mu0 = tuple(gh0_ref[q][m] for m in range(p) for q in range(P))
     mu = lax.fori_loop(0, nck, chunk, mu0)
     for q in range(P):
-        gh0_ref[q][...] = jnp.stack([mu[m * P + q] for m in range(p)])
+        for m in range(p):
+            gh0_ref[q][m] = mu[m * P + q]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -85,4 +85,8 @@ def compiler_params(p: Plan):
         from jax.experimental.pallas import tpu as pltpu
 
         return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary"))
+    if p.name == "gpu":  # Triton (newer jax lowers a pallas_call without params to Mosaic GPU)
+        from jax.experimental.pallas import triton as pltriton
+
+        return pltriton.CompilerParams()
     return None

@@ -70,13 +70,15 @@ def _fwd_kernel(cfg, *refs):
 
     @pl.when(pl.program_id(2) == 0)
     def _():
-        last_ref[...] = h0_ref[...]
+        for m in range(p):  # per level: Triton arrays must have power-of-two sizes
+            last_ref[m] = h0_ref[m]
 
     A = A_ref[...]
 
     def chunk(ci, H):
         if save:
-            bnd_ref[ci] = jnp.stack(H)
+            for m in range(p):  # per level: Triton has no stack of more than 2 values
+                bnd_ref[ci, m] = H[m]
         for k in range(K):
             t = ci * K + k
             extra = (_row(BL_ref, t, cBL),) if p > 1 else ()
@@ -86,7 +88,8 @@ def _fwd_kernel(cfg, *refs):
         return tuple(H)
 
     H = lax.fori_loop(0, nck, chunk, tuple(last_ref[m] for m in range(p)))
-    last_ref[...] = jnp.stack(H)
+    for m in range(p):
+        last_ref[m] = H[m]
 
 
 def _bwd_kernel(cfg, *refs):
@@ -103,7 +106,8 @@ def _bwd_kernel(cfg, *refs):
 
     @pl.when(pl.program_id(2) == 0)
     def _():
-        gH0_ref[...] = gH_ref[...]
+        for m in range(p):
+            gH0_ref[m] = gH_ref[m]
         gA_ref[...] = jnp.zeros(gA_ref.shape, gA_ref.dtype)
         for r in const_refs:
             r[...] = jnp.zeros(r.shape, r.dtype)
@@ -159,7 +163,8 @@ def _bwd_kernel(cfg, *refs):
     zero = jnp.zeros(A.shape, A.dtype)
     mu0 = tuple(gH0_ref[m] for m in range(p))
     mu, gA, gB, gC, gBL = lax.fori_loop(0, nck, chunk, (mu0, zero, zero, zero, zero))
-    gH0_ref[...] = jnp.stack(mu)
+    for m in range(p):
+        gH0_ref[m] = mu[m]
     gA_ref[...] += gA
     for r, v, c in ((gB_ref, gB, cB), (gC_ref, gC, cC), (gBL_ref, gBL, cBL)):
         if c and r is not None:
