@@ -162,15 +162,21 @@ class _Layout:
         self.grid = (self.batch, self.Fp // self.fblk, self.ns)
 
     def pad(self, x, value=0):
-        """(L, ., F) padded in time with `value` and in F with zeros."""
+        """(L, ., F) padded in time with `value` and in F with zeros, batch-major (., Lp, Fp):
+        Mosaic (TPU) wants the last two dimensions of a block whole or tiled by (8, 128)."""
         x = jnp.pad(x, [(0, 0), (0, 0), (0, self.Fp - self.F)])
-        return jnp.pad(x, [(0, self.Lp - self.L), (0, 0), (0, 0)], constant_values=value)
+        x = jnp.pad(x, [(0, self.Lp - self.L), (0, 0), (0, 0)], constant_values=value)
+        return jnp.swapaxes(x, 0, 1)
+
+    def unpad(self, x):
+        """(., Lp, Fp) kernel output -> (L, ., F)."""
+        return jnp.swapaxes(x, 0, 1)[:self.L, :, :self.F]
 
     def seq_spec(self, x, reverse=False):
-        ns, one = self.ns, x.shape[1] == 1
+        ns, one = self.ns, x.shape[0] == 1
         sq = (lambda s: ns - 1 - s) if reverse else (lambda s: s)
-        return pl.BlockSpec((self.T, None, self.fblk),
-                            lambda bi, j, s: (sq(s), 0 if one else bi, j))
+        return pl.BlockSpec((None, self.T, self.fblk),
+                            lambda bi, j, s: (0 if one else bi, sq(s), j))
 
     def state_spec(self, p):
         return pl.BlockSpec((p, None, self.fblk), lambda bi, j, s: (0, bi, j))
@@ -200,7 +206,7 @@ def _forward(a, b, c, H0, save):
     specs = ([lay.seq_spec(x) for x in pa + pb + (pc if p > 1 else [])]
              + [lay.state_spec(p)] * P)
     yt = jnp.finfo(b.dtype).dtype
-    out_shape = ([jax.ShapeDtypeStruct((lay.Lp, lay.batch, lay.Fp), yt)] * P
+    out_shape = ([jax.ShapeDtypeStruct((lay.batch, lay.Lp, lay.Fp), yt)] * P
                  + [jax.ShapeDtypeStruct(ph[0].shape, f)] * P)
     out_specs = [lay.seq_spec(pb[0])] * P + [lay.state_spec(p)] * P
     if save:
@@ -212,7 +218,7 @@ def _forward(a, b, c, H0, save):
         interpret=plan.interpret, compiler_params=_plan.compiler_params(plan),
         name="liquidssm_linear_fwd",
     )(*ins)
-    y = _join([o[:lay.L, :, :lay.F] for o in outs[:P]], cplx)
+    y = _join([lay.unpad(o) for o in outs[:P]], cplx)
     last = _join([o[:, :, :lay.F] for o in outs[P:2 * P]], cplx).astype(H0.dtype)
     return y, last, (outs[2 * P:] if save else None)
 
@@ -247,7 +253,7 @@ def _bwd(res, cts):
     ins = pa + pb + pc + list(bnd) + pgy + pgl
     specs = ([lay.seq_spec(x, True) for x in pa + pb + pc] + [lay.bnd_spec(p, True)] * P
              + [lay.seq_spec(x, True) for x in pgy] + [lay.state_spec(p)] * P)
-    full = jax.ShapeDtypeStruct((lay.Lp, lay.batch, lay.Fp), f)
+    full = jax.ShapeDtypeStruct((lay.batch, lay.Lp, lay.Fp), f)
     nseq = 3 if p > 1 else 2
     out_shape = [full] * (nseq * P) + [jax.ShapeDtypeStruct(pgl[0].shape, f)] * P
     out_specs = [lay.seq_spec(pb[0], True)] * (nseq * P) + [lay.state_spec(p)] * P
@@ -259,7 +265,7 @@ def _bwd(res, cts):
     )(*ins)
 
     def grad(q, like):
-        g = _join([o[:lay.L, :, :lay.F] for o in outs[q * P:(q + 1) * P]], cplx)
+        g = _join([lay.unpad(o) for o in outs[q * P:(q + 1) * P]], cplx)
         if like.shape[1] == 1:
             g = jnp.sum(g, axis=1, keepdims=True)
         return g.astype(like.dtype)

@@ -230,16 +230,17 @@ class _Layout:
         return (lambda s: ns - 1 - s) if reverse else (lambda s: s)
 
     def chan_spec(self, reverse=False):
+        """u, dt, y and their gradients, batch-major (b, Lp, dpad)."""
         sq = self.seq(reverse)
-        return pl.BlockSpec((self.T, None, self.dblk), lambda bi, j, s: (sq(s), bi, j))
+        return pl.BlockSpec((None, self.T, self.dblk), lambda bi, j, s: (bi, sq(s), j))
 
     def bc_spec(self, X, reverse=False):
-        """B, C or BL (padded): constant (dpad, np) or varying (Lp, b, g, np)."""
+        """B, C or BL (padded): constant (dpad, np) or varying, batch-major (b, g, Lp, np)."""
         if X.ndim == 2:
             return pl.BlockSpec((self.dblk, self.np), lambda bi, j, s: (j, 0))
-        sq, bpg, per = self.seq(reverse), self.bpg, self.G // X.shape[2]
-        return pl.BlockSpec((self.T, None, None, self.np),
-                            lambda bi, j, s: (sq(s), bi, (j // bpg) // per, 0))
+        sq, bpg, per = self.seq(reverse), self.bpg, self.G // X.shape[1]
+        return pl.BlockSpec((None, None, self.T, self.np),
+                            lambda bi, j, s: (bi, (j // bpg) // per, sq(s), 0))
 
     def a_spec(self):
         return pl.BlockSpec((self.dblk, self.np), lambda bi, j, s: (j, 0))
@@ -261,14 +262,23 @@ class _Layout:
         return (self.b, self.nd, self.ns)
 
 
+def _batch_major(x):
+    """(L, b, ...) -> (b, L, ...) for the kernels (time-major callers): Mosaic (TPU) wants the
+    last two dimensions of a block whole or tiled by (8, 128), so time and channels go last."""
+    return jnp.swapaxes(x, 0, 1)
+
+
 def _prep(lay, u, dt, A, B, C, BL, H0):
-    u, dt = (lay.pad_d(lay.pad_t(x), 2) for x in (u, dt))
+    """Padded kernel inputs: u, dt (b, Lp, dpad); B, C, BL (dpad, np) or (b, g, Lp, np)."""
+    u, dt = (_batch_major(lay.pad_d(lay.pad_t(x), 2)) for x in (u, dt))
     A = lay.pad_n(lay.pad_d(A, 0))
 
     def bc(X):
         if X is None:
             return None
-        return lay.pad_n(lay.pad_d(X, 0)) if X.ndim == 2 else lay.pad_n(lay.pad_t(X))
+        if X.ndim == 2:
+            return lay.pad_n(lay.pad_d(X, 0))
+        return jnp.transpose(lay.pad_n(lay.pad_t(X)), (1, 2, 0, 3))
 
     return u, dt, A, bc(B), bc(C), bc(BL), lay.pad_n(lay.pad_d(H0, 2))
 
@@ -282,7 +292,7 @@ def _forward(p, phi, u, dt, A, B, C, BL, H0, save):
     in_specs = [lay.chan_spec(), lay.chan_spec(), lay.a_spec(), lay.bc_spec(B), lay.bc_spec(C)]
     in_specs += ([lay.bc_spec(BL)] if p > 1 else []) + [lay.state_spec(p)]
     f = u.dtype
-    out_shape = [jax.ShapeDtypeStruct((lay.Lp, lay.b, lay.dpad), f),
+    out_shape = [jax.ShapeDtypeStruct((lay.b, lay.Lp, lay.dpad), f),
                  jax.ShapeDtypeStruct(H0.shape, f)]
     out_specs = [lay.chan_spec(), lay.state_spec(p)]
     if save:
@@ -294,7 +304,7 @@ def _forward(p, phi, u, dt, A, B, C, BL, H0, save):
         interpret=plan.interpret, compiler_params=_plan.compiler_params(plan),
         name="liquidssm_selective_fwd",
     )(*ins)
-    y = lay.unpad_d(outs[0][:lay.L], 2)
+    y = lay.unpad_d(_batch_major(outs[0])[:lay.L], 2)
     H_last = lay.unpad_d(outs[1], 2)[..., :lay.n]
     return y, H_last, (outs[2] if save else None)
 
@@ -317,7 +327,7 @@ def _core_bwd(p, phi, res, cts):
     plan = _plan.plan()
     lay = _Layout(plan, u0, A0, (B0, C0, BL0))
     u, dt, A, B, C, BL, gH = _prep(lay, u0, dt, A0, B0, C0, BL0, gH.astype(u0.dtype))
-    gy = lay.pad_d(lay.pad_t(gy.astype(u.dtype)), 2)
+    gy = _batch_major(lay.pad_d(lay.pad_t(gy.astype(u.dtype)), 2))
     consts = tuple(X is not None and X.ndim == 2 for X in (B, C, BL))
     Xs = [B, C] + ([BL] if p > 1 else [])
     ins = [u, dt, A, B, C] + ([BL] if p > 1 else []) + [bnd, gy, gH]
@@ -325,12 +335,12 @@ def _core_bwd(p, phi, res, cts):
                 *(lay.bc_spec(X, True) for X in Xs),
                 lay.bnd_spec(p, True), lay.chan_spec(True), lay.state_spec(p)]
     f = u.dtype
-    chan = jax.ShapeDtypeStruct((lay.Lp, lay.b, lay.dpad), f)
+    chan = jax.ShapeDtypeStruct((lay.b, lay.Lp, lay.dpad), f)
     per_b = jax.ShapeDtypeStruct((lay.b, lay.dpad, lay.np), f)
     per_b_spec = pl.BlockSpec((None, lay.dblk, lay.np), lambda bi, j, s: (bi, j, 0))
     sq = lay.seq(True)
-    var_spec = pl.BlockSpec((lay.T, None, None, lay.np), lambda bi, j, s: (sq(s), bi, j, 0))
-    var = jax.ShapeDtypeStruct((lay.Lp, lay.b, lay.nd, lay.np), f)
+    var_spec = pl.BlockSpec((None, None, lay.T, lay.np), lambda bi, j, s: (bi, j, sq(s), 0))
+    var = jax.ShapeDtypeStruct((lay.b, lay.nd, lay.Lp, lay.np), f)
     out_shape = [chan, chan, per_b] + [per_b if X.ndim == 2 else var for X in Xs]
     out_shape.append(jax.ShapeDtypeStruct(gH.shape, f))
     out_specs = [lay.chan_spec(True), lay.chan_spec(True), per_b_spec]
@@ -342,7 +352,7 @@ def _core_bwd(p, phi, res, cts):
         name="liquidssm_selective_bwd",
     )(*ins)
     gu, gdt, gA = outs[0], outs[1], outs[2]
-    gu, gdt = (lay.unpad_d(x[:lay.L], 2) for x in (gu, gdt))
+    gu, gdt = (lay.unpad_d(_batch_major(x)[:lay.L], 2) for x in (gu, gdt))
     gA = lay.unpad_d(jnp.sum(gA, axis=0), 0)[:, :lay.n]
 
     def back(g, X0):
@@ -350,10 +360,10 @@ def _core_bwd(p, phi, res, cts):
             return None
         if X0.ndim == 2:
             return lay.unpad_d(jnp.sum(g, axis=0), 0)[:, :lay.n].astype(X0.dtype)
-        # (Lp, b, nd, np): sum the channel blocks of each of X's groups
+        # (b, nd, Lp, np): sum the channel blocks of each of X's groups, back to (L, b, g, n)
         gx = X0.shape[2]
-        g = g[:lay.L, :, :, :lay.n].reshape(lay.L, lay.b, gx, lay.nd // gx, lay.n)
-        return jnp.sum(g, axis=3).astype(X0.dtype)
+        g = g[:, :, :lay.L, :lay.n].reshape(lay.b, gx, lay.nd // gx, lay.L, lay.n)
+        return jnp.transpose(jnp.sum(g, axis=2), (2, 0, 1, 3)).astype(X0.dtype)
 
     gB, gC = back(outs[3], B0), back(outs[4], C0)
     gBL = back(outs[5], BL0) if p > 1 else (None if BL0 is None else jnp.zeros_like(BL0))
