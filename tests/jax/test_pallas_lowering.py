@@ -1,15 +1,21 @@
-"""The Pallas kernels lower for a GPU (Triton) with the GPU plan, on this CPU-only machine.
+"""The Pallas kernels lower for a GPU (Triton) and a TPU (Mosaic), on this CPU-only machine.
 
-`jax.jit(f).trace(...).lower(lowering_platforms=("cuda",))` runs Pallas' Triton lowering (the
-kernel becomes Triton IR inside a `__gpu$xla.gpu.triton` custom call) without a GPU; only the
-PTX compile is left to the device. This catches what the interpreter accepts and Triton does not:
-block arrays whose size is not a power of two, stacks of more than two values, Mosaic GPU being
-jax's default lowering for a pallas_call without Triton compiler params. The plan is chosen by
-`jax.default_backend()`, patched here to "gpu" so that the GPU plan (channel block 32, n padded to
-a power of two, one sequence block) is the one lowered. Forward and gradient of every primitive
-with a kernel: selective scans (p = 1, 2, 3, groups, constant B / C, lengths not a multiple of K,
-d and n not powers of two, bfloat16, length 1), diag / liquid scans (real, complex, reverse),
-the decode step.
+`jax.jit(f).trace(...).lower(lowering_platforms=(platform,))` runs Pallas' lowering without the
+device: on "cuda" the kernel becomes Triton IR inside a `__gpu$xla.gpu.triton` custom call, on
+"tpu" a Mosaic module inside a `tpu_custom_call`; only the device compile (PTX, Mosaic's layout
+passes) is left to the device. This catches what the interpreter accepts and the devices do not:
+on Triton, arrays whose size is not a power of two and stacks of more than two values (and Mosaic
+GPU being jax's default lowering for a pallas_call without Triton compiler params); on TPU, blocks
+whose last two axes are neither whole nor tiled by (8, 128). The plan is chosen by
+`jax.default_backend()`, patched here to the platform so that its plan is the one lowered
+(GPU: channel block 32, n padded to a power of two, one sequence block; TPU: channel block 128,
+sequence blocks of 128); Mosaic's lowering also asks for the TPU generation, which jax reads from
+the device: the test names one (`TPU v5 lite`, jax's private tpu_info, patched). The TPU cases
+lower with 64-bit types off (tests/jax/conftest.py turns them on): under jax_enable_x64 Mosaic's
+lowering mixes int64 loop indices with its int32 ones (docs/pallas.md).
+Forward and gradient of every primitive with a kernel: selective scans (p = 1, 2, 3, groups,
+constant B / C, lengths not a multiple of K, d and n not powers of two, bfloat16, length 1),
+diag / liquid scans (real, complex, reverse), the decode step.
 """
 
 import jax
@@ -81,11 +87,27 @@ CASES = {
 }
 
 
+#: platform -> (jax.default_backend() there, a string only its kernels' lowering contains)
+PLATFORMS = {"cuda": ("gpu", "xla.gpu.triton"), "tpu": ("tpu", "tpu_custom_call")}
+
+
+@pytest.mark.parametrize("platform", sorted(PLATFORMS))
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_lowers_to_triton(name, monkeypatch):
+def test_kernels_lower(name, platform, monkeypatch):
     monkeypatch.delenv("LIQUIDSSM_PALLAS_INTERPRET", raising=False)
     monkeypatch.setenv("LIQUIDSSM_JAX_SCAN", "pallas")
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    backend, marker = PLATFORMS[platform]
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    if platform == "tpu":
+        from jax._src.pallas.mosaic import tpu_info
+
+        monkeypatch.setattr(tpu_info, "get_device_kind", lambda: "TPU v5 lite")
+        monkeypatch.setattr(tpu_info, "get_num_device_cores", lambda: 1)
+    with jax.enable_x64(platform != "tpu"):
+        _lower(name, platform, marker)
+
+
+def _lower(name, platform, marker):
     fn, args = CASES[name]()
 
     def loss(*a):
@@ -95,5 +117,5 @@ def test_lowers_to_triton(name, monkeypatch):
 
     grad = jax.grad(loss, argnums=tuple(range(len(args))))
     for what, f in (("forward", fn), ("gradient", grad)):
-        text = jax.jit(f).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
-        assert "xla.gpu.triton" in text, f"{name} {what}: no Triton kernel in the lowering"
+        text = jax.jit(f).trace(*args).lower(lowering_platforms=(platform,)).as_text()
+        assert marker in text, f"{name} {what}: no {platform} kernel in the lowering"

@@ -178,13 +178,21 @@ class _Layout:
         return pl.BlockSpec((None, self.T, self.fblk),
                             lambda bi, j, s: (0 if one else bi, sq(s), j))
 
+    def state(self, x, f):
+        """(p, batch, F) state -> the kernel's (batch, p, Fp) in dtype f."""
+        return jnp.swapaxes(jnp.pad(x.astype(f), [(0, 0), (0, 0), (0, self.Fp - self.F)]), 0, 1)
+
+    def unstate(self, x):
+        return jnp.swapaxes(x, 0, 1)[:, :, :self.F]
+
     def state_spec(self, p):
-        return pl.BlockSpec((p, None, self.fblk), lambda bi, j, s: (0, bi, j))
+        return pl.BlockSpec((None, p, self.fblk), lambda bi, j, s: (bi, 0, j))
 
     def bnd_spec(self, p, reverse=False):
+        """Chunk-start states (batch, Lp / K, p, Fp)."""
         ns = self.ns
         sq = (lambda s: ns - 1 - s) if reverse else (lambda s: s)
-        return pl.BlockSpec((self.nck, p, None, self.fblk), lambda bi, j, s: (sq(s), 0, bi, j))
+        return pl.BlockSpec((None, self.nck, p, self.fblk), lambda bi, j, s: (bi, sq(s), 0, j))
 
 
 def _compute_dtype(dtype):
@@ -201,7 +209,7 @@ def _forward(a, b, c, H0, save):
     pa = [lay.pad(x, 1 if q == 0 else 0) for q, x in enumerate(_planes(a))]
     pb = [lay.pad(x) for x in _planes(b)]
     pc = [lay.pad(x) for x in _planes(c)]
-    ph = [jnp.pad(x.astype(f), [(0, 0), (0, 0), (0, lay.Fp - lay.F)]) for x in _planes(H0)]
+    ph = [lay.state(x, f) for x in _planes(H0)]
     ins = pa + pb + (pc if p > 1 else []) + ph
     specs = ([lay.seq_spec(x) for x in pa + pb + (pc if p > 1 else [])]
              + [lay.state_spec(p)] * P)
@@ -210,7 +218,7 @@ def _forward(a, b, c, H0, save):
                  + [jax.ShapeDtypeStruct(ph[0].shape, f)] * P)
     out_specs = [lay.seq_spec(pb[0])] * P + [lay.state_spec(p)] * P
     if save:
-        out_shape += [jax.ShapeDtypeStruct((lay.Lp // lay.K,) + ph[0].shape, f)] * P
+        out_shape += [jax.ShapeDtypeStruct((lay.batch, lay.Lp // lay.K, p, lay.Fp), f)] * P
         out_specs += [lay.bnd_spec(p)] * P
     outs = pl.pallas_call(
         functools.partial(_fwd_kernel, (p, P, lay.K, lay.nck, f, save)),
@@ -219,7 +227,7 @@ def _forward(a, b, c, H0, save):
         name="liquidssm_linear_fwd",
     )(*ins)
     y = _join([lay.unpad(o) for o in outs[:P]], cplx)
-    last = _join([o[:, :, :lay.F] for o in outs[P:2 * P]], cplx).astype(H0.dtype)
+    last = _join([lay.unstate(o) for o in outs[P:2 * P]], cplx).astype(H0.dtype)
     return y, last, (outs[2 * P:] if save else None)
 
 
@@ -248,8 +256,7 @@ def _bwd(res, cts):
     pb = [lay.pad(x) for x in _planes(b)]
     pc = [lay.pad(x) for x in _planes(c)] if p > 1 else []
     pgy = [lay.pad(x.astype(f)) for x in _planes(gy.astype(b.dtype))]
-    pgl = [jnp.pad(x.astype(f), [(0, 0), (0, 0), (0, lay.Fp - lay.F)])
-           for x in _planes(glast.astype(H0.dtype))]
+    pgl = [lay.state(x, f) for x in _planes(glast.astype(H0.dtype))]
     ins = pa + pb + pc + list(bnd) + pgy + pgl
     specs = ([lay.seq_spec(x, True) for x in pa + pb + pc] + [lay.bnd_spec(p, True)] * P
              + [lay.seq_spec(x, True) for x in pgy] + [lay.state_spec(p)] * P)
@@ -272,7 +279,7 @@ def _bwd(res, cts):
 
     ga, gb = grad(0, a), grad(1, b)
     gc = grad(2, c) if p > 1 else (None if c is None else jnp.zeros_like(c))
-    gh0 = _join([o[:, :, :lay.F] for o in outs[nseq * P:]], cplx).astype(H0.dtype)
+    gh0 = _join([lay.unstate(o) for o in outs[nseq * P:]], cplx).astype(H0.dtype)
     return ga, gb, gc, gh0
 
 

@@ -7,7 +7,10 @@ is sequential: "arbitrary" on TPU, a plain loop in the interpreter). The forward
 at every chunk start; the backward recomputes a chunk's K states from it.
 
 Per platform:
-    tpu        channel block 128 (lanes), T = 128, K = 8; sequence blocks carried on the grid
+    tpu        channel block 128 (lanes), T = 128, K = 8; sequence blocks carried on the grid;
+               a channel block below its array's axis (channel groups narrower than 128) is
+               padded to the 128 lanes, since Mosaic wants a block's last two axes whole or
+               tiled by (8, 128) (the kernels' arrays are batch-major: (b, L, d) blocks (T, d))
     gpu        channel block 32, state size padded to a power of two (Triton), K = 8 and one
                sequence block (T = the padded length): the grid is parallel on a GPU, so the
                carry lives in the in-kernel loop only
@@ -33,6 +36,7 @@ class Plan:
     seq_block: int | None  # T (a multiple of K); None: one block over the whole padded length
     pow2: bool  # block shapes must be powers of two (Triton)
     interpret: bool
+    lanes: int = 0  # a channel block smaller than its array's axis must be a multiple (TPU)
 
     def steps(self, length: int) -> int:
         """T for a sequence of `length` steps."""
@@ -41,15 +45,19 @@ class Plan:
             return -(-length // k) * k
         return self.seq_block
 
-    def chan(self, size: int) -> int:
-        """The channel block for `size` channels (the whole axis when it is smaller)."""
+    def chan(self, size: int, whole: bool = True) -> int:
+        """The channel block for `size` channels: the whole axis when it is smaller and the
+        block is the whole array axis (whole=False: one of several groups: on TPU, a block
+        below the array's axis must fill the lanes, so the group is padded to them)."""
         if size >= self.chan_block:
             return self.chan_block
+        if self.lanes and not whole:
+            return self.lanes
         return next_pow2(size) if self.pow2 else size
 
 
 PLANS = {
-    "tpu": Plan("tpu", 128, 8, 128, False, False),
+    "tpu": Plan("tpu", 128, 8, 128, False, False, lanes=128),
     "gpu": Plan("gpu", 32, 8, None, True, False),
     "interpret": Plan("interpret", 8, 4, 8, False, True),
 }

@@ -185,7 +185,7 @@ class _Layout:
         self.G = math.lcm(*gs) if gs else 1
         self.L, self.d, self.n = L, d, n
         self.dg = d // self.G
-        self.dblk = plan.chan(self.dg)
+        self.dblk = plan.chan(self.dg, whole=self.G == 1)
         self.dgp = -(-self.dg // self.dblk) * self.dblk
         self.bpg = self.dgp // self.dblk  # channel blocks per group
         self.nd = self.G * self.bpg
