@@ -6,8 +6,8 @@ when everything it would check is already known good, and the spec's checked `st
 - the parameters: checked (the spec's check_params), cast to the compute dtype and turned into
   `prepared = spec.step_params(config, params)` once, kept per compute dtype; the cache is keyed
   by every parameter's and buffer's identity, `_version` (in-place writes: an optimizer step,
-  load_state_dict) and data pointer (Module.to, `p.data = ...`), read each call (~2 us per 10
-  tensors). Under autograd (grad enabled
+  load_state_dict) and data pointer (Module.to, `p.data = ...`), read each call (~3 us for
+  Mamba's 9 tensors, load ~5). Under autograd (grad enabled
   and a parameter requiring grad) `prepared` is recomputed each call, so gradients reach the
   parameters; the checks still run once.
 - the state: trusted when it is a StepState this module made (initial_state, or a previous
@@ -24,8 +24,6 @@ In-place writes that bypass the version counter (`p.data.copy_(...)`) are not se
 
 from __future__ import annotations
 
-import operator
-
 import torch
 
 from .._modules import StepState
@@ -35,7 +33,6 @@ from ._framework import FRAMEWORK
 __all__ = ["Decoder"]
 
 _INTS = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
-_VERSION = operator.attrgetter("_version")
 
 
 def _dense(tree):
@@ -60,7 +57,7 @@ class Decoder:
         self.token = object()
         self.tokens = getattr(self.spec, "takes_tokens", lambda c: False)(module.config)
         self.has_step = hasattr(self.spec, "_step") and hasattr(self.spec, "step_params")
-        self.entries = None  # (owners' _parameters / _buffers dicts, leaf names, tensors)
+        self.entries = None  # [(owner's _parameters / _buffers dict, leaf name, tensor)]
         self.signature = None
         self.prepared = {}  # compute dtype -> step_params (or None: no fast path)
         self.trainable = False
@@ -78,27 +75,20 @@ class Decoder:
         self.entries, self.signature, self.prepared = None, None, {}
 
     def _entries(self):
-        """(owner dicts, leaf names, tensors): every parameter and buffer, where its owner
-        module's _parameters / _buffers dict holds it under that leaf name."""
-        owners, leaves, tensors = [], [], []
+        out = []
         for kind in ("_parameters", "_buffers"):
             named = (self.module.named_parameters() if kind == "_parameters"
                      else self.module.named_buffers())
             for name, t in named:
                 owner, _, leaf = name.rpartition(".")
                 sub = self.module.get_submodule(owner) if owner else self.module
-                owners.append(getattr(sub, kind))
-                leaves.append(leaf)
-                tensors.append(t)
-        return owners, leaves, tensors
+                out.append((getattr(sub, kind), leaf, t))
+        return out
 
     def _current(self):
-        """The parameters' signature now: every tensor's _version and data pointer, or None
-        where a tensor was replaced (C-level maps: ~0.5 us for 10 tensors)."""
-        owners, leaves, tensors = self.entries
-        if not all(map(operator.is_, map(dict.get, owners, leaves), tensors)):
-            return None
-        return (*map(_VERSION, tensors), *map(torch.Tensor.data_ptr, tensors))
+        """The parameters' signature now (None entries: a tensor was replaced)."""
+        return tuple([(t._version, t.data_ptr()) if d.get(k) is t else None
+                      for d, k, t in self.entries])
 
     def params(self, dtype):
         """step_params in `dtype` (None: this module has no fast path), rebuilt when a parameter
@@ -108,11 +98,11 @@ class Decoder:
             self.signature = None
         sig = self._current()
         if sig != self.signature:
-            if sig is None:
+            if None in sig:
                 self.entries = self._entries()
                 sig = self._current()
             self.signature, self.prepared = sig, {}
-            self.trainable = any(t.requires_grad for t in self.entries[2])
+            self.trainable = any(t.requires_grad for _, _, t in self.entries)
         grad = self.trainable and torch.is_grad_enabled()
         found = self.prepared.get(dtype, True)
         if found is True or (grad and found is not None):
