@@ -237,7 +237,7 @@ def _step(config: Config, p, state, u_t, xp):
     r, n = config.dt_rank, config.d_state
     xc, z, window, dbl = mamba._mixer_in(config, mp, state["conv_state"],
                                          rms_norm(u_t, p["norm.weight"], eps), xp)
-    delta = softplus(linear(dbl[:, :r], mp["dt_proj.weight"]) + mp["dt_proj.bias"])
+    delta = softplus(linear(dbl[:, :r], mp["dt_proj.weight"], mp["dt_proj.bias"]))
     B3, C3 = dbl[:, None, r:r + n], dbl[:, None, r + n:r + 2 * n]
     L3 = B3 if config.tied else dbl[:, None, r + 2 * n:r + 3 * n]
     y, levels = _liquid_state_update(xp, state["ssm_state"], xc, delta, mp["A"], B3, C3, L3,

@@ -290,13 +290,13 @@ def step(config: Config, params, state, u_t):
 
 def step_params(config: _MixerConfig, params) -> dict:
     """What `_step` reads, from params (checked, in the compute dtype): params themselves
-    plus "A" = -exp(A_log) (d, N) and "conv_w" = conv1d.weight[:, 0, :] (d, K) ("gate_w" the
+    plus "A" = -exp(A_log) (d, N) and "conv_wt" = conv1d.weight[:, 0, :]^T (K, d) ("gate_wt" the
     same of conv1d_gate.weight where given). The decode fast paths compute it once per
     parameter change."""
     xp = namespace(params["A_log"])
-    out = {**params, "A": -xp.exp(params["A_log"]), "conv_w": params["conv1d.weight"][:, 0, :]}
+    out = {**params, "A": -xp.exp(params["A_log"]), "conv_wt": params["conv1d.weight"][:, 0, :].mT}
     if "conv1d_gate.weight" in params:
-        out["gate_w"] = params["conv1d_gate.weight"][:, 0, :]
+        out["gate_wt"] = params["conv1d_gate.weight"][:, 0, :].mT
     return out
 
 
@@ -307,26 +307,30 @@ def _checked_update(xp, state, x, dt, A, B3, C3, D, z, dt_bias, dt_softplus):
                                   dt_softplus=dt_softplus)
 
 
-def _conv_step(window, w, bias, xp):
-    """_causal_conv at one position: window (b, d, K), w (d, K), bias (d,) or None -> (b, d),
-    sum_k w[:, k] window[..., k] + bias."""
-    y = xp.sum(window * w, axis=-1)
+def _conv_step(rows, wt, bias, xp):
+    """_causal_conv at one position, on the window's transpose: rows (b, K, d), wt (K, d), bias
+    (d,) or None -> (b, d), sum_k wt[k] rows[:, k] + bias."""
+    y = xp.sum(rows * wt, axis=1)
     return y if bias is None else y + bias
 
 
 def _mixer_in(config, p, conv_state, u_t, xp):
     """in_proj, the conv-state shift and the projections of one position (unchecked):
     u_t (b, d_model) -> (x_c (b, d), z (b, d), window = the new conv_state (b, d, K),
-    dbl = x_proj(x_c) (b, r + 2N [+ N])). A gated conv (LiquidMamba) where p has "gate_w"."""
+    dbl = x_proj(x_c) (b, r + 2N [+ N])). A gated conv (LiquidMamba) where p has "gate_wt".
+    The shift concatenates whole rows: rows = [conv_state^T[:, 1:], x] (b, K, d) is one concat
+    along axis 1 and window = rows^T (a view in torch and NumPy: its rows stay contiguous, so
+    the shift, the conv's sum over K and the next step's shift read d-long runs; along a last
+    axis of length K they cost up to 3x at batch 16, benchmarks/README.md)."""
     d = config.d_inner
     xz = linear(u_t, p["in_proj.weight"], p.get("in_proj.bias"))
-    window = xp.concat([conv_state[..., 1:], xz[:, :d, None]], axis=-1)
-    a = _conv_step(window, p["conv_w"], p.get("conv1d.bias"), xp)
-    if "gate_w" in p:
-        xc = a * sigmoid(_conv_step(window, p["gate_w"], p.get("conv1d_gate.bias"), xp))
+    rows = xp.concat([conv_state.mT[:, 1:], xz[:, None, :d]], axis=1)
+    a = _conv_step(rows, p["conv_wt"], p.get("conv1d.bias"), xp)
+    if "gate_wt" in p:
+        xc = a * sigmoid(_conv_step(rows, p["gate_wt"], p.get("conv1d_gate.bias"), xp))
     else:
         xc = silu(a)
-    return xc, xz[:, d:], window, linear(xc, p["x_proj.weight"])
+    return xc, xz[:, d:], rows.mT, linear(xc, p["x_proj.weight"])
 
 
 def _step(config: _MixerConfig, p, state, u_t, xp, update=_state_update):
@@ -335,8 +339,8 @@ def _step(config: _MixerConfig, p, state, u_t, xp, update=_state_update):
     state update (_state_update's signature; step passes the dispatching one)."""
     r, n = config.dt_rank, config.d_state
     xc, z, window, dbl = _mixer_in(config, p, state["conv_state"], u_t, xp)
-    delta = linear(dbl[:, :r], p["dt_proj.weight"])
-    y, h = update(xp, state["ssm_state"], xc, delta, p["A"], dbl[:, None, r:r + n],
-                  dbl[:, None, r + n:r + 2 * n], p["D"], z, p["dt_proj.bias"], True)
+    dt = linear(dbl[:, :r], p["dt_proj.weight"], p["dt_proj.bias"])  # the bias in one call
+    y, h = update(xp, state["ssm_state"], xc, dt, p["A"], dbl[:, None, r:r + n],
+                  dbl[:, None, r + n:r + 2 * n], p["D"], z, None, True)
     out = linear(y, p["out_proj.weight"], p.get("out_proj.bias"))
     return out, {"conv_state": window, "ssm_state": h}

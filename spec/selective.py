@@ -215,8 +215,8 @@ def _state_update(xp, state, x, dt, A, B3, C3, D=None, z=None, dt_bias=None, dt_
     (b, d, n), x, dt, z (b, d), A (d, n), B3, C3 (b, 1 or d, n), D, dt_bias (d,) or None.
     Returns (out (b, d), new_state (b, d, n)), both in that dtype."""
     delta = dt if dt_bias is None else dt + dt_bias
-    delta = (softplus(delta) if dt_softplus else delta)[..., None]
-    new_state = xp.exp(delta * A) * state + delta * B3 * x[..., None]
+    delta = softplus(delta) if dt_softplus else delta
+    new_state = xp.exp(delta[..., None] * A) * state + (delta * x)[..., None] * B3
     out = xp.sum(C3 * new_state, axis=-1)
     if D is not None:
         out = out + D * x
@@ -235,7 +235,7 @@ def _liquid_state_update(xp, levels, x, delta, A, B3, C3, L3, D, z, p, phi):
     dt = delta[..., None]
     Abar = xp.exp(dt * A)
     xn = x[..., None]
-    new = [Abar * levels[:, 0, ...] + dt * B3 * xn]
+    new = [Abar * levels[:, 0, ...] + (delta * x)[..., None] * B3]
     if p > 1:
         c = dt * _lcontract(L3 * xn, phi)
         new += [Abar * levels[:, m, ...] + c * levels[:, m - 1, ...] for m in range(1, p)]

@@ -6,8 +6,8 @@ when everything it would check is already known good, and the spec's checked `st
 - the parameters: checked (the spec's check_params), cast to the compute dtype and turned into
   `prepared = spec.step_params(config, params)` once, kept per compute dtype; the cache is keyed
   by every parameter's and buffer's identity, `_version` (in-place writes: an optimizer step,
-  load_state_dict) and data pointer (Module.to, `p.data = ...`), read each call (~2 us per 10
-  tensors). Under autograd (grad enabled
+  load_state_dict) and data pointer (Module.to, `p.data = ...`), read each call (~3 us for
+  Mamba's 9 tensors, load ~5). Under autograd (grad enabled
   and a parameter requiring grad) `prepared` is recomputed each call, so gradients reach the
   parameters; the checks still run once.
 - the state: trusted when it is a StepState this module made (initial_state, or a previous
@@ -33,6 +33,18 @@ from ._framework import FRAMEWORK
 __all__ = ["Decoder"]
 
 _INTS = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _dense(tree):
+    """step_params' tree with every tensor contiguous: a transposed view there (Mamba's conv_wt
+    (K, d)) is stored in the order the step's elementwise ops read it."""
+    if isinstance(tree, torch.Tensor):
+        return tree.contiguous()
+    if isinstance(tree, dict):
+        return {k: _dense(v) for k, v in tree.items()}
+    if type(tree) in (list, tuple):
+        return type(tree)(_dense(v) for v in tree)
+    return tree
 
 
 class Decoder:
@@ -107,7 +119,7 @@ class Decoder:
             check_params(params, shapes_of(self.spec, m.config))
         with torch.set_grad_enabled(grad):
             cast = {k: FRAMEWORK.cast(v, dtype) for k, v in params.items()}
-            prepared = self.spec.step_params(m.config, cast)
+            prepared = _dense(self.spec.step_params(m.config, cast))
         if self.xp is None and prepared is not None:
             self.xp = namespace(next(iter(params.values())))
         if not grad or prepared is None:
@@ -127,26 +139,24 @@ class Decoder:
 
     def step(self, u_t, state):
         """(y_t, StepState) by the unchecked `_step`, or None where the checked step must run."""
-        if type(state) is not StepState or torch.compiler.is_compiling():
+        if type(state) is not StepState:
             return None
         owner = state.owner
-        if owner[0] is not self.token or not isinstance(u_t, torch.Tensor):
+        if (owner[0] is not self.token or not isinstance(u_t, torch.Tensor)
+                or torch.compiler.is_compiling()):
             return None
         _, batch, dtype, device = owner
-        if u_t.device != device:
-            return None
         if self.tokens:
-            if u_t.dtype not in _INTS or tuple(u_t.shape) != (batch,):
+            if u_t.dtype not in _INTS or u_t.shape != (batch,) or u_t.device != device:
                 return None
             check_token_ids("token", u_t, self.vocab)
-        elif u_t.dtype != dtype or tuple(u_t.shape) != (batch, self.width):
+        elif u_t.dtype != dtype or u_t.shape != (batch, self.width) or u_t.device != device:
             return None
         prepared = self.params(dtype)
         if prepared is None:
             return None
         y, new = self.spec._step(self.module.config, prepared, state, u_t, self.xp)
         return y, StepState(new, owner)
-
 
     def compute_dtype(self, u_t):
         """The real dtype the spec's step computes in for input u_t (tokens: the
