@@ -10,12 +10,17 @@ constant (d, n) (then G = d, one "group" per channel), bX = b and LX = l for inp
 channel c reads group c // (d / G) (time-major along LX so the inner loop over n is contiguous).
 Checkpoints ck (b, d, nchunk, p, n): the levels before each chunk of T steps.
 
-Forward, per (batch, channel), t = 0..l-1 (the spec's recurrence, spec/selective.py):
+Forward, per (batch, channel), chunk by chunk of T steps: first the chunk's Delta and silu(z)
+gates in loops over t, then the recurrence, t = 0..l-1 (the spec's, spec/selective.py):
     Delta = softplus(delta + bias) (threshold 20) or delta + bias
     h_t = exp(Delta A) h_{t-1} + Delta u_t B_t;  y_t = C_t . h_t;  out = (y + D u) silu(z)
 and with p liquid levels (spec.selective.liquid_selective_scan) hm_t = exp(Delta A) hm_{t-1}
 + Delta phi(BL_t u_t) h(m-1)_{t-1}, y_t = C_t . sum_m hm_t (p = 1: the selective scan);
 complex A: y_t = 2 Re(C_t . h_t), one code path (conj and Re are the identity on reals).
+exp, softplus and sigmoid: in float32 plain-arithmetic versions (_exp, _softplus, _sigmoid:
+max relative errors 1e-7 to 3e-7, given there) that LLVM vectorises, so that each time step's
+n exponentials and each chunk's T softplus / sigmoid run in SIMD lanes (numba's own call libm
+once per element: this llvmlite has no SVML); float64 and complex call NumPy / libm as before.
 Backward: the adjoint of spec.selective.liquid_selective_scan_vjp, chunk by chunk in reverse, each
 chunk's states recomputed from its checkpoint (memory O(T n) per thread). Deterministic: a
 thread owns one (batch, block of channels); gradients shared across threads (A, D, bias and
@@ -29,6 +34,9 @@ import math
 import numba as nb
 import numpy as np
 from liquidssm.spec._common import LCONTRACT_CODES, LECUN_SCALE, LECUN_SLOPE
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
 
 # numba reads module-level numbers as compile-time constants
 _LECUN_SCALE, _LECUN_SLOPE = LECUN_SCALE, LECUN_SLOPE
@@ -38,17 +46,134 @@ _FM = {"contract", "arcp", "nsz", "afn", "reassoc"}
 _OPTS = dict(cache=True, nogil=True, fastmath=_FM)
 
 
-@nb.njit(inline="always", **_OPTS)
+#: the float32 exp / log1p below are compiled without reassoc: it would let LLVM fold the
+#: two-constant reduction x - k ln2_hi - k ln2_lo into one product and lose its precision
+_FM_POLY = {"contract", "arcp", "nsz", "afn"}
+_LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)  # hi: 9 bits (exact k hi)
+_LOG2E = np.float32(1.4426950408889634)
+
+
+@intrinsic
+def _f32_from_bits(typingctx, i):
+    """The float32 whose bit pattern is the integer i's low 32 bits (2**k for i = (k + 127)
+    << 23)."""
+    if not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        if i.bitwidth > 32:
+            v = builder.trunc(v, ir.IntType(32))
+        elif i.bitwidth < 32:
+            v = builder.sext(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+
+    return types.float32(i), codegen
+
+
+def _exp(x):
+    """exp(x): np.exp, except float32 (_exp32_impl)."""
+
+
+def _log1p(x):
+    """log1p(x): math.log1p, except float32 (_log1p32_impl, for 0 <= x <= 1 only)."""
+
+
+def _exp32_impl(x):
+    """exp of a float32 in plain arithmetic, so that LLVM vectorises loops of it (numba's
+    np.exp is a scalar libm call per element here: no SVML). x = k ln2 + r, |r| <= ln2 / 2 (k
+    by rounding, r with ln2 split in two: k ln2_hi exact), exp(r) its Taylor polynomial of
+    degree 7 (truncation <= 7e-10 relative), 2**k as two float32 powers of two built from bits
+    (k in [-150, 128] after clamping x to [-104, 89]: gradual underflow to 0 and overflow to inf
+    come from the last product). Measured max relative error against float64 exp over 2e7
+    float32 points in [-87, 88]: 1.0e-7 (numpy's float32 exp on the same points: 2.1e-7)."""
+    xc = min(max(x, np.float32(-104.0)), np.float32(89.0))
+    kf = np.floor(xc * _LOG2E + np.float32(0.5))
+    r = (xc - kf * _LN2_HI) - kf * _LN2_LO
+    f = np.float32
+    q = f(1 / 5040) * r + f(1 / 720)
+    q = ((q * r + f(1 / 120)) * r + f(1 / 24)) * r + f(1 / 6)
+    q = ((q * r + f(0.5)) * r + f(1.0)) * r + f(1.0)
+    k = np.int32(kf)
+    k1 = k >> 1
+    e = q * _f32_from_bits((k1 + 127) << 23)
+    e = e * _f32_from_bits((k - k1 + 127) << 23)
+    return x if x != x else e
+
+
+def _log1p32_impl(x):
+    """log1p of a float32 x in [0, 1] in plain arithmetic (vectorisable): log1p(x) =
+    2 atanh(s), s = x / (2 + x) in [0, 1/3], as 2 s sum_{i<=7} s**(2i) / (2i + 1) (truncation
+    <= 1.2e-9 relative). Measured max relative error against float64 log1p over 1e7 float32
+    points in [0, 1]: 2.3e-7 (about 2 ulp)."""
+    s = x / (np.float32(2.0) + x)
+    s2 = s * s
+    f = np.float32
+    q = (f(1 / 15) * s2 + f(1 / 13)) * s2 + f(1 / 11)
+    q = ((q * s2 + f(1 / 9)) * s2 + f(1 / 7)) * s2 + f(1 / 5)
+    q = (q * s2 + f(1 / 3)) * s2 + f(1.0)
+    return f(2.0) * s * q
+
+
+@overload(_exp, jit_options=dict(fastmath=_FM_POLY, error_model="numpy"))
+def _ov_exp(x):
+    if x == types.float32:
+        return _exp32_impl
+    return lambda x: np.exp(x)
+
+
+@overload(_log1p, jit_options=dict(fastmath=_FM_POLY, error_model="numpy"))
+def _ov_log1p(x):
+    if x == types.float32:
+        return _log1p32_impl
+    return lambda x: math.log1p(x)
+
+
 def _softplus(x):
-    return x if x > 20.0 else math.log1p(math.exp(x))
+    """softplus(x) = log1p(exp(x)), x itself above 20 (the spec's threshold). float32: as
+    max(x, 0) + log1p(exp(-|x|)) on _exp32_impl / _log1p32_impl, measured max relative error
+    against float64 over 1e7 points in [-60, 30]: 2.7e-7 (numpy's float32 log1p(exp(x)):
+    2.8e-7)."""
 
 
-@nb.njit(inline="always", **_OPTS)
 def _sigmoid(x):
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
+    """sigmoid(x) = 1 / (1 + exp(-x)). float32: e = exp(-|x|), 1 / (1 + e) or e / (1 + e), on
+    _exp32_impl: measured max relative error against float64 over 1e7 points in [-60, 30]:
+    1.9e-7."""
+
+
+@overload(_softplus, jit_options=dict(fastmath=_FM, error_model="numpy"))
+def _ov_softplus(x):
+    if x == types.float32:  # max(x, 0) + log1p(exp(-|x|)): the same value, vectorisable
+        zero, big = np.float32(0.0), np.float32(20.0)
+
+        def sp32(x):
+            q = (x if x > zero else zero) + _log1p(_exp(-abs(x)))
+            return x if x > big else q
+
+        return sp32
+    return lambda x: x if x > 20.0 else math.log1p(math.exp(x))
+
+
+@overload(_sigmoid, jit_options=dict(fastmath=_FM, error_model="numpy"))
+def _ov_sigmoid(x):
+    if x == types.float32:  # e = exp(-|x|): 1 / (1 + e) for x >= 0, else e / (1 + e)
+        one, zero = np.float32(1.0), np.float32(0.0)
+
+        def sig32(x):
+            e = _exp(-abs(x))
+            s = one / (one + e)
+            return s if x >= zero else e * s
+
+        return sig32
+
+    def sig(x):
+        if x >= 0:
+            return 1.0 / (1.0 + math.exp(-x))
+        e = math.exp(x)
+        return e / (1.0 + e)
+
+    return sig
 
 
 @nb.njit(inline="always", **_OPTS)
@@ -91,6 +216,8 @@ def selective_fwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, h0, has_d, ha
         h = np.empty((p, n), dtype=A.dtype)
         a = np.empty(n, dtype=A.dtype)
         cc = np.empty(n, dtype=u.dtype)
+        dts = np.empty(T, dtype=u.dtype)
+        gate = np.empty(T, dtype=u.dtype)
         for m in range(p):
             for k in range(n):
                 h[m, k] = h0[bi, m, c, k] if has_h0 else 0.0
@@ -98,40 +225,49 @@ def selective_fwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, h0, has_d, ha
         Cv = C4[bi if vc else 0, c // gsc]
         Lv = L4[bi if vl else 0, c // gsl]
         Ac = A[c]
-        for t in range(l):
-            if save and t % T == 0:
+        bc = bias[c] if has_bias else u.dtype.type(0)
+        for s in range(0, l, T):
+            e = min(s + T, l)
+            if save:
                 for m in range(p):
                     for k in range(n):
-                        ck[bi, c, t // T, m, k] = h[m, k]
-            raw = delta[bi, c, t]
-            if has_bias:
-                raw += bias[c]
-            dt = _softplus(raw) if softplus else raw
-            ut = u[bi, c, t]
-            x = dt * ut
-            Bt = Bv[t if vb else 0]
-            Ct = Cv[t if vc else 0]
-            for k in range(n):
-                a[k] = np.exp(dt * Ac[k])
-            if p > 1:
-                Lt = Lv[t if vl else 0]
-                for k in range(n):
-                    cc[k] = dt * _phi(Lt[k] * ut, phi)
-            yc = 0.0
-            for k in range(n):
-                total = 0.0
-                for m in range(p - 1, 0, -1):  # top down: level m reads the old level m - 1
-                    h[m, k] = a[k] * h[m, k] + cc[k] * h[m - 1, k]
-                    total += h[m, k]
-                h[0, k] = a[k] * h[0, k] + x * Bt[k]
-                yc += Ct[k] * (total + h[0, k])
-            y = 2.0 * yc.real if cplx else yc.real
-            if has_d:
-                y += D[c] * ut
+                        ck[bi, c, s // T, m, k] = h[m, k]
+            # the chunk's steps Delta and gates silu(z), in loops over t of their own (SIMD)
+            for t in range(s, e):
+                dts[t - s] = delta[bi, c, t] + bc
+            if softplus:
+                for j in range(e - s):
+                    dts[j] = _softplus(dts[j])
             if has_z:
-                zt = z[bi, c, t]
-                y *= zt * _sigmoid(zt)
-            out[bi, c, t] = y
+                for t in range(s, e):
+                    zt = z[bi, c, t]
+                    gate[t - s] = zt * _sigmoid(zt)
+            for t in range(s, e):
+                dt = dts[t - s]
+                ut = u[bi, c, t]
+                x = dt * ut
+                Bt = Bv[t if vb else 0]
+                Ct = Cv[t if vc else 0]
+                for k in range(n):
+                    a[k] = _exp(dt * Ac[k])
+                if p > 1:
+                    Lt = Lv[t if vl else 0]
+                    for k in range(n):
+                        cc[k] = dt * _phi(Lt[k] * ut, phi)
+                yc = 0.0
+                for k in range(n):
+                    total = 0.0
+                    for m in range(p - 1, 0, -1):  # top down: level m reads the old m - 1
+                        h[m, k] = a[k] * h[m, k] + cc[k] * h[m - 1, k]
+                        total += h[m, k]
+                    h[0, k] = a[k] * h[0, k] + x * Bt[k]
+                    yc += Ct[k] * (total + h[0, k])
+                y = 2.0 * yc.real if cplx else yc.real
+                if has_d:
+                    y += D[c] * ut
+                if has_z:
+                    y *= gate[t - s]
+                out[bi, c, t] = y
         for m in range(p):
             for k in range(n):
                 last[bi, m, c, k] = h[m, k]
@@ -202,7 +338,7 @@ def selective_bwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, ck, dout, dla
                     Bt = Bv[t if vb else 0]
                     Lt = Lv[t if vl else 0]
                     for k in range(n):
-                        Ab[j, k] = np.exp(dt * Ac[k])
+                        Ab[j, k] = _exp(dt * Ac[k])
                         CC[j, k] = dt * _phi(Lt[k] * ut, phi) if p > 1 else 0.0
                         H[j + 1, 0, k] = Ab[j, k] * H[j, 0, k] + x * Bt[k]
                         for m in range(1, p):
