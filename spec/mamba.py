@@ -324,7 +324,7 @@ def _mixer_in(config, p, conv_state, u_t, xp):
     axis of length K they cost up to 3x at batch 16, benchmarks/README.md)."""
     d = config.d_inner
     xz = linear(u_t, p["in_proj.weight"], p.get("in_proj.bias"))
-    rows = xp.concat([conv_state.mT[:, 1:], xz[:, None, :d]], axis=1)
+    rows = xp.concat([conv_state.mT[:, 1:, :], xz[:, None, :d]], axis=1)
     a = _conv_step(rows, p["conv_wt"], p.get("conv1d.bias"), xp)
     if "gate_wt" in p:
         xc = a * sigmoid(_conv_step(rows, p["gate_wt"], p.get("conv1d_gate.bias"), xp))
