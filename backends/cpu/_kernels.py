@@ -288,7 +288,13 @@ def selective_bwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, ck, dout, dla
     complex coefficient conjugated, lambda_t = 2 conj(C_t) g_t + conj(Abar_{t+1}) lambda_{t+1},
     dA += lambda Delta conj(Abar h_{t-1}), dC += 2 g conj(h), dB += lambda Delta u,
     dDelta += Re(lambda conj(A Abar h_{t-1} + B u)), du += Re(lambda Delta conj(B)); the
-    conjugates are the identity for real A."""
+    conjugates are the identity for real A.
+
+    Per chunk of T steps, as the forward: first the chunk's Delta, softplus'(raw) =
+    sigmoid(raw), silu(z) and its derivative in loops over t (SIMD), then the states recomputed
+    from the checkpoint (with y_t, for dz), then the adjoint backwards in t; every loop over the
+    n state entries (and the levels' loops inside it) is a plain loop of arithmetic over
+    contiguous rows, sums over k included, that LLVM vectorises."""
     b, d, l = u.shape
     n = A.shape[1]
     nchunk = ck.shape[2]
@@ -296,117 +302,165 @@ def selective_bwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, ck, dout, dla
     gsc = d // C4.shape[1]
     gsl = d // L4.shape[1]
     nblk = d // BD
+    zero = u.dtype.type(0)
+    szero = A.dtype.type(0)
     for job in nb.prange(b * nblk):
         bi = job // nblk
         blk = job % nblk
-        H = np.empty((T + 1, p, n), dtype=A.dtype)
+        H = np.empty((T + 1, p, n), dtype=A.dtype)  # H[j + 1]: the levels after step s + j
         Ab = np.empty((T, n), dtype=A.dtype)
-        CC = np.empty((T, n), dtype=u.dtype)
+        PH = np.empty((T, n), dtype=u.dtype)  # phi(BL_t u_t), p > 1
+        DP = np.empty((T, n), dtype=u.dtype)  # phi'(BL_t u_t), p > 1
         dts = np.empty(T, dtype=u.dtype)
         raws = np.empty(T, dtype=u.dtype)
+        dsp = np.empty(T, dtype=u.dtype)  # dDelta / draw
+        gate = np.empty(T, dtype=u.dtype)
+        dgate = np.empty(T, dtype=u.dtype)
+        ys = np.empty(T, dtype=u.dtype)  # y before the gate (has_z)
         lam = np.empty((p, n), dtype=A.dtype)
-        lk = np.empty(p + 1, dtype=A.dtype)
+        LK = np.empty((p, n), dtype=A.dtype)
+        WA = np.empty(n, dtype=A.dtype)  # sum_m lk_m conj(h_m(t-1))
+        DC = np.empty(n, dtype=A.dtype)  # sum_{m>=1} lk_m h_(m-1)(t-1), p > 1
+        HS = np.empty(n, dtype=A.dtype)  # sum_m h_m(t)
+        dAl = np.empty(n, dtype=A.dtype)
         for c in range(blk * BD, (blk + 1) * BD):
             Bv = B4[bi if vb else 0, c // gsb]
             Cv = C4[bi if vc else 0, c // gsc]
             Lv = L4[bi if vl else 0, c // gsl]
-            sb = blk if vb else c
-            sc = blk if vc else c
-            sl = blk if vl else c
+            dBv = dB_p[bi, blk if vb else c]
+            dCv = dC_p[bi, blk if vc else c]
+            dLv = dL_p[bi, blk if vl else c]
             Ac = A[c]
+            bc = bias[c] if has_bias else zero
+            Dc = D[c] if has_d else zero
             for m in range(p):
                 for k in range(n):
                     lam[m, k] = dlast[bi, m, c, k] if has_dlast else 0.0
-            gD = 0.0
-            gbias = 0.0
+            for k in range(n):
+                dAl[k] = 0.0
+            gD = zero
+            gbias = zero
             for ci in range(nchunk - 1, -1, -1):
                 s = ci * T
                 e = min(s + T, l)
+                w = e - s
+                for j in range(w):
+                    raws[j] = delta[bi, c, s + j] + bc
+                if softplus:
+                    for j in range(w):
+                        dts[j] = _softplus(raws[j])
+                        dsp[j] = _sigmoid(raws[j]) if raws[j] <= 20.0 else 1.0
+                else:
+                    for j in range(w):
+                        dts[j] = raws[j]
+                        dsp[j] = 1.0
+                if has_z:
+                    for j in range(w):
+                        zt = z[bi, c, s + j]
+                        sg = _sigmoid(zt)
+                        gate[j] = zt * sg
+                        dgate[j] = sg * (1.0 + zt * (1.0 - sg))
                 for m in range(p):
                     for k in range(n):
                         H[0, m, k] = ck[bi, c, ci, m, k]
-                for t in range(s, e):  # recompute the chunk's levels from its checkpoint
-                    j = t - s
-                    raw = delta[bi, c, t]
-                    if has_bias:
-                        raw += bias[c]
-                    dt = _softplus(raw) if softplus else raw
-                    raws[j] = raw
-                    dts[j] = dt
+                for j in range(w):  # recompute the chunk's levels from its checkpoint
+                    t = s + j
+                    dt = dts[j]
                     ut = u[bi, c, t]
                     x = dt * ut
                     Bt = Bv[t if vb else 0]
-                    Lt = Lv[t if vl else 0]
+                    Abj = Ab[j]
                     for k in range(n):
-                        Ab[j, k] = _exp(dt * Ac[k])
-                        CC[j, k] = dt * _phi(Lt[k] * ut, phi) if p > 1 else 0.0
-                        H[j + 1, 0, k] = Ab[j, k] * H[j, 0, k] + x * Bt[k]
+                        Abj[k] = _exp(dt * Ac[k])
+                    H0, H1 = H[j], H[j + 1]
+                    for k in range(n):
+                        H1[0, k] = Abj[k] * H0[0, k] + x * Bt[k]
+                    if p > 1:  # real A
+                        Lt = Lv[t if vl else 0]
+                        for k in range(n):
+                            v = Lt[k] * ut
+                            PH[j, k] = _phi(v, phi)
+                            DP[j, k] = _dphi(v, phi)
                         for m in range(1, p):
-                            H[j + 1, m, k] = Ab[j, k] * H[j, m, k] + CC[j, k] * H[j, m - 1, k]
-                for t in range(e - 1, s - 1, -1):
-                    j = t - s
+                            for k in range(n):
+                                H1[m, k] = Abj[k] * H0[m, k] + dt * PH[j, k] * H0[m - 1, k]
+                    if has_z:
+                        Ct = Cv[t if vc else 0]
+                        yc = szero
+                        for m in range(p):
+                            for k in range(n):
+                                yc += Ct[k] * H1[m, k]
+                        ys[j] = (2.0 * yc.real if cplx else yc.real) + Dc * ut
+                for j in range(w - 1, -1, -1):  # the adjoint, backwards in t
+                    t = s + j
                     dt = dts[j]
                     ut = u[bi, c, t]
                     g = dout[bi, c, t]
-                    Bt = Bv[t if vb else 0]
-                    Ct = Cv[t if vc else 0]
-                    Lt = Lv[t if vl else 0]
                     if has_z:
-                        yc = 0.0
-                        for k in range(n):
-                            for m in range(p):
-                                yc += Ct[k] * H[j + 1, m, k]
-                        y = 2.0 * yc.real if cplx else yc.real
-                        if has_d:
-                            y += D[c] * ut
-                        zt = z[bi, c, t]
-                        sg = _sigmoid(zt)
-                        dz[bi, c, t] = g * y * sg * (1.0 + zt * (1.0 - sg))
-                        g = g * zt * sg
-                    gu = 0.0
-                    if has_d:
-                        gD += g * ut
-                        gu = D[c] * g
+                        dz[bi, c, t] = g * ys[j] * dgate[j]
+                        g = g * gate[j]
+                    gD += g * ut
+                    gu = Dc * g
                     gy = 2.0 * g if cplx else g  # y = 2 Re(C . h) for complex A
-                    gdt = 0.0
                     x = dt * ut
                     tb = t if vb else 0
                     tc = t if vc else 0
-                    tl = t if vl else 0
+                    Bt, Ct = Bv[tb], Cv[tc]
+                    dBt, dCt = dBv[tb], dCv[tc]
+                    Abj, H0, H1 = Ab[j], H[j], H[j + 1]
+                    for m in range(p):
+                        for k in range(n):
+                            LK[m, k] = np.conj(Ct[k]) * gy + lam[m, k]
                     for k in range(n):
-                        ak = Ab[j, k]
-                        dAbar = 0.0
-                        dc = 0.0
-                        hsum = 0.0
-                        lk[p] = 0.0
-                        for m in range(p):
-                            lk[m] = np.conj(Ct[k]) * gy + lam[m, k]
-                            dAbar += lk[m] * np.conj(H[j, m, k])
-                            if m >= 1:
-                                dc += lk[m] * H[j, m - 1, k]
-                            hsum += H[j + 1, m, k]
-                        w = dAbar * np.conj(ak)
-                        dA_p[bi, c, k] += w * dt
-                        gdt += (w * np.conj(Ac[k])).real + (lk[0] * np.conj(Bt[k])).real * ut
-                        gu += (lk[0] * dt * np.conj(Bt[k])).real
-                        dB_p[bi, sb, tb, k] += lk[0] * x
-                        dC_p[bi, sc, tc, k] += gy * np.conj(hsum)
-                        if p > 1:  # real A
-                            v = Lt[k] * ut
-                            gdt += dc.real * _phi(v, phi)
-                            q = dc.real * dt * _dphi(v, phi)
-                            gu += q * Lt[k]
-                            dL_p[bi, sl, tl, k] += q * ut
-                        for m in range(p):
-                            lam[m, k] = np.conj(ak) * lk[m] + CC[j, k] * lk[m + 1]
-                    if softplus and raws[j] <= 20.0:
-                        gdt *= _sigmoid(raws[j])
+                        WA[k] = LK[0, k] * np.conj(H0[0, k])
+                        HS[k] = H1[0, k]
+                    for m in range(1, p):  # real A
+                        for k in range(n):
+                            WA[k] += LK[m, k] * H0[m, k]
+                            HS[k] += H1[m, k]
+                    for m in range(p - 1):
+                        for k in range(n):
+                            lam[m, k] = Abj[k] * LK[m, k] + dt * PH[j, k] * LK[m + 1, k]
+                    gdt = zero
+                    slb = zero
+                    for k in range(n):
+                        ak = np.conj(Abj[k])
+                        wk = WA[k] * ak
+                        dAl[k] += wk * dt
+                        gdt += (wk * np.conj(Ac[k])).real
+                        lb = (LK[0, k] * np.conj(Bt[k])).real
+                        slb += lb
+                        dBt[k] += LK[0, k] * x
+                        dCt[k] += gy * np.conj(HS[k])
+                        lam[p - 1, k] = ak * LK[p - 1, k]
+                    gdt += slb * ut
+                    gu += slb * dt
+                    if p > 1:  # the levels' coefficients c_t = Delta phi(BL_t u_t)
+                        tl = t if vl else 0
+                        Lt, dLt = Lv[tl], dLv[tl]
+                        for k in range(n):
+                            DC[k] = LK[1, k] * H0[0, k]
+                        for m in range(2, p):
+                            for k in range(n):
+                                DC[k] += LK[m, k] * H0[m - 1, k]
+                        sph = zero
+                        sq = zero
+                        for k in range(n):
+                            sph += DC[k].real * PH[j, k]
+                            q = DC[k].real * dt * DP[j, k]
+                            sq += q * Lt[k]
+                            dLt[k] += q * ut
+                        gdt += sph
+                        gu += sq
+                    gdt *= dsp[j]
                     gbias += gdt
                     du[bi, c, t] = gu
                     ddelta[bi, c, t] = gdt
             for m in range(p):
                 for k in range(n):
                     dh0[bi, m, c, k] = lam[m, k]
+            for k in range(n):
+                dA_p[bi, c, k] = dAl[k]
             dD_p[bi, c] = gD
             dbias_p[bi, c] = gbias
 
