@@ -158,7 +158,8 @@ IMPLEMENTATIONS = (
                    # its kernels, and the tests that run them on purpose (distributed, quiet)
                    tests=("tests/torch/test_numba.py", "tests/torch/test_data_parallel.py",
                           "tests/torch/test_sequence_parallel.py", "tests/torch/test_quiet.py"),
-                   kernels=("selective_scan", "liquid_selective_scan", "diag_scan", "liquid_scan"),
+                   kernels=("selective_scan", "liquid_selective_scan", "diag_scan", "liquid_scan",
+                            "selective_state_update"),
                    module="liquidssm.cpu._torch"),
     # its session installs torch and transformers too: tests/jax/test_cross_framework.py,
     # test_readme.py and test_train.py (the cross-framework training equivalence)

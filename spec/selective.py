@@ -209,9 +209,11 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
     return xp.astype(out, x.dtype), new_state
 
 
+@overridable(on=1)
 def _state_update(xp, state, x, dt, A, B3, C3, D=None, z=None, dt_bias=None, dt_softplus=False):
     """selective_state_update's computation, unchecked (the decode fast paths call it once the
-    arguments are known good): every array in one real floating dtype of namespace xp; state
+    arguments are known good; a backend may register a kernel of it for its arrays, dispatched
+    on `state`): every array in one real floating dtype of namespace xp; state
     (b, d, n), x, dt, z (b, d), A (d, n), B3, C3 (b, 1 or d, n), D, dt_bias (d,) or None.
     Returns (out (b, d), new_state (b, d, n)), both in that dtype."""
     delta = dt if dt_bias is None else dt + dt_bias
@@ -225,8 +227,10 @@ def _state_update(xp, state, x, dt, A, B3, C3, D=None, z=None, dt_bias=None, dt_
     return out, new_state
 
 
+@overridable(on=1)
 def _liquid_state_update(xp, levels, x, delta, A, B3, C3, L3, D, z, p, phi):
-    """One step of liquid_selective_scan, unchecked (the liquid decode fast path): levels
+    """One step of liquid_selective_scan, unchecked (the liquid decode fast path; overridable
+    as _state_update, dispatched on `levels`): levels
     (b, p, d, n), x, delta (= Delta, after bias and softplus), z (b, d), A (d, n), B3, C3, L3
     (b, 1 or d, n) (L3 = BL, B3 when tied), D (d,) or None, z None allowed, one real dtype.
     Abar = exp(Delta A), c = Delta phi(BL x): h0' = Abar h0 + Delta B x,

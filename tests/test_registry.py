@@ -100,9 +100,14 @@ def test_a_new_torch_record_is_chosen_without_other_edits(monkeypatch):
     pytest.importorskip("numba")
     from liquidssm.torch import _impl
 
-    new = dataclasses.replace(registry.get("torch:numba"), name="mykernel", style=("#123456", "H"),
-                              conformance=None, kernels=("selective_state_update",))
-    monkeypatch.setattr(registry, "IMPLEMENTATIONS", (*registry.IMPLEMENTATIONS, new))
+    numba = registry.get("torch:numba")
+    new = dataclasses.replace(numba, name="mykernel", style=("#123456", "H"), conformance=None,
+                              kernels=("selective_state_update",))
+    # the numba record without its selective_state_update kernel: the new one alone has it
+    trimmed = dataclasses.replace(numba, kernels=tuple(k for k in numba.kernels
+                                                       if k != "selective_state_update"))
+    records = tuple(trimmed if r is numba else r for r in registry.IMPLEMENTATIONS)
+    monkeypatch.setattr(registry, "IMPLEMENTATIONS", (*records, new))
     x = torch.zeros(1, 1, 1)
     monkeypatch.setenv("LIQUIDSSM_TORCH_IMPL", "mykernel")
     assert _impl.implementation(x, "diag_scan") == "mykernel"

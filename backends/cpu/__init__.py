@@ -13,9 +13,9 @@ float16 inputs are computed in float32; complex A in complex64 / complex128), an
 liquid_selective_scan at every liquid_degree p (p levels, BL tied or its own, every lcontract),
 by one kernel pair (p = 1 is the selective scan);
 diag_scan and liquid_scan at every degree, real and complex, forward and reverse, a / c given
-per batch entry or broadcast, by a second pair (level_fwd / level_bwd; p = 1 is the diag scan).
-Not implemented here, run by the eager implementation (same results, eager speed):
-selective_state_update.
+per batch entry or broadcast, by a second pair (level_fwd / level_bwd; p = 1 is the diag scan);
+the decode step, forward only (state_step: selective_state_update and the liquid step at every
+degree and lcontract, float32 / float64; with a gradient to record, the spec's torch ops run).
 The NumPy backend keeps the spec's loops by default (the reference the kernels are checked
 against); LIQUIDSSM_NUMPY_IMPL=numba runs its scan primitives on the forward kernels
 (liquidssm.cpu._numpy, NumPy arrays in directly).
@@ -29,7 +29,7 @@ from liquidssm import registry
 
 __all__ = ["available", "PRIMITIVES", "KERNELS"]
 
-#: primitives liquidssm.cpu._torch provides (some by the eager fallback; see above)
+#: primitives liquidssm.cpu._torch provides
 PRIMITIVES = ("selective_scan", "liquid_selective_scan", "selective_state_update", "diag_scan",
               "liquid_scan")
 #: those with a numba kernel (for some arguments): what LIQUIDSSM_TORCH_IMPL=auto picks on CPU

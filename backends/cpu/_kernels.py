@@ -465,6 +465,64 @@ def selective_bwd(u, delta, A, B4, C4, L4, vb, vc, vl, D, z, bias, ck, dout, dla
             dbias_p[bi, c] = gbias
 
 
+#: channels per work item of the decode step (a prange over single rows of n costs more than
+#: the rows: 2.3 against 1.0 ns per state entry, batch 16 x 512 x 16, one thread)
+STEP_BLOCK = 64
+
+
+@nb.njit(parallel=True, **_OPTS)
+def state_step(levels, x, delta, A, B, C, L, D, z, bias, has_d, has_z, has_bias, softplus, phi,
+               p, out, new):
+    """One decode step of the (liquid) selective scan (spec.selective._state_update, p = 1, and
+    _liquid_state_update): levels, new (b, p, d, n); x, delta, z, out (b, d); A (d, n); B, C, L
+    (b, G, n) with G = 1 (shared by the channels) or d; D, bias (d,). Delta = softplus(delta +
+    bias) (softplus, has_bias); Abar = exp(Delta A); new0 = Abar h0 + Delta x B, newm = Abar hm
+    + Delta phi(L x) h(m-1) (the old levels); out = (C . sum_m newm + D x) silu(z). A work
+    item is a batch entry's block of STEP_BLOCK channels, no temporaries; the loops over n are
+    SIMD."""
+    b, _, d, n = levels.shape
+    zero = x.dtype.type(0)
+    gb = 1 if B.shape[1] > 1 else 0  # channel c reads row c * gb
+    gc = 1 if C.shape[1] > 1 else 0
+    gl = 1 if L.shape[1] > 1 else 0
+    nblk = (d + STEP_BLOCK - 1) // STEP_BLOCK
+    for job in nb.prange(b * nblk):
+        bi = job // nblk
+        c0 = (job % nblk) * STEP_BLOCK
+        w = min(d, c0 + STEP_BLOCK) - c0
+        dts = np.empty(STEP_BLOCK, dtype=x.dtype)  # the block's Delta, in a loop of its own (SIMD)
+        for j in range(w):
+            dts[j] = delta[bi, c0 + j] + (bias[c0 + j] if has_bias else zero)
+        if softplus:
+            for j in range(w):
+                dts[j] = _softplus(dts[j])
+        gts = np.empty(STEP_BLOCK, dtype=x.dtype)  # the block's silu(z) gates (SIMD)
+        for j in range(w):
+            if has_z:
+                zt = z[bi, c0 + j]
+                gts[j] = zt * _sigmoid(zt)
+            else:
+                gts[j] = 1.0
+        for c in range(c0, c0 + w):
+            dt = dts[c - c0]
+            xt = x[bi, c]
+            dx = dt * xt
+            y = zero
+            for k in range(n):
+                v = _exp(dt * A[c, k]) * levels[bi, 0, c, k] + dx * B[bi, c * gb, k]
+                new[bi, 0, c, k] = v
+                y += C[bi, c * gc, k] * v
+            for m in range(1, p):
+                for k in range(n):
+                    v = (_exp(dt * A[c, k]) * levels[bi, m, c, k]
+                         + dt * _phi(L[bi, c * gl, k] * xt, phi) * levels[bi, m - 1, c, k])
+                    new[bi, m, c, k] = v
+                    y += C[bi, c * gc, k] * v
+            if has_d:
+                y += D[c] * xt
+            out[bi, c] = y * gts[c - c0]
+
+
 @nb.njit(**_OPTS)
 def sum_leading(P, out):
     """out[...] = sum_i P[i, ...] in the order i = 0, 1, ... (P flattened to (m, k))."""

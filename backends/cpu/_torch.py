@@ -5,8 +5,11 @@ calls run the same forward and backward through a torch.autograd.Function (no di
 Same signatures and semantics as liquidssm.torch's primitives (the spec's). The arguments are
 checked by the spec's checks (liquidssm.spec._checks, as the eager implementation does), so
 errors are the spec's. Where no kernel exists the call runs the eager implementation
-(liquidssm.torch.selective / scans): the decode step, non-CPU tensors, zero-size inputs. The
-dtype conversions and the B / C layout change (time-major, (b, G, l, n); complex for complex A)
+(liquidssm.torch.selective / scans): non-CPU tensors, zero-size inputs. The decode step
+(selective_state_update, and the decode fast paths' unchecked `_state_update` /
+`_liquid_state_update`, which liquidssm.torch dispatches here when this implementation is
+chosen) runs the state_step kernel with no autograd formula: with a gradient to record it runs
+the spec's torch ops. The dtype conversions and the B / C layout change (time-major, (b, G, l, n); complex for complex A)
 are plain torch ops outside the custom ops, so autograd maps the gradients back.
 """
 
@@ -17,6 +20,7 @@ import math
 import numpy as np
 import torch
 from liquidssm.spec import _checks
+from liquidssm.spec import selective as _spec_selective
 from liquidssm.spec._common import LCONTRACT_CODES
 from liquidssm.torch import scans as _eager_scans
 from liquidssm.torch import selective as _eager
@@ -433,6 +437,73 @@ def liquid_scan(a, b, c, h0=None, *, degree, reverse=False):
 
 def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
                            dt_softplus=False):
-    """liquidssm.torch.selective.selective_state_update (the eager step; see the package
-    docstring for why the decode step has no numba kernel on this path yet)."""
+    """liquidssm.torch.selective.selective_state_update: its checks, then the spec's casts and
+    `_state_update`, which the torch backend dispatches to `_state_update` below (the
+    state_step kernel) when this implementation is chosen."""
     return _eager.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+
+
+_STEP_DTYPES = (torch.float32, torch.float64)
+#: the step kernel's placeholders for an absent (d,) / (b, d) argument, per dtype (never written)
+_STEP_NONE = {t: (_dummy(1, _np_dtype(torch.empty(0, dtype=t))),
+                  _dummy(2, _np_dtype(torch.empty(0, dtype=t)))) for t in _STEP_DTYPES}
+
+
+def _step_runs_here(*xs) -> bool:
+    """The step kernel takes the call: xs[0] (and so, by the unchecked updates' contract, every
+    argument: one dtype, one device) a float32 / float64 CPU tensor, and no gradient to record
+    (grad disabled, or no argument requiring it: the kernel has no backward)."""
+    x = xs[0]
+    if x.dtype not in _STEP_DTYPES or x.device.type != "cpu":
+        return False
+    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in xs)
+
+
+def _v(x):
+    """A CPU tensor as a C-contiguous NumPy array (a view where it is contiguous already), for
+    the decode step: Tensor.numpy() (~1 us; DLPack takes ~4) unless x is a parameter or a view
+    of one (base.requires_grad): DLPack as in _a (numpy() would leave a parameter's storage never
+    resizable again, which FSDP needs)."""
+    base = x if x._base is None else x._base
+    if base.requires_grad:  # a parameter (or a view of one; a frozen one is not told apart)
+        return np.ascontiguousarray(np.from_dlpack(x.detach()))
+    return np.ascontiguousarray(x.numpy())
+
+
+def _step_kernel(levels, x, delta, A, B3, C3, L3, D, z, bias, softplus, p, phi):
+    """state_step on levels (a (b, p, d, n) NumPy array) and tensors; (out (b, d), new levels
+    (b, p, d, n) as a NumPy array). The new arrays become tensors by torch.from_numpy (their
+    storage is not resizable: states, never resized)."""
+    b, _, d, n = levels.shape
+    out = np.empty((b, d), levels.dtype)
+    new = np.empty((b, p, d, n), levels.dtype)
+    none = _STEP_NONE[x.dtype]
+    K.state_step(levels, _v(x), _v(delta), _v(A), _v(B3), _v(C3), _v(L3),
+                 none[0] if D is None else _v(D), none[1] if z is None else _v(z),
+                 none[0] if bias is None else _v(bias), D is not None, z is not None,
+                 bias is not None, softplus, phi, p, out, new)
+    return torch.from_numpy(out), new
+
+
+def _state_update(xp, state, x, dt, A, B3, C3, D=None, z=None, dt_bias=None, dt_softplus=False):
+    """spec.selective._state_update (the decode step, unchecked: the decode fast paths and
+    selective_state_update after its checks) on the state_step kernel; the spec's where the
+    kernel does not take the arguments (_step_runs_here)."""
+    if not _step_runs_here(x, state, dt, A, B3, C3, D, z, dt_bias):
+        return _spec_selective._state_update.reference(xp, state, x, dt, A, B3, C3, D, z,
+                                                       dt_bias, dt_softplus)
+    b, d, n = state.shape
+    out, new = _step_kernel(_v(state).reshape(b, 1, d, n), x, dt, A, B3, C3, B3, D, z, dt_bias,
+                            dt_softplus, 1, 0)
+    return out, torch.from_numpy(new.reshape(b, d, n))
+
+
+def _liquid_state_update(xp, levels, x, delta, A, B3, C3, L3, D, z, p, phi):
+    """spec.selective._liquid_state_update (the liquid decode step, unchecked) on the
+    state_step kernel; the spec's where the kernel does not take the arguments."""
+    if not _step_runs_here(x, levels, delta, A, B3, C3, L3, D, z):
+        return _spec_selective._liquid_state_update.reference(xp, levels, x, delta, A, B3, C3,
+                                                              L3, D, z, p, phi)
+    out, new = _step_kernel(_v(levels), x, delta, A, B3, C3, L3, D, z, None, False, p,
+                            LCONTRACT_CODES[phi])
+    return out, torch.from_numpy(new)

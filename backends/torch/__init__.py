@@ -18,6 +18,7 @@ import torch
 from .. import BLOCKS, MODELS, VARIANTS
 from .._bind import bind
 from ..spec import _checks, _common, _dispatch
+from ..spec import selective as _spec_selective
 from . import scans as _scans
 from . import selective as _selective
 from ._framework import FRAMEWORK, TorchFramework, params_from_spec, params_to_spec
@@ -45,6 +46,10 @@ def _with_process_group(fn):
 
 selective_state_update = primitive("selective_state_update", _selective.selective_state_update)
 _dispatch.register("torch", "selective_state_update", selective_state_update)
+for _name in ("_state_update", "_liquid_state_update"):  # the decode steps' unchecked updates
+    _ref = getattr(_spec_selective, _name).reference
+    _dispatch.register("torch", _name, primitive(_name, _ref, follows="selective_state_update",
+                                                 on=1))
 for _name, _eager in (("diag_scan", _scans.diag_scan), ("liquid_scan", _scans.liquid_scan),
                       ("selective_scan", _selective.selective_scan),
                       ("liquid_selective_scan", _selective.liquid_selective_scan)):

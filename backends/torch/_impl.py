@@ -97,9 +97,12 @@ def implementation(x=None, name: str = "selective_scan") -> str:
     return "eager"
 
 
-def primitive(name: str, eager):
+def primitive(name: str, eager, *, follows: str | None = None, on: int = 0):
     """`eager`, or <name> of the chosen implementation's module (its registry record's
-    `module`: liquidssm.torch.triton, liquidssm.cpu._torch) where `implementation` chooses it.
+    `module`: liquidssm.torch.triton, liquidssm.cpu._torch) where `implementation` chooses it
+    (for primitive `follows` when given, on the input that is positional argument `on`; a
+    module without <name> runs `eager`: the decode steps' unchecked state updates follow
+    selective_state_update).
 
     The choice is made once per (LIQUIDSSM_TORCH_IMPL, TRITON_INTERPRET, device type) and kept
     (a choice that cannot be honoured raises every time): later calls are a dict read that
@@ -109,14 +112,15 @@ def primitive(name: str, eager):
     chosen = {}
 
     def choose(x):
-        impl = implementation(x, name)
+        impl = implementation(x, follows or name)
         if impl == "eager":
             return eager
-        return getattr(importlib.import_module(registry.get(f"torch:{impl}").module), name)
+        module = importlib.import_module(registry.get(f"torch:{impl}").module)
+        return getattr(module, name) if follows is None else getattr(module, name, eager)
 
     @functools.wraps(eager)
     def run(*args, **kwargs):
-        x = args[0] if args else None
+        x = args[on] if len(args) > on else None
         key = (os.environ.get(ENV), os.environ.get("TRITON_INTERPRET"),
                getattr(getattr(x, "device", None), "type", None))
         fn = chosen.get(key)
