@@ -4,17 +4,17 @@ tokens/s.
     OMP_NUM_THREADS=2 python benchmarks/decode.py [--threads 2] [--reps 15] [--steps 20]
 
 One Mamba mixer (d_model 256, d_state 16, expand 2, float32), its weights the spec's
-mamba.init(config, 0) loaded into each implementation: liquidssm.torch nn.Mamba.step (the
-decode fast path; also its checked spec step, the state passed as a plain dict; the fast path
-is the same code under every LIQUIDSSM_TORCH_IMPL: no kernel of selective_state_update beat its
-plain torch ops), liquidssm.jax (the nnx module's step, jitted once: the
+mamba.init(config, 0) loaded into each implementation: liquidssm.torch nn.Mamba.step (the decode
+fast path under auto: its state update the numba state_step kernel where liquidssm[cpu] is
+installed; the same with LIQUIDSSM_TORCH_IMPL=eager: the spec's torch ops; also its checked spec
+step, the state passed as a plain dict), liquidssm.jax (the nnx module's step, jitted once: the
 state a pytree), mambapy MambaBlock.step and transformers' MambaMixer with its DynamicCache (CPU
 fallback). First every implementation decodes the same 12 tokens after a 4-token prompt from the
-same weights and its outputs are checked against the spec (NumPy float64) to 1e-4 relative;
-then per batch (1, 16) the torch implementations alternate, each timing `--steps` consecutive
-steps per repetition (its own state carried), jax in a pass of its own after them (see main),
-and the tables show the median and the fastest rep's microseconds per step (the fastest is
-what a loaded machine still measures: descheduling only adds time).
+same weights and its outputs are checked against the spec (NumPy float64) to 1e-4 relative; then
+per batch (1, 16) the torch implementations alternate, each timing `--steps` consecutive steps
+per repetition (its own state carried), jax in a pass of its own after them (see main), and the
+tables show the median and the fastest rep's microseconds per step (the fastest is what a loaded
+machine still measures: descheduling only adds time).
 Last, MambaLM.generate (d_model 256, 4 layers, vocab 256, 32 new tokens after 8) in tokens/s,
 torch and jax. Prints the environment (threads, load average, versions) first.
 """
@@ -173,6 +173,8 @@ def main(argv=None):
     spec, config, params = _spec()
     impls = {
         "liquidssm.torch fast step": lambda: liquidssm_torch(config, params),
+        "liquidssm.torch fast step, eager ops": lambda: liquidssm_torch(config, params,
+                                                                        impl="eager"),
         "liquidssm.torch checked spec step": lambda: liquidssm_torch(config, params,
                                                                      checked=True),
         "liquidssm.jax jitted step": lambda: liquidssm_jax(config, params),

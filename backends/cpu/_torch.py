@@ -8,9 +8,10 @@ errors are the spec's. Where no kernel exists the call runs the eager implementa
 (liquidssm.torch.selective / scans): non-CPU tensors, zero-size inputs. The decode step
 (selective_state_update, and the decode fast paths' unchecked `_state_update` /
 `_liquid_state_update`, which liquidssm.torch dispatches here when this implementation is
-chosen) runs the state_step kernel with no autograd formula: with a gradient to record it runs
-the spec's torch ops. The dtype conversions and the B / C layout change (time-major, (b, G, l, n); complex for complex A)
-are plain torch ops outside the custom ops, so autograd maps the gradients back.
+chosen) runs the state_step kernel (forward only: with a gradient to record, or a state below
+STEP_MIN_STATE entries, the spec's torch ops run). The dtype conversions and the B / C layout
+change (time-major, (b, G, l, n); complex for complex A) are plain torch ops outside the custom
+ops, so autograd maps the gradients back.
 """
 
 from __future__ import annotations
@@ -449,14 +450,24 @@ _STEP_NONE = {t: (_dummy(1, _np_dtype(torch.empty(0, dtype=t))),
                   _dummy(2, _np_dtype(torch.empty(0, dtype=t)))) for t in _STEP_DTYPES}
 
 
-def _step_runs_here(*xs) -> bool:
-    """The step kernel takes the call: xs[0] (and so, by the unchecked updates' contract, every
-    argument: one dtype, one device) a float32 / float64 CPU tensor, and no gradient to record
-    (grad disabled, or no argument requiring it: the kernel has no backward)."""
-    x = xs[0]
-    if x.dtype not in _STEP_DTYPES or x.device.type != "cpu":
+#: the fewest state entries (b p d n) the step kernel runs on; below, the spec's torch ops,
+#: which were as fast or faster there (benchmarks/decode.py and an alternating A/B of the two
+#: in one process, Mamba d_inner 512, d_state 16, one thread: batch 1 (8192 entries) 292.6 vs
+#: 286.6 and 250 vs 213 us per step for the kernel; batch 4 449 vs 458; batch 16 703 vs 904)
+STEP_MIN_STATE = 1 << 16
+
+
+def _step_runs_here(state, *xs) -> bool:
+    """The step kernel takes the call: state (and so, by the unchecked updates' contract, every
+    argument: one dtype, one device) a float32 / float64 CPU tensor of at least STEP_MIN_STATE
+    entries, and no gradient to record (grad disabled, or no argument requiring it: the kernel
+    has no backward)."""
+    x = state
+    if (x.dtype not in _STEP_DTYPES or x.device.type != "cpu"
+            or x.numel() < STEP_MIN_STATE):
         return False
-    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in xs)
+    return not torch.is_grad_enabled() or not any(
+        t is not None and t.requires_grad for t in (state, *xs))
 
 
 def _v(x):
@@ -489,7 +500,7 @@ def _state_update(xp, state, x, dt, A, B3, C3, D=None, z=None, dt_bias=None, dt_
     """spec.selective._state_update (the decode step, unchecked: the decode fast paths and
     selective_state_update after its checks) on the state_step kernel; the spec's where the
     kernel does not take the arguments (_step_runs_here)."""
-    if not _step_runs_here(x, state, dt, A, B3, C3, D, z, dt_bias):
+    if not _step_runs_here(state, x, dt, A, B3, C3, D, z, dt_bias):
         return _spec_selective._state_update.reference(xp, state, x, dt, A, B3, C3, D, z,
                                                        dt_bias, dt_softplus)
     b, d, n = state.shape
@@ -501,7 +512,7 @@ def _state_update(xp, state, x, dt, A, B3, C3, D=None, z=None, dt_bias=None, dt_
 def _liquid_state_update(xp, levels, x, delta, A, B3, C3, L3, D, z, p, phi):
     """spec.selective._liquid_state_update (the liquid decode step, unchecked) on the
     state_step kernel; the spec's where the kernel does not take the arguments."""
-    if not _step_runs_here(x, levels, delta, A, B3, C3, L3, D, z):
+    if not _step_runs_here(levels, x, delta, A, B3, C3, L3, D, z):
         return _spec_selective._liquid_state_update.reference(xp, levels, x, delta, A, B3, C3,
                                                               L3, D, z, p, phi)
     out, new = _step_kernel(_v(levels), x, delta, A, B3, C3, L3, D, z, None, False, p,

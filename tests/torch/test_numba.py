@@ -449,6 +449,7 @@ def step_calls(monkeypatch):
         return kernel(*args)
 
     monkeypatch.setattr(N.K, "state_step", spy)
+    monkeypatch.setattr(N, "STEP_MIN_STATE", 0)  # these small states too
     monkeypatch.setenv("LIQUIDSSM_TORCH_IMPL", "numba")
     return calls
 
@@ -494,7 +495,7 @@ def test_liquid_step_kernel_matches_the_spec(step_calls, p, phi, own_bl):
     torch.testing.assert_close(levels, levels_ref, rtol=1e-12, atol=1e-12)
 
 
-def test_state_update_under_autograd_runs_the_spec(step_calls):
+def test_state_update_under_autograd_or_small_runs_the_spec(step_calls, monkeypatch):
     x = _step_inputs(torch.float64, None)
     x["x"].requires_grad_(True)
     y, h = lt.selective_state_update(**x, dt_softplus=True)
@@ -503,7 +504,10 @@ def test_state_update_under_autograd_runs_the_spec(step_calls):
     assert x["x"].grad is not None and torch.isfinite(x["x"].grad).all()
     with torch.no_grad():
         lt.selective_state_update(**x, dt_softplus=True)
-    assert step_calls == [1]
+        assert step_calls == [1]
+        monkeypatch.setattr(N, "STEP_MIN_STATE", x["state"].numel() + 1)
+        lt.selective_state_update(**x, dt_softplus=True)  # a state below the size: torch's ops
+        assert step_calls == [1]
 
 
 @pytest.mark.parametrize("cls,config", [
