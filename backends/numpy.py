@@ -3,11 +3,12 @@
 Arrays are NumPy (float64, or float32: the spec casts parameters and states to u's dtype, so
 init's float64 parameters with float32 u return float32); the functions are the spec's, unchanged.
 
-LIQUIDSSM_NUMPY_IMPL (auto | the registry's numpy records: spec, array_api_strict, numba) chooses
-what the scan primitives (diag_scan, liquid_scan, selective_scan, liquid_selective_scan) run:
-numba runs liquidssm.cpu's forward kernels on NumPy arrays (the registry record's module), every
-other value the spec (the reference; auto too, so that the NumPy backend stays the reference).
-The variants, blocks and models call the spec's primitives and so run the spec either way.
+LIQUIDSSM_NUMPY_IMPL (auto | the registry's numpy records: spec, array_api_strict, numba)
+chooses what the scan primitives (diag_scan, liquid_scan, selective_scan, liquid_selective_scan)
+and selective_state_update run: numba runs liquidssm.cpu's forward kernels on NumPy arrays (the
+registry record's module), every other value the spec (the reference; auto too, so that the
+NumPy backend stays the reference). The variants, blocks and models call the spec's primitives
+and so run the spec either way.
 """
 
 import functools
@@ -29,7 +30,6 @@ from liquidssm.spec import (  # noqa: F401
     s4d,
     s5,
     s5_layer,
-    selective_state_update,
     sequence_model,
 )
 
@@ -74,3 +74,4 @@ diag_scan = _primitive("diag_scan")
 liquid_scan = _primitive("liquid_scan")
 selective_scan = _primitive("selective_scan")
 liquid_selective_scan = _primitive("liquid_selective_scan")
+selective_state_update = _primitive("selective_state_update")

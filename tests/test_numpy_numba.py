@@ -97,6 +97,32 @@ def test_level_scans_match_the_spec(numba_env, p, reverse, cplx, bcast, S):
     assert lnp.diag_scan(a.astype(low), bb.astype(low)).dtype == low
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("groups,drop", [(None, ()), (2, ()), (4, ("D", "z", "dt_bias"))])
+def test_selective_state_update_runs_the_kernel(numba_env, monkeypatch, dtype, groups, drop):
+    rng = np.random.default_rng(3)
+    b, d, n = 3, 4, 5
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    bc = (b, n) if groups is None else (b, groups, n)
+    x = dict(state=r(b, d, n), x=r(b, d), dt=r(b, d), A=-rng.random((d, n)).astype(dtype) - 0.2,
+             B=r(*bc), C=r(*bc), D=r(d), z=r(b, d), dt_bias=0.3 * r(d))
+    x = {k: None if k in drop else v for k, v in x.items()}
+    assert lnp.implementation("selective_state_update") == "numba"
+    calls = []
+    kernel = K.K.state_step
+    monkeypatch.setattr(K.K, "state_step", lambda *a: calls.append(1) or kernel(*a))
+    y, h = lnp.selective_state_update(**x, dt_softplus=True)
+    assert calls == [1]
+    ref = {k: None if v is None else v.astype(np.float64) for k, v in x.items()}
+    y_ref, h_ref = spec_sel.selective_state_update(**ref, dt_softplus=True)
+    assert y.dtype == h.dtype == dtype
+    # float32: float32 arithmetic against float64 (the kernel's exp / softplus / sigmoid:
+    # relative errors <= 3e-7); as in tests/torch/test_numba.py
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(h, h_ref, rtol=tol, atol=tol)
+
+
 def test_the_default_and_other_values_run_the_spec(monkeypatch):
     x = _selective("var")
     ref = spec_sel.selective_scan(**x)
@@ -108,7 +134,7 @@ def test_the_default_and_other_values_run_the_spec(monkeypatch):
         assert lnp.implementation() == "spec"
         assert np.array_equal(lnp.selective_scan(**x), ref)
     monkeypatch.setenv("LIQUIDSSM_NUMPY_IMPL", "numba")
-    assert lnp.implementation("selective_state_update") == "spec"  # no kernel: the spec
+    assert lnp.implementation("dense_scan") == "spec"  # no kernel: the spec
     monkeypatch.setattr(K, "selective_scan", lambda *args, **kwargs: "kernel")
     assert lnp.selective_scan(**x) == "kernel"  # the record's module, looked up per call
     monkeypatch.setenv("LIQUIDSSM_NUMPY_IMPL", "nope")

@@ -19,7 +19,8 @@ from liquidssm.spec._common import LCONTRACT_CODES
 
 from . import _kernels as K
 
-__all__ = ["selective_scan", "liquid_selective_scan", "diag_scan", "liquid_scan"]
+__all__ = ["selective_scan", "liquid_selective_scan", "diag_scan", "liquid_scan",
+           "selective_state_update"]
 
 
 def _numpy(*xs) -> bool:
@@ -138,3 +139,32 @@ def liquid_scan(a, b, c, h0=None, *, degree, reverse=False):
     if s.empty or not _numpy(a, b, c, h0):
         return _spec_scan.liquid_scan(a, b, c, h0, degree=degree, reverse=reverse)
     return _levels(a, b, c, h0, degree, reverse)
+
+
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
+                           dt_softplus=False):
+    """spec.selective.selective_state_update on _kernels.state_step: state (b, d, n); x, dt, z
+    (b, d); A (d, n); B, C (b, n) or (b, g, n); D, dt_bias (d,). Delta = softplus(dt + dt_bias)
+    if dt_softplus; new_state = exp(Delta A) state + Delta B x; out = (C . new_state + D x)
+    silu(z). Returns (out in x's dtype, new_state in the compute dtype: float64 for float64 x,
+    else float32)."""
+    args = (state, x, dt, A, B, C, D, z, dt_bias)
+    s = _checks.selective_state_update_args(*args, dt_softplus)
+    if s.empty or not _numpy(*args):
+        return _spec_sel.selective_state_update(*args, dt_softplus)
+    wdt = np.float64 if x.dtype == np.float64 else np.float32
+    b, d, n = s.b, s.d, s.n
+
+    def group(X):  # (b, n) -> (b, 1, n); (b, g, n) -> (b, d, n): channel c reads group c // (d/g)
+        X = np.asarray(X, dtype=wdt)
+        if X.ndim == 2:
+            return _c(X[:, None], wdt)
+        return _c(np.repeat(X, d // X.shape[1], axis=1), wdt)
+
+    Bg = group(B)
+    out, new = np.empty((b, d), wdt), np.empty((b, 1, d, n), wdt)
+    K.state_step(_c(state, wdt).reshape(b, 1, d, n), _c(x, wdt), _c(dt, wdt), _c(A, wdt), Bg,
+                 group(C), Bg, _opt(D, 1, wdt), _opt(z, 2, wdt), _opt(dt_bias, 1, wdt),
+                 D is not None, z is not None, dt_bias is not None, bool(dt_softplus),
+                 LCONTRACT_CODES["none"], 1, out, new)
+    return out.astype(x.dtype, copy=False), new.reshape(b, d, n)
