@@ -33,17 +33,19 @@ def registered(framework: str, name: str) -> Callable | None:
     return _IMPLEMENTATIONS.get((framework, name))
 
 
-def overridable(fn: Callable | None = None, *, on: int = 0) -> Callable:
+def overridable(fn: Callable | None = None, *, on: int = 0, name: str | None = None) -> Callable:
     """Mark `fn` as a primitive that backends may override for their array type: the type of
     its positional argument `on` (0: the first; the decode steps' unchecked state updates,
-    whose first argument is the namespace, dispatch on 1)."""
+    whose first argument is the namespace, dispatch on 1), registered under `name` (default
+    fn's own)."""
     if fn is None:
-        return functools.partial(overridable, on=on)
+        return functools.partial(overridable, on=on, name=name)
+    key = name or fn.__name__
 
     @functools.wraps(fn)
     def dispatch(*args, **kwargs):
         framework = framework_of(args[on]) if len(args) > on else None
-        impl = _IMPLEMENTATIONS.get((framework, fn.__name__)) if framework else None
+        impl = _IMPLEMENTATIONS.get((framework, key)) if framework else None
         return (impl or fn)(*args, **kwargs)
 
     dispatch.reference = fn

@@ -33,6 +33,7 @@ from ._common import (
     namespace,
     scan_options,
 )
+from ._dispatch import overridable
 from .nn import linear, sigmoid, silu
 from .selective import _state_update, selective_scan, selective_state_update
 
@@ -333,10 +334,12 @@ def _mixer_in(config, p, conv_state, u_t, xp):
     return xc, xz[:, d:], rows.mT, linear(xc, p["x_proj.weight"])
 
 
+@overridable(on=3, name="mamba_step")
 def _step(config: _MixerConfig, p, state, u_t, xp, update=_state_update):
     """step's computation, unchecked: p = step_params(config, params), state and u_t in one
     real floating dtype (p's), shapes as step checks them; xp their namespace; update the
-    state update (_state_update's signature; step passes the dispatching one)."""
+    state update (_state_update's signature; step passes the dispatching one). A backend may
+    register a kernel of the whole step as "mamba_step" (dispatched on u_t)."""
     r, n = config.dt_rank, config.d_state
     xc, z, window, dbl = _mixer_in(config, p, state["conv_state"], u_t, xp)
     dt = linear(dbl[:, :r], p["dt_proj.weight"], p["dt_proj.bias"])  # the bias in one call

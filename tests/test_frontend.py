@@ -26,7 +26,7 @@ def test_numpy_backend_exports_the_spec():
     # the scan primitives are the spec's behind LIQUIDSSM_NUMPY_IMPL (unset: the spec itself)
     r = run(
         "import numpy as np, liquidssm, liquidssm.spec as s;"
-        "assert liquidssm.s4d is s.s4d and liquidssm.selective_state_update is "
+        "assert liquidssm.s4d is s.s4d and liquidssm.selective_state_update.__wrapped__ is "
         "s.selective_state_update and liquidssm.selective_scan.__wrapped__ is s.selective_scan;"
         "a, b = np.full((1, 5, 2), 0.5), np.arange(20.0).reshape(2, 5, 2);"
         "assert liquidssm.numpy.implementation('diag_scan') == 'spec';"

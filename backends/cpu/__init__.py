@@ -14,8 +14,9 @@ liquid_selective_scan at every liquid_degree p (p levels, BL tied or its own, ev
 by one kernel pair (p = 1 is the selective scan);
 diag_scan and liquid_scan at every degree, real and complex, forward and reverse, a / c given
 per batch entry or broadcast, by a second pair (level_fwd / level_bwd; p = 1 is the diag scan);
-the decode step, forward only (state_step: selective_state_update and the liquid step at every
-degree and lcontract, float32 / float64; with a gradient to record, the spec's torch ops run).
+the decode step, forward only (float32 / float64; with a gradient to record, the spec's torch
+ops run): state_step (selective_state_update and the liquid step at every degree and
+lcontract) and mamba_step (the Mamba mixer's whole step, its matrix-vector products included).
 The NumPy backend keeps the spec's loops by default (the reference the kernels are checked
 against); LIQUIDSSM_NUMPY_IMPL=numba runs its scan primitives on the forward kernels
 (liquidssm.cpu._numpy, NumPy arrays in directly).

@@ -523,6 +523,71 @@ def state_step(levels, x, delta, A, B, C, L, D, z, bias, has_d, has_z, has_bias,
             out[bi, c] = y * gts[c - c0]
 
 
+@nb.njit(inline="always", **_OPTS)
+def _matvec(W, x, out, bias, has_bias):
+    """out = W x (+ bias): W (o, i) row-major, each row a contiguous dot product (SIMD)."""
+    o, i = W.shape
+    for r in range(o):
+        acc = x.dtype.type(0)
+        for k in range(i):
+            acc += W[r, k] * x[k]
+        out[r] = acc + bias[r] if has_bias else acc
+
+
+@nb.njit(parallel=True, **_OPTS)
+def mamba_step(u, W_in, b_in, W_x, W_dt, b_dt, W_out, b_out, conv_wt, conv_b, A, D, rows, h,
+               has_b_in, has_b_out, has_conv_b, out, new_rows, new_h):
+    """One decode step of the Mamba mixer (spec.mamba._step): u, out
+    (b, d_model); W_in (2 d, d_model), W_x (r + 2 N, d), W_dt (d, r), W_out (d_model, d) (and
+    their biases b_in, b_dt, b_out); conv_wt (K, d), conv_b, D (d,); A (d, N); rows, new_rows
+    (b, K, d): the conv window's rows (conv_state^T); h, new_h (b, d, N). Per batch entry:
+    [x, z] = W_in u; rows <- [rows[1:], x]; x_c = silu(sum_k conv_wt[k] rows[k] + conv_b);
+    [dt_in, B, C] = W_x x_c; Delta = softplus(W_dt dt_in + b_dt); h <- exp(Delta A) h +
+    Delta x_c B; y = (C . h + D x_c) silu(z); out = W_out y. A batch entry per work item; the
+    matrix-vector products are loops of contiguous dot products (at batch 1 they beat torch's
+    addmm here)."""
+    b, dm = u.shape
+    K, d = conv_wt.shape
+    n = A.shape[1]
+    r = W_dt.shape[1]
+    zero = u.dtype.type(0)
+    for bi in nb.prange(b):
+        xz = np.empty(2 * d, dtype=u.dtype)
+        xc = np.empty(d, dtype=u.dtype)
+        dbl = np.empty(W_x.shape[0], dtype=u.dtype)
+        dts = np.empty(d, dtype=u.dtype)
+        y = np.empty(d, dtype=u.dtype)
+        _matvec(W_in, u[bi], xz, b_in, has_b_in)
+        for k in range(K - 1):
+            for c in range(d):
+                new_rows[bi, k, c] = rows[bi, k + 1, c]
+        for c in range(d):
+            new_rows[bi, K - 1, c] = xz[c]
+            xc[c] = conv_b[c] if has_conv_b else zero
+        for k in range(K):
+            for c in range(d):
+                xc[c] += conv_wt[k, c] * new_rows[bi, k, c]
+        for c in range(d):
+            xc[c] = xc[c] * _sigmoid(xc[c])
+        _matvec(W_x, xc, dbl, b_in, False)
+        _matvec(W_dt, dbl[:r], dts, b_dt, True)
+        for c in range(d):
+            dts[c] = _softplus(dts[c])
+        for c in range(d):
+            dt = dts[c]
+            dx = dt * xc[c]
+            acc = zero
+            for k in range(n):
+                v = _exp(dt * A[c, k]) * h[bi, c, k] + dx * dbl[r + k]
+                new_h[bi, c, k] = v
+                acc += dbl[r + n + k] * v
+            y[c] = acc + D[c] * xc[c]
+        for c in range(d):
+            zt = xz[d + c]
+            y[c] *= zt * _sigmoid(zt)
+        _matvec(W_out, y, out[bi], b_out, has_b_out)
+
+
 @nb.njit(**_OPTS)
 def sum_leading(P, out):
     """out[...] = sum_i P[i, ...] in the order i = 0, 1, ... (P flattened to (m, k))."""

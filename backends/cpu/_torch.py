@@ -7,9 +7,10 @@ checked by the spec's checks (liquidssm.spec._checks, as the eager implementatio
 errors are the spec's. Where no kernel exists the call runs the eager implementation
 (liquidssm.torch.selective / scans): non-CPU tensors, zero-size inputs. The decode step
 (selective_state_update, and the decode fast paths' unchecked `_state_update` /
-`_liquid_state_update`, which liquidssm.torch dispatches here when this implementation is
-chosen) runs the state_step kernel (forward only: with a gradient to record, or a state below
-STEP_MIN_STATE entries, the spec's torch ops run). The dtype conversions and the B / C layout
+`_liquid_state_update` and Mamba's `_step`, which liquidssm.torch dispatches here when this
+implementation is chosen) runs the state_step and mamba_step kernels (forward only: with a
+gradient to record, a state below STEP_MIN_STATE entries or a batch above MAMBA_STEP_MAX_BATCH,
+the spec's torch ops run). The dtype conversions and the B / C layout
 change (time-major, (b, G, l, n); complex for complex A) are plain torch ops outside the custom
 ops, so autograd maps the gradients back.
 """
@@ -17,10 +18,12 @@ ops, so autograd maps the gradients back.
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 import torch
 from liquidssm.spec import _checks
+from liquidssm.spec import mamba as _spec_mamba
 from liquidssm.spec import selective as _spec_selective
 from liquidssm.spec._common import LCONTRACT_CODES
 from liquidssm.torch import scans as _eager_scans
@@ -28,7 +31,8 @@ from liquidssm.torch import selective as _eager
 
 from . import _kernels as K
 
-__all__ = ["selective_scan", "liquid_selective_scan", "selective_state_update", "diag_scan",
+__all__ = ["selective_scan", "liquid_selective_scan", "selective_state_update", "mamba_step",
+           "diag_scan",
            "liquid_scan", "CHUNK", "block_channels"]
 
 #: steps per chunk: the backward recomputes a chunk's states from its checkpoint
@@ -518,3 +522,57 @@ def _liquid_state_update(xp, levels, x, delta, A, B3, C3, L3, D, z, p, phi):
     out, new = _step_kernel(_v(levels), x, delta, A, B3, C3, L3, D, z, None, False, p,
                             LCONTRACT_CODES[phi])
     return out, torch.from_numpy(new)
+
+
+#: the largest batch the whole-step Mamba kernel (mamba_step) runs: measured faster than the
+#: spec's step on torch ops up to 32 (the largest tried; d_model 256, d_state 16, 1 and 2
+#: threads), above it the spec's step (torch's matrix products; the state_step kernel from
+#: STEP_MIN_STATE entries)
+MAMBA_STEP_MAX_BATCH = 32
+#: id(prepared["A"]) -> (a weak reference to it, prepared's tensors as NumPy arrays): a
+#: prepared dict (the decode fast path's step_params, made once per parameter change) is
+#: converted once. "A" (-exp(A_log)) is a tensor made with each prepared dict, so the entry is
+#: dropped when it is (weakref.finalize); the arrays come by DLPack, which holds no reference
+#: to the tensor objects.
+_PREPARED: dict = {}
+_MAMBA_KEYS = ("in_proj.weight", "in_proj.bias", "x_proj.weight", "dt_proj.weight",
+               "dt_proj.bias", "out_proj.weight", "out_proj.bias", "conv_wt", "conv1d.bias", "A",
+               "D")
+
+
+def _prepared_arrays(p):
+    A = p["A"]
+    entry = _PREPARED.get(id(A))
+    if entry is None or entry[0]() is not A:
+        arrays = [None if p.get(k) is None
+                  else np.ascontiguousarray(np.from_dlpack(p[k].detach())) for k in _MAMBA_KEYS]
+        entry = _PREPARED[id(A)] = (weakref.ref(A), arrays)
+        weakref.finalize(A, _PREPARED.pop, id(A), None)
+    return entry[1]
+
+
+def mamba_step(config, p, state, u_t, xp, update=_spec_selective._state_update):
+    """spec.mamba._step (the Mamba mixer's decode step, unchecked) on the mamba_step kernel:
+    float32 / float64 CPU tensors, batch <= MAMBA_STEP_MAX_BATCH, the plain conv (no gate) and
+    the default state update, no gradient to record; the spec's step otherwise."""
+    if (update is not _spec_selective._state_update or "gate_wt" in p
+            or u_t.dtype not in _STEP_DTYPES or u_t.device.type != "cpu"
+            or u_t.shape[0] > MAMBA_STEP_MAX_BATCH
+            or (torch.is_grad_enabled() and (
+                u_t.requires_grad or any(s.requires_grad for s in state.values())
+                or any(p[k].requires_grad for k in _MAMBA_KEYS if p.get(k) is not None)))):
+        return _spec_mamba._step.reference(config, p, state, u_t, xp, update)
+    W_in, b_in, W_x, W_dt, b_dt, W_out, b_out, conv_wt, conv_b, A, D = _prepared_arrays(p)
+    none = _STEP_NONE[u_t.dtype][0]
+    b, dm = u_t.shape
+    width, d = conv_wt.shape
+    dt = conv_wt.dtype
+    out = np.empty((b, dm), dt)
+    rows = np.empty((b, width, d), dt)
+    h = np.empty((b, d, A.shape[1]), dt)
+    K.mamba_step(_v(u_t), W_in, none if b_in is None else b_in, W_x, W_dt, b_dt, W_out,
+                 none if b_out is None else b_out, conv_wt, none if conv_b is None else conv_b,
+                 A, D, _v(state["conv_state"].mT), _v(state["ssm_state"]), b_in is not None,
+                 b_out is not None, conv_b is not None, out, rows, h)
+    return torch.from_numpy(out), {"conv_state": torch.from_numpy(rows).mT,
+                                   "ssm_state": torch.from_numpy(h)}

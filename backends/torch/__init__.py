@@ -18,6 +18,7 @@ import torch
 from .. import BLOCKS, MODELS, VARIANTS
 from .._bind import bind
 from ..spec import _checks, _common, _dispatch
+from ..spec import mamba as _spec_mamba
 from ..spec import selective as _spec_selective
 from . import scans as _scans
 from . import selective as _selective
@@ -46,10 +47,12 @@ def _with_process_group(fn):
 
 selective_state_update = primitive("selective_state_update", _selective.selective_state_update)
 _dispatch.register("torch", "selective_state_update", selective_state_update)
-for _name in ("_state_update", "_liquid_state_update"):  # the decode steps' unchecked updates
-    _ref = getattr(_spec_selective, _name).reference
+# the decode steps' unchecked state updates, and Mamba's whole step (on u_t, its 4th argument)
+for _name, _ref, _on in (("_state_update", _spec_selective._state_update.reference, 1),
+                         ("_liquid_state_update", _spec_selective._liquid_state_update.reference,
+                          1), ("mamba_step", _spec_mamba._step.reference, 3)):
     _dispatch.register("torch", _name, primitive(_name, _ref, follows="selective_state_update",
-                                                 on=1))
+                                                 on=_on))
 for _name, _eager in (("diag_scan", _scans.diag_scan), ("liquid_scan", _scans.liquid_scan),
                       ("selective_scan", _selective.selective_scan),
                       ("liquid_selective_scan", _selective.liquid_selective_scan)):

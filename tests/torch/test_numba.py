@@ -510,22 +510,95 @@ def test_state_update_under_autograd_or_small_runs_the_spec(step_calls, monkeypa
         assert step_calls == [1]
 
 
+@pytest.fixture
+def mamba_calls(monkeypatch):
+    """Counts the whole-step kernel's calls (mamba_step; the kernel still runs)."""
+    calls = []
+    kernel = N.K.mamba_step
+
+    def spy(*args):
+        calls.append(args[0].shape[0])  # the batch
+        return kernel(*args)
+
+    monkeypatch.setattr(N.K, "mamba_step", spy)
+    return calls
+
+
+def _decode(m, u):
+    state, ys = m.initial_state(u.shape[0]), []
+    for t in range(u.shape[1]):
+        y_t, state = m.step(u[:, t], state)
+        ys.append(y_t)
+    return torch.stack(ys, 1), state
+
+
 @pytest.mark.parametrize("cls,config", [
     ("Mamba", "mamba.Config(d_model=8, d_state=4)"),
+    ("Mamba", "mamba.Config(d_model=8, d_state=4, bias=True, conv_bias=False)"),
     ("LiquidMamba", "liquid_mamba.Config(d_model=8, d_state=4, liquid_degree=2, tied=False)")])
-def test_decode_fast_path_runs_the_kernel(step_calls, monkeypatch, cls, config):
+def test_decode_fast_path_runs_the_kernels(step_calls, mamba_calls, cls, config):
     from liquidssm.spec import liquid_mamba, mamba  # noqa: F401  (the configs above)
     from liquidssm.torch import nn
 
     m = getattr(nn, cls)(eval(config), seed=0)
     u = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        y = m(u)
-        state, ys = m.initial_state(2), []
-        for t in range(5):
-            y_t, state = m.step(u[:, t], state)
-            ys.append(y_t)
-    assert len(step_calls) == 5
-    # float32: the step's kernel against the forward's scan kernel, measured max |error|
-    # 1.5e-8 (Mamba, |y| <= 0.16) and 2.4e-7 (LiquidMamba, |y| <= 3.6)
-    torch.testing.assert_close(torch.stack(ys, 1), y, rtol=1e-5, atol=1e-5)
+        y, last = m(u, return_state=True)
+        ys, state = _decode(m, u)
+    # Mamba: the whole step in one kernel; LiquidMamba (its gated conv): the state update
+    assert (mamba_calls, len(step_calls)) == (([2] * 5, 0) if cls == "Mamba" else ([], 5))
+    # float32: the step's kernels against the forward's scan kernel, measured max |error|
+    # 2.2e-8 (Mamba, |y| <= 0.16) and 2.4e-7 (LiquidMamba, |y| <= 3.6)
+    torch.testing.assert_close(ys, y, rtol=1e-5, atol=1e-5)
+    for k in last:
+        torch.testing.assert_close(state[k], last[k], rtol=1e-5, atol=1e-5)
+
+
+def test_mamba_lm_decodes_through_the_whole_step_kernel(step_calls, mamba_calls):
+    from liquidssm.spec import mamba_lm
+    from liquidssm.torch import nn
+
+    m = nn.MambaLM(mamba_lm.Config(d_model=8, n_layer=2, vocab_size=11, ssm_cfg={"d_state": 4}),
+                   seed=0)
+    ids = torch.randint(0, 11, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = m(ids)
+        ys, _ = _decode(m, ids)
+    assert mamba_calls == [1] * 12  # two layers, six steps
+    torch.testing.assert_close(ys, logits, rtol=1e-5, atol=1e-5)
+
+
+def test_whole_step_kernel_falls_back(step_calls, mamba_calls, monkeypatch):
+    from liquidssm.spec import mamba
+    from liquidssm.torch import nn
+
+    m = nn.Mamba(mamba.Config(d_model=8, d_state=4), seed=0)
+    u = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(1))
+    ys, _ = _decode(m, u)  # grad enabled, parameters requiring grad: the spec's torch ops
+    assert mamba_calls == []
+    ys.sum().backward()
+    assert m.A_log.grad is not None and torch.isfinite(m.A_log.grad).all()
+    monkeypatch.setattr(N, "MAMBA_STEP_MAX_BATCH", 2)
+    with torch.no_grad():
+        big, _ = _decode(m, u)  # batch 3 > 2: the spec's step (its state update: state_step)
+        assert mamba_calls == [] and len(step_calls) == 4
+        small, _ = _decode(m, u[:2])
+    assert mamba_calls == [2] * 4
+    torch.testing.assert_close(small, big[:2], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(big, ys.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_whole_step_kernel_converts_each_prepared_dict_once():
+    import gc
+
+    p = {k: torch.randn(3, 2) for k in N._MAMBA_KEYS}
+    first = N._prepared_arrays(p)
+    assert N._prepared_arrays(p) is first and id(p["A"]) in N._PREPARED
+    key = id(p["A"])
+    p["A"] = torch.randn(3, 2)  # a new prepared dict's A (a parameter change): converted again
+    assert N._prepared_arrays(p) is not first
+    gc.collect()
+    assert key not in N._PREPARED  # the old A is gone, and its entry with it
+    del p
+    gc.collect()
+    assert not N._PREPARED
