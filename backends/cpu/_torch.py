@@ -465,10 +465,10 @@ def _step_runs_here(state, *xs) -> bool:
     """The step kernel takes the call: state (and so, by the unchecked updates' contract, every
     argument: one dtype, one device) a float32 / float64 CPU tensor of at least STEP_MIN_STATE
     entries, and no gradient to record (grad disabled, or no argument requiring it: the kernel
-    has no backward)."""
+    has no backward); not under torch.compile (the spec's torch ops are what it traces)."""
     x = state
     if (x.dtype not in _STEP_DTYPES or x.device.type != "cpu"
-            or x.numel() < STEP_MIN_STATE):
+            or x.numel() < STEP_MIN_STATE or torch.compiler.is_compiling()):
         return False
     return not torch.is_grad_enabled() or not any(
         t is not None and t.requires_grad for t in (state, *xs))
@@ -554,10 +554,11 @@ def _prepared_arrays(p):
 def mamba_step(config, p, state, u_t, xp, update=_spec_selective._state_update):
     """spec.mamba._step (the Mamba mixer's decode step, unchecked) on the mamba_step kernel:
     float32 / float64 CPU tensors, batch <= MAMBA_STEP_MAX_BATCH, the plain conv (no gate) and
-    the default state update, no gradient to record; the spec's step otherwise."""
+    the default state update, no gradient to record, not under torch.compile; the spec's step
+    otherwise."""
     if (update is not _spec_selective._state_update or "gate_wt" in p
             or u_t.dtype not in _STEP_DTYPES or u_t.device.type != "cpu"
-            or u_t.shape[0] > MAMBA_STEP_MAX_BATCH
+            or u_t.shape[0] > MAMBA_STEP_MAX_BATCH or torch.compiler.is_compiling()
             or (torch.is_grad_enabled() and (
                 u_t.requires_grad or any(s.requires_grad for s in state.values())
                 or any(p[k].requires_grad for k in _MAMBA_KEYS if p.get(k) is not None)))):

@@ -602,3 +602,26 @@ def test_whole_step_kernel_converts_each_prepared_dict_once():
     del p
     gc.collect()
     assert not N._PREPARED
+
+
+def test_decode_kernels_under_torch_compile_trace_the_spec(step_calls, mamba_calls):
+    from liquidssm.spec import mamba
+
+    x = _step_inputs(torch.float32, None)
+    fn = torch.compile(lambda kw: lt.selective_state_update(**kw, dt_softplus=True),
+                       backend="aot_eager")
+    with torch.no_grad():
+        y, h = fn(x)
+        y_ref, h_ref = lt.selective_state_update(**x, dt_softplus=True)
+    assert step_calls == [1]  # the eager call only: the compiled one traced the torch ops
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-6)
+    from liquidssm.torch import nn
+
+    m = nn.Mamba(mamba.Config(d_model=8, d_state=4), seed=0)
+    u = torch.randn(1, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        y1, _ = torch.compile(m.step, backend="aot_eager")(u, m.initial_state(1))
+        y2, _ = m.step(u, m.initial_state(1))
+    assert mamba_calls == [1]
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-6)
