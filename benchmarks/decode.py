@@ -117,7 +117,9 @@ def transformers_mixer(config, params):
 
 def _check(name, impl, spec_y, u_np, to_array):
     """Decode the prompt (prefill where the implementation has one, else steps from zeros) and
-    CHECK_STEPS steps; compare with the spec's forward (float64) to 1e-4 relative."""
+    CHECK_STEPS steps; compare with the spec's forward (float64) to 1e-4 relative. Returns
+    (state, relative error, seconds of the slowest of these steps: where the kernels compile,
+    or load from numba's on-disk cache; a state from prefill takes the checked step once)."""
     init, step, prefill = impl
     u = to_array(u_np)
     ys = []
@@ -127,14 +129,17 @@ def _check(name, impl, spec_y, u_np, to_array):
         start = PROMPT
     else:
         state, start = init(u.shape[0]), 0
+    slowest = 0.0
     for t in range(start, u.shape[1]):
+        t0 = time.perf_counter()
         y, state = step(u[:, t], state)
+        slowest = max(slowest, time.perf_counter() - t0)
         ys.append(y)
     got = np.stack([np.asarray(y, dtype=np.float64) for y in ys], axis=1)
     err = np.abs(got - spec_y).max() / np.abs(spec_y).max()
     if not err < 1e-4:
         raise AssertionError(f"{name}: relative error {err:.2e} against the spec")
-    return state, err
+    return state, err, slowest
 
 
 def _env(threads):
@@ -208,8 +213,10 @@ def main(argv=None):
             spec_y = spec.forward(config, params, u_np)
             states, inputs = {}, {}
             for name, (impl, conv) in made.items():
-                states[name], err = _check(name, impl, spec_y, u_np, conv)
-                print(f"checked {name} (batch {batch}): max relative error {err:.1e}")
+                states[name], err, slowest = _check(name, impl, spec_y, u_np, conv)
+                # compile time apart: the slowest checked step (a kernel's first call)
+                print(f"checked {name} (batch {batch}): max relative error {err:.1e}; slowest "
+                      f"step {slowest * 1e3:.1f} ms")
                 inputs[name] = [conv(rng.standard_normal((batch, D_MODEL)))
                                 for _ in range(args.steps)]
             times = {name: [] for name in made}
