@@ -10,9 +10,9 @@ errors are the spec's. Where no kernel exists the call runs the eager implementa
 `_liquid_state_update` and Mamba's `_step`, which liquidssm.torch dispatches here when this
 implementation is chosen) runs the state_step and mamba_step kernels (forward only: with a
 gradient to record, a state below STEP_MIN_STATE entries or a batch above MAMBA_STEP_MAX_BATCH,
-the spec's torch ops run). The dtype conversions and the B / C layout
-change (time-major, (b, G, l, n); complex for complex A) are plain torch ops outside the custom
-ops, so autograd maps the gradients back.
+the spec's torch ops run). The dtype conversions and the B / C layout change (time-major,
+(b, G, l, n); complex for complex A) are plain torch ops outside the custom ops, so autograd
+maps the gradients back.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ from liquidssm.torch import selective as _eager
 from . import _kernels as K
 
 __all__ = ["selective_scan", "liquid_selective_scan", "selective_state_update", "mamba_step",
-           "diag_scan",
-           "liquid_scan", "CHUNK", "block_channels"]
+           "diag_scan", "liquid_scan", "CHUNK", "block_channels"]
 
 #: steps per chunk: the backward recomputes a chunk's states from its checkpoint
 CHUNK = 64
