@@ -1,5 +1,6 @@
 """numba kernels of the (liquid) selective scan and of the level (diag / liquid) scans, with
-their adjoints, on NumPy arrays (the level scans: level_fwd / level_bwd at the end).
+their adjoints, on NumPy arrays (the level scans: level_fwd / level_bwd at the end), and of the
+decode step (state_step: the (liquid) state update; mamba_step: the Mamba mixer's whole step).
 
 Layouts (all C-contiguous, in the compute dtype: float32, or float64 for float64 inputs; with
 complex A (the selective scan, p = 1) A, B / C, h0 and the states in complex64 / complex128):
