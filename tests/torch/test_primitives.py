@@ -175,7 +175,8 @@ def test_implementation_registry(monkeypatch):
     numba = importlib.util.find_spec("numba") is not None  # auto: numba for CPU tensors
     assert _impl.implementation(x) == ("numba" if numba else "eager")
     assert _impl.implementation(x, "diag_scan") == ("numba" if numba else "eager")
-    assert _impl.implementation(x, "selective_state_update") == "eager"  # no kernel anywhere
+    assert _impl.implementation(x, "selective_state_update") == ("numba" if numba else "eager")
+    assert _impl.implementation(x, "dense_scan") == "eager"  # no kernel anywhere
     monkeypatch.setenv("LIQUIDSSM_TORCH_IMPL", "eager")
     assert _impl.implementation(x) == "eager"
     monkeypatch.setenv("LIQUIDSSM_TORCH_IMPL", "fast")
