@@ -101,8 +101,8 @@ def primitive(name: str, eager, *, follows: str | None = None, on: int = 0):
     """`eager`, or <name> of the chosen implementation's module (its registry record's
     `module`: liquidssm.torch.triton, liquidssm.cpu._torch) where `implementation` chooses it
     (for primitive `follows` when given, on the input that is positional argument `on`; a
-    module without <name> runs `eager`: the decode steps' unchecked state updates follow
-    selective_state_update).
+    module without a function <name> runs `eager`: the decode steps' unchecked state updates
+    follow selective_state_update).
 
     The choice is made once per (LIQUIDSSM_TORCH_IMPL, TRITON_INTERPRET, device type) and kept
     (a choice that cannot be honoured raises every time): later calls are a dict read that
@@ -116,7 +116,10 @@ def primitive(name: str, eager, *, follows: str | None = None, on: int = 0):
         if impl == "eager":
             return eager
         module = importlib.import_module(registry.get(f"torch:{impl}").module)
-        return getattr(module, name) if follows is None else getattr(module, name, eager)
+        if follows is None:
+            return getattr(module, name)
+        fn = getattr(module, name, None)  # not a function (absent, or a submodule): eager
+        return fn if callable(fn) else eager
 
     @functools.wraps(eager)
     def run(*args, **kwargs):
