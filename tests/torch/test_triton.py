@@ -534,3 +534,20 @@ def test_unused_bl_gets_a_zero_gradient_and_n0_is_refused():
     assert gBL is not None and not gBL.any()
     with pytest.raises(ValueError, match="A: expected shape .*n >= 1"):
         tr.selective_scan(u, delta, A[:, :0], B[:, :0], C[:, :0])
+
+
+def test_decode_dispatch_under_triton_runs_the_spec_update(monkeypatch):
+    """The decode steps' unchecked updates follow selective_state_update's choice; the Triton
+    package has no function of that name (its `_state_update` is a submodule): the spec's."""
+    from liquidssm.spec import _dispatch
+
+    monkeypatch.setenv("LIQUIDSSM_TORCH_IMPL", "triton")
+    g = torch.Generator().manual_seed(0)
+    b, d, n = 2, 4, 3
+    args = [torch.randn(b, d, n, generator=g), torch.randn(b, d, generator=g),
+            torch.rand(b, d, generator=g), -torch.rand(d, n, generator=g) - 0.2,
+            torch.randn(b, 1, n, generator=g), torch.randn(b, 1, n, generator=g)]
+    fn = _dispatch.registered("torch", "_state_update")
+    y, h = fn(torch, *args)
+    y_ref, h_ref = spec._state_update.reference(torch, *args)
+    assert torch.equal(y, y_ref) and torch.equal(h, h_ref)
