@@ -112,10 +112,28 @@ def _medium():
              for m in ALL_MODELS]
     plan += [cfg("bytes", m, 300, 40000, seed, **bytes_opts) for seed in (1, 2)
              for m in ABLATIONS]
+    # added on 2026-12-03: the second and third seeds of the 1500-step induction runs and of
+    # digits-long (one seed each before)
+    plan += [cfg("induction", m, 1500, 40000, seed, eval_batches=4) for seed in (1, 2)
+             for m in ("transformer", "mamba", "liquid_mamba", "s4d")]
+    plan += [cfg("digits-long", m, 200, 15000, seed, eval_batches=4) for seed in (1, 2)
+             for m in ("s4d", "s4", "s5", "liquid_s5", "transformer", "liquid_mamba",
+                       "liquid_s4", "mamba")]
     return plan
 
 
-PLANS = {"small": _small, "medium": _medium}
+def _listops():
+    """ListOps at the LRA's lengths (500-2000 tokens, padded to 2000), 5000 examples (3500 for
+    training), ~15k parameters as listops-short, 1000 steps of 16 (~4.6 epochs), evaluated on 8
+    batches per split; seed 0, every model (timed at 0.1-1.5 s a step on one core)."""
+    return [TrainConfig(task="listops", model=m, steps=1000, seed=0, batch_size=16,
+                        target_params=15000, n_layers=2, eval_every=250, eval_batches=8,
+                        progress=False, task_options=dict(n=5000))
+            for m in ("s4d", "transformer", "s5", "liquid_s5", "s4", "mamba", "liquid_mamba",
+                      "liquid_s4")]
+
+
+PLANS = {"small": _small, "medium": _medium, "listops": _listops}
 
 
 def _commit() -> str:
