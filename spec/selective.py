@@ -193,20 +193,21 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
     """
     s = selective_state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
     xp = namespace(state, x, dt, A, B, C, D, z, dt_bias)
-    bsz, d, n = s.b, s.d, s.n
     wdt, _ = _work_dtype(xp, x)
-
-    def group(X):
-        X = xp.astype(X, wdt)
-        if len(X.shape) == 2:
-            return X[:, None, :]
-        g = X.shape[1]
-        return xp.reshape(xp.broadcast_to(X[:, :, None, :], (bsz, g, d // g, n)), (bsz, d, n))
-
     cast = lambda v: None if v is None else xp.astype(v, wdt)  # noqa: E731
-    out, new_state = _state_update(xp, cast(state), cast(x), cast(dt), cast(A), group(B),
-                                  group(C), cast(D), cast(z), cast(dt_bias), dt_softplus)
+    out, new_state = _state_update(xp, cast(state), cast(x), cast(dt), cast(A),
+                                  _per_channel(xp, cast(B), s.d), _per_channel(xp, cast(C), s.d),
+                                  cast(D), cast(z), cast(dt_bias), dt_softplus)
     return xp.astype(out, x.dtype), new_state
+
+
+def _per_channel(xp, X, d):
+    """A decode step's B or C as _state_update reads it: (b, n) -> (b, 1, n), shared by the d
+    channels; grouped (b, g, n) -> (b, d, n), channel c reading group c // (d / g)."""
+    if len(X.shape) == 2:
+        return X[:, None, :]
+    b, g, n = X.shape
+    return xp.reshape(xp.broadcast_to(X[:, :, None, :], (b, g, d // g, n)), (b, d, n))
 
 
 @overridable(on=1)

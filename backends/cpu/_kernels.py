@@ -479,8 +479,9 @@ def state_step(levels, x, delta, A, B, C, L, D, z, bias, has_d, has_z, has_bias,
     (b, G, n) with G = 1 (shared by the channels) or d; D, bias (d,). Delta = softplus(delta +
     bias) (softplus, has_bias); Abar = exp(Delta A); new0 = Abar h0 + Delta x B, newm = Abar hm
     + Delta phi(L x) h(m-1) (the old levels); out = (C . sum_m newm + D x) silu(z). A work
-    item is a batch entry's block of STEP_BLOCK channels, no temporaries; the loops over n are
-    SIMD."""
+    item is a batch entry's block of STEP_BLOCK channels (its temporaries: the block's Delta
+    and gates, a channel's Abar and Delta phi(L x) rows of n, computed once for all levels);
+    the loops over n are SIMD."""
     b, _, d, n = levels.shape
     zero = x.dtype.type(0)
     gb = 1 if B.shape[1] > 1 else 0  # channel c reads row c * gb
@@ -504,19 +505,25 @@ def state_step(levels, x, delta, A, B, C, L, D, z, bias, has_d, has_z, has_bias,
                 gts[j] = zt * _sigmoid(zt)
             else:
                 gts[j] = 1.0
+        abar = np.empty(n, dtype=x.dtype)  # the channel's exp(Delta A), kept for levels m >= 1
+        coupling = np.empty(n, dtype=x.dtype)  # the channel's Delta phi(L x)
         for c in range(c0, c0 + w):
             dt = dts[c - c0]
             xt = x[bi, c]
             dx = dt * xt
             y = zero
             for k in range(n):
-                v = _exp(dt * A[c, k]) * levels[bi, 0, c, k] + dx * B[bi, c * gb, k]
+                a = _exp(dt * A[c, k])
+                abar[k] = a
+                v = a * levels[bi, 0, c, k] + dx * B[bi, c * gb, k]
                 new[bi, 0, c, k] = v
                 y += C[bi, c * gc, k] * v
+            if p > 1:
+                for k in range(n):
+                    coupling[k] = dt * _phi(L[bi, c * gl, k] * xt, phi)
             for m in range(1, p):
                 for k in range(n):
-                    v = (_exp(dt * A[c, k]) * levels[bi, m, c, k]
-                         + dt * _phi(L[bi, c * gl, k] * xt, phi) * levels[bi, m - 1, c, k])
+                    v = abar[k] * levels[bi, m, c, k] + coupling[k] * levels[bi, m - 1, c, k]
                     new[bi, m, c, k] = v
                     y += C[bi, c * gc, k] * v
             if has_d:
@@ -525,14 +532,21 @@ def state_step(levels, x, delta, A, B, C, L, D, z, bias, has_d, has_z, has_bias,
 
 
 @nb.njit(inline="always", **_OPTS)
-def _matvec(W, x, out, bias, has_bias):
-    """out = W x (+ bias): W (o, i) row-major, each row a contiguous dot product (SIMD)."""
+def _matvec(W, x, out):
+    """out = W x: W (o, i) row-major, each row a contiguous dot product (SIMD)."""
     o, i = W.shape
     for r in range(o):
         acc = x.dtype.type(0)
         for k in range(i):
             acc += W[r, k] * x[k]
-        out[r] = acc + bias[r] if has_bias else acc
+        out[r] = acc
+
+
+@nb.njit(inline="always", **_OPTS)
+def _add(out, bias):
+    """out += bias (the bias of a linear layer, after its _matvec)."""
+    for r in range(out.shape[0]):
+        out[r] += bias[r]
 
 
 @nb.njit(parallel=True, **_OPTS)
@@ -558,7 +572,9 @@ def mamba_step(u, W_in, b_in, W_x, W_dt, b_dt, W_out, b_out, conv_wt, conv_b, A,
         dbl = np.empty(W_x.shape[0], dtype=u.dtype)
         dts = np.empty(d, dtype=u.dtype)
         y = np.empty(d, dtype=u.dtype)
-        _matvec(W_in, u[bi], xz, b_in, has_b_in)
+        _matvec(W_in, u[bi], xz)
+        if has_b_in:
+            _add(xz, b_in)
         for k in range(K - 1):
             for c in range(d):
                 new_rows[bi, k, c] = rows[bi, k + 1, c]
@@ -570,8 +586,9 @@ def mamba_step(u, W_in, b_in, W_x, W_dt, b_dt, W_out, b_out, conv_wt, conv_b, A,
                 xc[c] += conv_wt[k, c] * new_rows[bi, k, c]
         for c in range(d):
             xc[c] = xc[c] * _sigmoid(xc[c])
-        _matvec(W_x, xc, dbl, b_in, False)
-        _matvec(W_dt, dbl[:r], dts, b_dt, True)
+        _matvec(W_x, xc, dbl)
+        _matvec(W_dt, dbl[:r], dts)
+        _add(dts, b_dt)
         for c in range(d):
             dts[c] = _softplus(dts[c])
         for c in range(d):
@@ -586,7 +603,9 @@ def mamba_step(u, W_in, b_in, W_x, W_dt, b_dt, W_out, b_out, conv_wt, conv_b, A,
         for c in range(d):
             zt = xz[d + c]
             y[c] *= zt * _sigmoid(zt)
-        _matvec(W_out, y, out[bi], b_out, has_b_out)
+        _matvec(W_out, y, out[bi])
+        if has_b_out:
+            _add(out[bi], b_out)
 
 
 @nb.njit(**_OPTS)

@@ -154,17 +154,10 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
         return _spec_sel.selective_state_update(*args, dt_softplus)
     wdt = np.float64 if x.dtype == np.float64 else np.float32
     b, d, n = s.b, s.d, s.n
-
-    def group(X):  # (b, n) -> (b, 1, n); (b, g, n) -> (b, d, n): channel c reads group c // (d/g)
-        X = np.asarray(X, dtype=wdt)
-        if X.ndim == 2:
-            return _c(X[:, None], wdt)
-        return _c(np.repeat(X, d // X.shape[1], axis=1), wdt)
-
-    Bg = group(B)
+    Bg, Cg = (_c(_spec_sel._per_channel(np, np.asarray(X, dtype=wdt), d), wdt) for X in (B, C))
     out, new = np.empty((b, d), wdt), np.empty((b, 1, d, n), wdt)
     K.state_step(_c(state, wdt).reshape(b, 1, d, n), _c(x, wdt), _c(dt, wdt), _c(A, wdt), Bg,
-                 group(C), Bg, _opt(D, 1, wdt), _opt(z, 2, wdt), _opt(dt_bias, 1, wdt),
+                 Cg, Bg, _opt(D, 1, wdt), _opt(z, 2, wdt), _opt(dt_bias, 1, wdt),
                  D is not None, z is not None, dt_bias is not None, bool(dt_softplus),
                  LCONTRACT_CODES["none"], 1, out, new)
     return out.astype(x.dtype, copy=False), new.reshape(b, d, n)
