@@ -113,12 +113,12 @@ def _medium():
     plan += [cfg("bytes", m, 300, 40000, seed, **bytes_opts) for seed in (1, 2)
              for m in ABLATIONS]
     # added on 2026-12-03: the second and third seeds of the 1500-step induction runs and of
-    # digits-long (one seed each before)
+    # digits-long (one seed each before; the models in the order of their run time here)
     plan += [cfg("induction", m, 1500, 40000, seed, eval_batches=4) for seed in (1, 2)
              for m in ("transformer", "mamba", "liquid_mamba", "s4d")]
-    plan += [cfg("digits-long", m, 200, 15000, seed, eval_batches=4) for seed in (1, 2)
+    plan += [cfg("digits-long", m, 200, 15000, seed, eval_batches=4)
              for m in ("s4d", "s4", "s5", "liquid_s5", "transformer", "liquid_mamba",
-                       "liquid_s4", "mamba")]
+                       "liquid_s4", "mamba") for seed in (1, 2)]
     return plan
 
 
