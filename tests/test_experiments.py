@@ -40,3 +40,23 @@ def test_one_row_per_test_split_and_dtype(tmp_path, monkeypatch):
     # done runs are skipped: a second pass trains nothing
     experiments.main(str(tmp_path), "stub")
     assert len(calls) == 2
+
+
+def test_liquid_mamba_ablations_keep_exactly_the_changes_their_names_say():
+    """'-X': Mamba plus LiquidMamba's change X only; '-noX': LiquidMamba without X only (X in
+    scan = liquid_degree > 1, conv = the gated conv, ffn = an FFN after the mixer)."""
+    from liquidssm.spec import liquid_mamba
+    from liquidssm.train.common import MODELS, SSM_DEFAULTS
+
+    def changes(ssm):
+        c = liquid_mamba.Config(d_model=8, **ssm)
+        return {k for k, on in (("scan", c.liquid_degree > 1), ("conv", c.conv == "gated"),
+                                ("ffn", c.ffn != "none")) if on}
+
+    assert changes(SSM_DEFAULTS["liquid_mamba"]) == {"scan", "conv", "ffn"}
+    names = [m for m in MODELS if m.startswith("liquid_mamba-")]
+    assert len(names) == 6
+    for name in names:
+        part = name.split("-")[1]
+        expected = ({"scan", "conv", "ffn"} - {part[2:]}) if part.startswith("no") else {part}
+        assert changes(SSM_DEFAULTS[name]) == expected, name

@@ -25,10 +25,6 @@ from liquidssm.spec import VARIANTS
 __all__ = ["TrainConfig", "MODELS", "model_config", "lr_factor", "run", "summarize",
            "METRICS_COLUMNS", "plot_curves"]
 
-#: the --model choices: the library's variants, LiquidMamba's ablations (one change each:
-#: liquid scan only, gated conv only, FFN only) and the Transformer baseline
-MODELS = (*VARIANTS, "liquid_mamba-scan", "liquid_mamba-conv", "liquid_mamba-ffn", "transformer")
-
 #: the small-model SSM settings per variant (everything else: the spec's defaults)
 SSM_DEFAULTS = {
     "s4d": dict(d_state=32),
@@ -41,7 +37,15 @@ SSM_DEFAULTS = {
     "liquid_mamba-scan": dict(d_state=16, conv="plain", ffn="none"),
     "liquid_mamba-conv": dict(d_state=16, liquid_degree=1, ffn="none"),
     "liquid_mamba-ffn": dict(d_state=16, liquid_degree=1, conv="plain"),
+    # LiquidMamba with one of its three changes taken out (the other two kept)
+    "liquid_mamba-noscan": dict(d_state=16, liquid_degree=1),
+    "liquid_mamba-noconv": dict(d_state=16, conv="plain"),
+    "liquid_mamba-noffn": dict(d_state=16, ffn="none"),
 }
+#: the --model choices: the library's variants, LiquidMamba's ablations (Mamba plus one of its
+#: changes: "-scan" the liquid scan, "-conv" the gated conv, "-ffn" the FFN; LiquidMamba less
+#: one: "-noscan", "-noconv", "-noffn") and the Transformer baseline
+MODELS = (*VARIANTS, *(m for m in SSM_DEFAULTS if "-" in m), "transformer")
 #: S5 layers: LayerNorm (the spec's BatchNorm is its inference form, not updated in training)
 BLOCK_DEFAULTS = {"s5": dict(norm="layer"), "liquid_s5": dict(norm="layer")}
 
