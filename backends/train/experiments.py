@@ -138,7 +138,19 @@ def _listops():
                       "liquid_s4")]
 
 
-PLANS = {"small": _small, "medium": _medium, "listops": _listops}
+def _width():
+    """Induction (1500 steps, seed 0, the medium plan's settings) at fixed widths instead of a
+    parameter budget: LiquidMamba (d_model 28 at <= 40k parameters: its FFN takes them) fails
+    where Mamba (44) learns; of its ablations only the gated conv with the FFN fails (d_model 28).
+    Is it the width? The gated conv alone and Mamba at 28, LiquidMamba and gated conv + FFN at
+    44. Written to its own directory (the runs' keys do not hold d_model)."""
+    return [TrainConfig(task="induction", model=m, steps=1500, seed=0, d_model=w, n_layers=2,
+                        eval_every=750, eval_batches=4, progress=False)
+            for m, w in (("liquid_mamba-conv", 28), ("mamba", 28), ("liquid_mamba", 44),
+                         ("liquid_mamba-noscan", 44))]
+
+
+PLANS = {"small": _small, "medium": _medium, "listops": _listops, "width": _width}
 
 
 def _commit() -> str:
