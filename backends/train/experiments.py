@@ -147,7 +147,7 @@ def _width():
     leave the loss plateau later, or not at all?). Written to its own directory (the runs' keys
     do not hold d_model)."""
     return [TrainConfig(task="induction", model=m, steps=steps, seed=seed, d_model=w,
-                        n_layers=2, eval_every=steps // 2, eval_batches=4, progress=False)
+                        n_layers=2, eval_every=750, eval_batches=4, progress=False)
             for m, w, seed, steps in (("liquid_mamba-conv", 28, 0, 1500), ("mamba", 28, 0, 1500),
                                       ("liquid_mamba", 44, 0, 1500),
                                       ("liquid_mamba-noscan", 44, 0, 1500),
