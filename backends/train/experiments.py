@@ -130,7 +130,8 @@ def _medium():
 def _listops():
     """ListOps at the LRA's lengths (500-2000 tokens, padded to 2000), 5000 examples (3500 for
     training), ~15k parameters as listops-short, 1000 steps of 16 (~4.6 epochs), evaluated on 8
-    batches per split; seed 0, every model (timed at 0.1-1.5 s a step on one core)."""
+    batches per split; seed 0, every model (4-40 min each on a shared core of this machine,
+    Liquid-S4 over an hour)."""
     return [TrainConfig(task="listops", model=m, steps=1000, seed=0, batch_size=16,
                         target_params=15000, n_layers=2, eval_every=250, eval_batches=8,
                         progress=False, task_options=dict(n=5000))
