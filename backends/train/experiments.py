@@ -144,16 +144,19 @@ def _width():
     parameter budget: LiquidMamba (d_model 28 at <= 40k parameters: its FFN takes them) fails
     where Mamba (44) learns; of its ablations only the gated conv with the FFN fails (d_model 28).
     Is it the width? The gated conv alone and Mamba at 28, LiquidMamba and gated conv + FFN at
-    44; then seeds 1-2 of LiquidMamba at 44, and LiquidMamba at 28 for 4000 steps (does it
-    leave the loss plateau later, or not at all?). Written to its own directory (the runs' keys
-    do not hold d_model)."""
+    44; then seeds 1-2 of LiquidMamba at 44, LiquidMamba at 28 for 4000 steps (does it leave
+    the loss plateau later, or not at all?), seeds 1-2 of gated conv + FFN at 28 and a second
+    4000-step seed. Written to its own directory (the runs' keys do not hold d_model)."""
     return [TrainConfig(task="induction", model=m, steps=steps, seed=seed, d_model=w,
                         n_layers=2, eval_every=750, eval_batches=4, progress=False)
             for m, w, seed, steps in (("liquid_mamba-conv", 28, 0, 1500), ("mamba", 28, 0, 1500),
                                       ("liquid_mamba", 44, 0, 1500),
                                       ("liquid_mamba-noscan", 44, 0, 1500),
                                       ("liquid_mamba", 44, 1, 1500), ("liquid_mamba", 44, 2, 1500),
-                                      ("liquid_mamba", 28, 0, 4000))]
+                                      ("liquid_mamba", 28, 0, 4000),
+                                      ("liquid_mamba-noscan", 28, 1, 1500),
+                                      ("liquid_mamba-noscan", 28, 2, 1500),
+                                      ("liquid_mamba", 28, 1, 4000))]
 
 
 PLANS = {"small": _small, "medium": _medium, "listops": _listops, "width": _width}
